@@ -1,0 +1,197 @@
+//! Error types. [`Error`] is what the public API returns; [`StorageError`] and
+//! [`ConfigError`] carry the context (path, offset, field) needed to act on a failure.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::types::{Index, NodeId};
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the Raft API can fail with (the original's `raft/errors.go`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This node is not the leader. `leader` names the leader it knows of, so a client can
+    /// redirect; `None` while no leader is known.
+    #[error("raft: node is not the leader (leader: {})", leader.as_ref().map_or("unknown", |l| l.as_str()))]
+    NotLeader {
+        /// The leader this node knows of in its current term.
+        leader: Option<NodeId>,
+    },
+    /// The operation did not complete in time; its outcome is unknown.
+    #[error("raft: operation timed out")]
+    Timeout,
+    /// The node is stopping or stopped.
+    #[error("raft: raft node is shutting down")]
+    ShuttingDown,
+    /// The node lost leadership before the operation completed; its outcome is unknown.
+    #[error("raft: leadership lost during operation")]
+    LeadershipLost,
+    /// A majority of the cluster could not be reached.
+    #[error("raft: quorum unreachable")]
+    QuorumUnreachable,
+    /// The requested log entries were compacted into a snapshot.
+    #[error("raft: required log entries are compacted (requested {requested}, first available {first_available})")]
+    Compacted {
+        /// The index asked for.
+        requested: Index,
+        /// The first index still in the log.
+        first_available: Index,
+    },
+    /// The requested item does not exist.
+    #[error("raft: item not found: {0}")]
+    NotFound(String),
+    /// A proposal is larger than `max_proposal_bytes` allows; nothing was appended.
+    #[error("raft: proposal of {size} bytes exceeds the limit of {limit} bytes")]
+    ProposalTooLarge {
+        /// Size of the rejected proposal.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Accepting the proposal would exceed `max_uncommitted_bytes`; retry once the
+    /// cluster has caught up.
+    #[error("raft: too many uncommitted bytes ({uncommitted} + {size} > {limit}); retry later")]
+    Overloaded {
+        /// Bytes proposed but not yet committed.
+        uncommitted: u64,
+        /// Size of the rejected proposal.
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Durable storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A configuration setting that breaks a rule. `field` is the path of the setting as it
+/// appears in the TOML file (e.g. `options.election_tick_count`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {field}: {rule}")]
+pub struct ConfigError {
+    /// The offending setting.
+    pub field: String,
+    /// The rule it breaks, in words.
+    pub rule: String,
+}
+
+impl ConfigError {
+    /// A rule violation for `field`.
+    pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
+/// A failure of durable storage, with the file and offset involved where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O call failed.
+    #[error("storage: {op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`open`, `write`, `fsync`, ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Data on disk failed its checksum or is malformed somewhere other than a torn tail.
+    /// It is never skipped or returned as data.
+    #[error("storage: corruption in {} at offset {offset}: {reason}", path.display())]
+    Corruption {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte offset of the damaged record in that file.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process (or another open handle) holds the data directory's lock.
+    #[error("storage: data directory {} is locked by {}", path.display(), holder.map_or_else(|| "another process".to_string(), |p| format!("process {p}")))]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// The pid recorded by the holder, when readable.
+        holder: Option<u32>,
+    },
+    /// The requested entries were compacted away.
+    #[error("storage: index {requested} is compacted (first available {first_available})")]
+    Compacted {
+        /// The index asked for.
+        requested: Index,
+        /// The first index still stored.
+        first_available: Index,
+    },
+    /// The requested entries are beyond the end of the log.
+    #[error("storage: index {requested} is beyond the last index {last_index}")]
+    Unavailable {
+        /// The index asked for.
+        requested: Index,
+        /// The last stored index.
+        last_index: Index,
+    },
+    /// The caller broke the storage contract (e.g. a gap in appended indices). Nothing was
+    /// written.
+    #[error("storage: invalid request: {0}")]
+    InvalidRequest(String),
+}
+
+impl StorageError {
+    /// Wraps an I/O error with the operation and path it concerns.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<StorageError> for io::Error {
+    fn from(e: StorageError) -> Self {
+        io::Error::other(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_names_the_leader_for_redirects() {
+        let e = Error::NotLeader {
+            leader: Some(NodeId::from("node-2")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "raft: node is not the leader (leader: node-2)"
+        );
+        let e = Error::NotLeader { leader: None };
+        assert!(e.to_string().contains("unknown"));
+    }
+
+    #[test]
+    fn corruption_names_file_and_offset() {
+        let e = StorageError::Corruption {
+            path: PathBuf::from("/d/log/1.seg"),
+            offset: 4096,
+            reason: "checksum mismatch".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("/d/log/1.seg") && text.contains("4096"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! Durable state: the [`Storage`] trait and its implementations, [`FileStorage`] (segmented,
+//! checksummed, crash-safe files) and [`MemStorage`] (for tests and benchmarks).
+//!
+//! # Contract
+//!
+//! A storage holds the hard state (term and vote), the latest snapshot and the log that
+//! follows it. The log is a contiguous run of entries `first_index() ..= last_index()`;
+//! when it is empty, `last_index()` is the snapshot's index and `first_index()` the one
+//! after it.
+//!
+//! Durability is explicit so that the runtime can do *group commit*: [`Storage::append`]
+//! writes entries but does not make them durable; [`Storage::sync`] makes everything
+//! written so far durable with one flush. Nothing may be acknowledged to another node
+//! before the `sync` that covers it returns. [`Storage::set_hard_state`],
+//! [`Storage::truncate_suffix`] and [`Storage::save_snapshot`] are durable when they
+//! return (they are rare, and ordering them with later appends matters for safety).
+//!
+//! Every implementation must pass the same model tests (`tests/storage_model.rs`).
+
+mod file;
+mod memory;
+
+pub use file::{FileStorage, FileStorageOptions, SyncPolicy};
+pub use memory::MemStorage;
+
+use crate::error::StorageError;
+use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+
+/// Durable storage of a node's Raft state (the original's `storage.Storage`).
+///
+/// Methods take `&mut self` for writes: the runtime owns the storage from one thread and
+/// serializes access. Errors carry the path and offset involved.
+pub trait Storage: Send + 'static {
+    /// The persisted term and vote (default values on a fresh store).
+    fn hard_state(&self) -> HardState;
+
+    /// Persists term and vote; durable when it returns.
+    fn set_hard_state(&mut self, state: &HardState) -> Result<(), StorageError>;
+
+    /// First index held in the log (`snapshot index + 1` when nothing was appended since).
+    fn first_index(&self) -> Index;
+
+    /// Last index held: the last log entry's, or the snapshot's when the log is empty.
+    fn last_index(&self) -> Index;
+
+    /// Term of the entry at `index`. Works for `first_index() - 1` when that is the
+    /// snapshot's index, and for index 0 (term 0).
+    fn term(&self, index: Index) -> Result<Term, StorageError>;
+
+    /// Entries in `[lo, hi)`, stopping early once `max_bytes` (by [`Entry::size_hint`]) is
+    /// reached; at least one entry is returned when the range is not empty.
+    /// Fails with [`StorageError::Compacted`] below `first_index()` and
+    /// [`StorageError::Unavailable`] past `last_index()`.
+    fn entries(&self, lo: Index, hi: Index, max_bytes: u64) -> Result<Vec<Entry>, StorageError>;
+
+    /// Appends entries; the first must have index `last_index() + 1`, the rest must follow
+    /// without gaps and with non-decreasing terms. Not durable until [`Storage::sync`].
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
+
+    /// Removes every entry with index `>= from` (conflicting entries, Raft §5.3); durable
+    /// when it returns. `from` must be above the snapshot index.
+    fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError>;
+
+    /// Makes every write so far durable (one flush for a whole batch: group commit).
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Metadata of the latest snapshot, if any.
+    fn snapshot_meta(&self) -> Option<SnapshotMeta>;
+
+    /// Loads the latest snapshot, if any.
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
+
+    /// Stores a snapshot durably and replaces the previous one. If the log holds the
+    /// snapshot's last entry with the same term, the log is kept (entries after it remain
+    /// valid, Raft §7); otherwise the whole log is discarded. A snapshot not newer than the
+    /// current one is refused with [`StorageError::InvalidRequest`].
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
+
+    /// Allows the storage to drop log entries up to and including `upto`, which must not
+    /// exceed the snapshot index. Implementations may keep some (FileStorage drops whole
+    /// segments only); `first_index()` tells what remains.
+    fn compact(&mut self, upto: Index) -> Result<(), StorageError>;
+}
+
+/// Checks the shape of an append against the log's current last index and term, so that
+/// every implementation refuses the same malformed requests before writing anything.
+pub(crate) fn check_append(
+    last_index: Index,
+    last_term: Term,
+    entries: &[Entry],
+) -> Result<(), StorageError> {
+    let mut expected = last_index + 1;
+    let mut prev_term = last_term;
+    for e in entries {
+        if e.index != expected {
+            return Err(StorageError::InvalidRequest(format!(
+                "append of index {} where {} was expected (no gaps or overwrites; truncate first)",
+                e.index, expected
+            )));
+        }
+        if e.term < prev_term {
+            return Err(StorageError::InvalidRequest(format!(
+                "append of index {} with term {} after term {} (terms never decrease along the log)",
+                e.index, e.term, prev_term
+            )));
+        }
+        expected += 1;
+        prev_term = e.term;
+    }
+    Ok(())
+}
+
+/// Checks a range read against the held range `[first, last]`; `Ok(false)` for an empty range.
+pub(crate) fn check_range(
+    lo: Index,
+    hi: Index,
+    first: Index,
+    last: Index,
+) -> Result<bool, StorageError> {
+    if lo >= hi {
+        return Ok(false);
+    }
+    if lo < first {
+        return Err(StorageError::Compacted {
+            requested: lo,
+            first_available: first,
+        });
+    }
+    if hi > last + 1 {
+        return Err(StorageError::Unavailable {
+            requested: hi - 1,
+            last_index: last,
+        });
+    }
+    Ok(true)
+}
