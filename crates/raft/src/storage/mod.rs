@@ -89,9 +89,8 @@ pub(crate) fn check_append(
     last_term: Term,
     entries: &[Entry],
 ) -> Result<(), StorageError> {
-    let mut expected = last_index + 1;
     let mut prev_term = last_term;
-    for e in entries {
+    for (expected, e) in (last_index + 1..).zip(entries) {
         if e.index != expected {
             return Err(StorageError::InvalidRequest(format!(
                 "append of index {} where {} was expected (no gaps or overwrites; truncate first)",
@@ -104,7 +103,6 @@ pub(crate) fn check_append(
                 e.index, e.term, prev_term
             )));
         }
-        expected += 1;
         prev_term = e.term;
     }
     Ok(())

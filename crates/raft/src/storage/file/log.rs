@@ -1,0 +1,429 @@
+//! The segmented log on disk: the list of segment files with their record offsets, and
+//! the operations that change it (append, roll, truncate, compact, discard) or read it.
+//!
+//! Ordering rules that make crashes safe (with [`SyncPolicy::Always`](super::SyncPolicy)):
+//! - a new segment is created as a `.tmp` file holding only its header, fsynced and renamed
+//!   into place, so a segment file is never torn at creation;
+//! - before a new segment is started, the previous one is fsynced, so only the last
+//!   segment can ever have a torn tail (recovery treats damage elsewhere as corruption);
+//! - segments are removed one at a time, each removal made durable before the next, newest
+//!   first when cutting the end of the log and oldest first when compacting, so that a
+//!   crash at any point leaves a contiguous run of segments.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::fsutil::{io_err, remove_durably, sync_dir, TMP_SUFFIX};
+use super::index::ByteBudget;
+use super::segment::{self, Decoded};
+use crate::error::StorageError;
+use crate::types::{Entry, Index};
+
+/// The append buffer is kept between batches, unless one huge batch made it bigger than
+/// this; then it is released rather than pinned forever.
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
+
+/// One segment file and the offsets of its records.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// Index of its first record (also in its name and header).
+    pub first_index: Index,
+    /// Its path.
+    pub path: PathBuf,
+    /// Open for reading (`read_at`) and, for the last segment, writing (`write_at`).
+    file: File,
+    /// Offset of each record; record `i` holds index `first_index + i`.
+    offsets: Vec<u32>,
+    /// End of the records (where the next record goes).
+    end: u64,
+}
+
+impl Segment {
+    /// A segment over an open file whose records were found at `offsets`, ending at `end`.
+    pub(super) fn new(
+        first_index: Index,
+        path: PathBuf,
+        file: File,
+        offsets: Vec<u32>,
+        end: u64,
+    ) -> Self {
+        Segment {
+            first_index,
+            path,
+            file,
+            offsets,
+            end,
+        }
+    }
+
+    /// Index one past its last record.
+    pub(super) fn next_index(&self) -> Index {
+        self.first_index + self.offsets.len() as u64
+    }
+
+    /// Byte range of the record in `slot`.
+    fn bounds(&self, slot: usize) -> Option<(u64, u64)> {
+        let start = u64::from(*self.offsets.get(slot)?);
+        let end = self
+            .offsets
+            .get(slot + 1)
+            .map_or(self.end, |&o| u64::from(o));
+        Some((start, end))
+    }
+}
+
+/// The log's segments and the range of indices `[first, next)` they hold.
+#[derive(Debug)]
+pub(super) struct SegmentLog {
+    dir: PathBuf,
+    sync: bool,
+    segment_size: u64,
+    /// Contiguous: each segment's first index is the previous one's next index. Every
+    /// segment holds at least one record, except the last one between its creation and the
+    /// write that follows it.
+    segments: Vec<Segment>,
+    first: Index,
+    next: Index,
+    /// The last segment has writes not yet flushed to the disk.
+    dirty: bool,
+    /// Encoding buffer reused across appends: one `write` per batch per segment.
+    buf: Vec<u8>,
+}
+
+impl SegmentLog {
+    /// A log over recovered `segments`; `empty_first` is its first index if there are none.
+    pub(super) fn new(
+        dir: PathBuf,
+        sync: bool,
+        segment_size: u64,
+        segments: Vec<Segment>,
+        empty_first: Index,
+    ) -> Self {
+        let first = segments.first().map_or(empty_first, |s| s.first_index);
+        let next = segments.last().map_or(empty_first, Segment::next_index);
+        SegmentLog {
+            dir,
+            sync,
+            segment_size,
+            segments,
+            first,
+            next,
+            dirty: false,
+            buf: Vec::new(),
+        }
+    }
+
+    /// First index held (equal to [`SegmentLog::next`] when empty).
+    pub(super) fn first(&self) -> Index {
+        self.first
+    }
+
+    /// Index one past the last one held.
+    pub(super) fn next(&self) -> Index {
+        self.next
+    }
+
+    /// Whether the log holds no entry.
+    pub(super) fn is_empty(&self) -> bool {
+        self.first == self.next
+    }
+
+    /// Path of the first segment, if any (for error messages).
+    pub(super) fn first_path(&self) -> Option<&Path> {
+        self.segments.first().map(|s| s.path.as_path())
+    }
+
+    /// Appends entries that the caller has validated (contiguous from [`SegmentLog::next`],
+    /// each small enough for a record). Each segment receives the batch's records in one
+    /// write. On error, [`SegmentLog::next`] tells how many entries made it to the files.
+    pub(super) fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let result = self.append_with(&mut buf, entries);
+        if buf.capacity() <= KEEP_BUFFER_BYTES {
+            self.buf = buf;
+        }
+        result
+    }
+
+    fn append_with(&mut self, buf: &mut Vec<u8>, entries: &[Entry]) -> Result<(), StorageError> {
+        let mut pending = 0;
+        for entry in entries {
+            let roll = self.segments.last().is_none_or(|s| {
+                // Never roll away from an empty segment: segments are never empty otherwise.
+                !s.offsets.is_empty() && s.end + buf.len() as u64 >= self.segment_size
+            });
+            if roll {
+                self.flush(buf, &mut pending)?;
+                self.roll(entry.index)?;
+            }
+            let Some(seg) = self.segments.last_mut() else {
+                return Err(StorageError::InvalidRequest("no active segment".into()));
+            };
+            let offset = u32::try_from(seg.end + buf.len() as u64).map_err(|_| {
+                StorageError::InvalidRequest(format!(
+                    "entry {} does not fit in a segment (offset beyond 4 GiB)",
+                    entry.index
+                ))
+            })?;
+            seg.offsets.push(offset);
+            segment::encode_record(buf, seg.first_index, entry);
+            pending += 1;
+        }
+        self.flush(buf, &mut pending)
+    }
+
+    /// Writes the encoded `pending` records in `buf` to the last segment.
+    fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut usize) -> Result<(), StorageError> {
+        let count = std::mem::take(pending);
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let Some(seg) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        let written = seg.file.write_all_at(buf, seg.end);
+        let len = buf.len() as u64;
+        buf.clear();
+        if let Err(e) = written {
+            // Forget the records that may not be on disk; the next write overwrites them.
+            seg.offsets
+                .truncate(seg.offsets.len().saturating_sub(count));
+            return Err(StorageError::io("write", seg.path.clone(), e));
+        }
+        seg.end += len;
+        self.next += count as u64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Starts a new segment at `first_index` after making the current one durable.
+    fn roll(&mut self, first_index: Index) -> Result<(), StorageError> {
+        self.sync()?;
+        let name = segment::file_name(first_index);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        file.write_all_at(&segment::encode_header(first_index), 0)
+            .map_err(io_err("write", &tmp))?;
+        if self.sync {
+            file.sync_data().map_err(io_err("fsync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        if self.sync {
+            sync_dir(&self.dir)?;
+        }
+        if self.segments.is_empty() {
+            self.first = first_index;
+        }
+        let end = segment::SEGMENT_HEADER_LEN as u64;
+        self.segments
+            .push(Segment::new(first_index, path, file, Vec::new(), end));
+        Ok(())
+    }
+
+    /// Makes every write so far durable (a no-op under `UnsafeNoSync`). Only the last
+    /// segment can hold unflushed writes: older ones were flushed when the next began.
+    pub(super) fn sync(&mut self) -> Result<(), StorageError> {
+        if self.dirty && self.sync {
+            if let Some(seg) = self.segments.last() {
+                seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Removes every entry `>= from`, durably. Below the first index everything goes and
+    /// the log restarts at `from`.
+    pub(super) fn truncate_from(&mut self, from: Index) -> Result<(), StorageError> {
+        if from >= self.next {
+            return Ok(());
+        }
+        if from <= self.first {
+            self.remove_newest_while(|_| true)?;
+            self.first = from;
+            self.next = from;
+            return Ok(());
+        }
+        self.remove_newest_while(|s| s.first_index >= from)?;
+        if let Some(seg) = self.segments.last_mut() {
+            let slot = usize::try_from(from - seg.first_index).unwrap_or(usize::MAX);
+            if let Some(&offset) = seg.offsets.get(slot) {
+                let offset = u64::from(offset);
+                seg.file
+                    .set_len(offset)
+                    .map_err(io_err("truncate", &seg.path))?;
+                if self.sync {
+                    seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+                }
+                seg.offsets.truncate(slot);
+                seg.end = offset;
+            }
+        }
+        // The remaining data was flushed by the truncation or when its successor began.
+        self.dirty = false;
+        self.next = from;
+        Ok(())
+    }
+
+    /// Deletes whole segments whose entries are all `<= upto`, never the last segment.
+    pub(super) fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
+        while self.segments.len() > 1 && self.segments[0].next_index() <= upto.saturating_add(1) {
+            remove_durably(&self.dir, &self.segments[0].path, self.sync)?;
+            self.segments.remove(0);
+            self.first = self.segments[0].first_index;
+        }
+        Ok(())
+    }
+
+    /// Deletes every segment; the log restarts empty at `first`.
+    pub(super) fn discard(&mut self, first: Index) -> Result<(), StorageError> {
+        self.remove_newest_while(|_| true)?;
+        self.first = first;
+        self.next = first;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Removes segments from the end while `pred` holds, each removal durable before the
+    /// next, so that what survives a crash is always a prefix of the log.
+    fn remove_newest_while(&mut self, pred: impl Fn(&Segment) -> bool) -> Result<(), StorageError> {
+        while let Some(seg) = self.segments.last() {
+            if !pred(seg) {
+                break;
+            }
+            remove_durably(&self.dir, &seg.path, self.sync)?;
+            self.segments.pop();
+            self.next = self.segments.last().map_or(self.first, Segment::next_index);
+        }
+        Ok(())
+    }
+
+    /// Position of the segment holding `index`.
+    fn segment_of(&self, index: Index) -> Option<usize> {
+        let n = self.segments.partition_point(|s| s.first_index <= index);
+        n.checked_sub(1)
+            .filter(|&k| self.segments.get(k).is_some_and(|s| index < s.next_index()))
+    }
+
+    /// Reads entries `[lo, hi)` (which the log holds) into `out`, one read per segment,
+    /// admitting each through `budget` before reading it. Returns `true` if the budget
+    /// stopped the read early.
+    pub(super) fn read_entries(
+        &self,
+        lo: Index,
+        hi: Index,
+        budget: &mut ByteBudget,
+        out: &mut Vec<Entry>,
+    ) -> Result<bool, StorageError> {
+        let mut index = lo;
+        while index < hi {
+            let Some(seg) = self.segment_of(index).and_then(|k| self.segments.get(k)) else {
+                return Err(StorageError::Unavailable {
+                    requested: index,
+                    last_index: self.next.saturating_sub(1),
+                });
+            };
+            let first_slot = usize::try_from(index - seg.first_index).unwrap_or(usize::MAX);
+            let stop = hi.min(seg.next_index());
+            let (mut start, mut end, mut count, mut exhausted) = (0, 0, 0usize, false);
+            while index + (count as u64) < stop {
+                let Some((s, e)) = seg.bounds(first_slot + count) else {
+                    break;
+                };
+                if !budget.admit(segment::size_hint_of_record(e - s)) {
+                    exhausted = true;
+                    break;
+                }
+                if count == 0 {
+                    start = s;
+                }
+                end = e;
+                count += 1;
+            }
+            if count > 0 {
+                read_records(seg, index, count, start, end, out)?;
+            }
+            if exhausted {
+                return Ok(true);
+            }
+            if count == 0 {
+                // The offset index lacks an entry the log claims to hold: never return a
+                // result with a hole in it.
+                return Err(StorageError::Unavailable {
+                    requested: index,
+                    last_index: self.next.saturating_sub(1),
+                });
+            }
+            index += count as u64;
+        }
+        Ok(false)
+    }
+
+    /// The lowest index from which the entries to the end fit in `budget` bytes (by
+    /// [`Entry::size_hint`]); [`SegmentLog::next`] if not even the last one fits.
+    pub(super) fn tail_start(&self, budget: u64) -> Index {
+        let mut used = 0u64;
+        let mut start = self.next;
+        for seg in self.segments.iter().rev() {
+            for slot in (0..seg.offsets.len()).rev() {
+                let Some((s, e)) = seg.bounds(slot) else {
+                    return start;
+                };
+                used = used.saturating_add(segment::size_hint_of_record(e - s));
+                if used > budget {
+                    return start;
+                }
+                start = seg.first_index + slot as u64;
+            }
+        }
+        start
+    }
+}
+
+/// Reads the `count` records of `seg` that start with `index` and occupy `[start, end)`,
+/// checking each again: the disk may have changed since it was scanned at open.
+fn read_records(
+    seg: &Segment,
+    index: Index,
+    count: usize,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Entry>,
+) -> Result<(), StorageError> {
+    let len = usize::try_from(end - start).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len];
+    seg.file
+        .read_exact_at(&mut buf, start)
+        .map_err(io_err("read", &seg.path))?;
+    let mut at = 0;
+    for expected in index..index + count as u64 {
+        let reason = match segment::decode_at(&buf, at, seg.first_index) {
+            Decoded::Record(r) if r.index == expected => {
+                out.push(r.to_entry());
+                at = r.end;
+                continue;
+            }
+            Decoded::Record(r) => format!(
+                "record holds index {} where {expected} was expected",
+                r.index
+            ),
+            Decoded::Bad { reason, .. } => reason,
+            Decoded::End => "record missing (end of data)".into(),
+        };
+        return Err(StorageError::Corruption {
+            path: seg.path.clone(),
+            offset: start + at as u64,
+            reason,
+        });
+    }
+    Ok(())
+}
