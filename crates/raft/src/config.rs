@@ -385,7 +385,7 @@ mod duration_text {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        if d.subsec_nanos() % 1_000_000 != 0 {
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
             s.serialize_str(&format!("{}us", d.as_micros()))
         } else {
             s.serialize_str(&format!("{}ms", d.as_millis()))

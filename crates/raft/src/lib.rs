@@ -25,12 +25,18 @@
 //! ```
 
 pub mod config;
+pub mod core;
 pub mod error;
+pub mod message;
+pub mod rand;
 pub mod storage;
 pub mod types;
 
+pub use self::core::{InitialState, RaftCore, Ready, SoftState, WriteBatch};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
 pub use error::{ConfigError, Error, Result, StorageError};
+pub use message::Message;
+pub use rand::{Rand, SeededRand, StandardRand};
 pub use storage::{FileStorage, FileStorageOptions, MemStorage, Storage, SyncPolicy};
 pub use types::{
     ApplyMsg, Entry, EntryKind, HardState, Index, NodeId, PeerConfig, PeerReplicationState,

@@ -1,0 +1,13 @@
+//! Deliberate protocol bugs, compiled only with the `bug-injection` feature, so the
+//! simulator can prove that it catches them. Never enable the feature in a real build.
+
+/// Which deliberate bugs a core runs with (all off by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InjectedBugs {
+    /// Commit by counting replicas of an entry of an older term (breaks Figure 8).
+    pub commit_old_term_by_counting: bool,
+    /// Grant a vote to every up-to-date candidate, even after voting in the term.
+    pub grant_two_votes_per_term: bool,
+    /// Send votes and AppendEntries acknowledgements before the state is durable.
+    pub ack_before_durable: bool,
+}

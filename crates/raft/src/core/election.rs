@@ -1,0 +1,291 @@
+//! Elections (the original's ElectionManager): randomized timeouts, PreVote, vote
+//! requests and answers, CheckQuorum, and every role transition.
+
+use super::progress::Progress;
+use super::quorum::{self, VoteResult};
+use super::RaftCore;
+use crate::message::{Message, MessageBody, RequestVote, RequestVoteResponse};
+use crate::types::{Entry, NodeId, Role, Term};
+
+impl RaftCore {
+    /// A follower or (pre-)candidate whose timeout expires starts an election.
+    pub(super) fn tick_election(&mut self) {
+        self.timers.election_elapsed += 1;
+        if self.timers.election_elapsed >= self.timers.randomized_timeout {
+            self.timers.election_elapsed = 0;
+            self.campaign();
+        }
+    }
+
+    /// The leader heartbeats and, once per election timeout, checks that a majority is
+    /// still answering (CheckQuorum); if not, it steps down so that clients are not held
+    /// by a leader that can no longer commit.
+    pub(super) fn tick_leader(&mut self) {
+        self.timers.heartbeat_elapsed += 1;
+        self.timers.election_elapsed += 1;
+        if self.timers.election_elapsed >= self.config.options.election_tick_count {
+            self.timers.election_elapsed = 0;
+            if self.config.feature_flags.check_quorum && !self.quorum_active() {
+                tracing::info!(
+                    term = self.state.term,
+                    "leader lost contact with a quorum; stepping down"
+                );
+                self.become_follower(self.state.term, None);
+                return;
+            }
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
+        }
+        if self.timers.heartbeat_elapsed >= self.config.options.heartbeat_tick_count {
+            self.timers.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a majority (this node included) answered since the last CheckQuorum round.
+    fn quorum_active(&self) -> bool {
+        let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+        active >= quorum::majority(self.voters.len())
+    }
+
+    /// Whether this node has heard from a live leader within the election timeout. Such a
+    /// node refuses (pre-)votes, so a partitioned node that comes back cannot disrupt a
+    /// healthy leader, and a leader lease stays sound.
+    fn in_lease(&self) -> bool {
+        let flags = &self.config.feature_flags;
+        (flags.check_quorum || flags.pre_vote_enabled)
+            && self.state.leader.is_some()
+            && self.timers.election_elapsed < self.config.options.election_tick_count
+    }
+
+    pub(super) fn reset_election_timer(&mut self) {
+        let base = self.config.options.election_tick_count as u64;
+        self.timers.election_elapsed = 0;
+        self.timers.randomized_timeout = self.rand.gen_range(base, 2 * base) as u32;
+    }
+
+    /// Starts a pre-election, or a real one when PreVote is off.
+    fn campaign(&mut self) {
+        if self.config.feature_flags.pre_vote_enabled {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    /// Applies the term rules of §5.1 before a message is handled: a newer term makes this
+    /// node a follower (except for pre-votes, which change nothing), and an older term is
+    /// answered so that a stale sender learns of the newer one. Returns whether the
+    /// message should be handled further.
+    pub(super) fn step_term(&mut self, m: &Message) -> bool {
+        use std::cmp::Ordering;
+        match m.term.cmp(&self.state.term) {
+            Ordering::Equal => true,
+            Ordering::Greater => {
+                if let MessageBody::RequestVote(_) = &m.body {
+                    if self.in_lease() {
+                        tracing::debug!(from = %m.from, term = m.term, "ignoring vote request: a leader is live");
+                        return false;
+                    }
+                }
+                match &m.body {
+                    // A pre-vote request never changes our term; a granted pre-vote answer
+                    // carries the term the pre-candidate is about to use.
+                    MessageBody::RequestVote(r) if r.pre_vote => {}
+                    MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
+                    MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_) => {
+                        self.become_follower(m.term, Some(m.from.clone()));
+                    }
+                    _ => self.become_follower(m.term, None),
+                }
+                true
+            }
+            Ordering::Less => {
+                match &m.body {
+                    MessageBody::RequestVote(r) if r.pre_vote => {
+                        let body = MessageBody::RequestVoteResponse(RequestVoteResponse {
+                            pre_vote: true,
+                            granted: false,
+                        });
+                        self.send(m.from.clone(), body);
+                    }
+                    MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_)
+                        if self.config.feature_flags.check_quorum
+                            || self.config.feature_flags.pre_vote_enabled =>
+                    {
+                        // A stale leader learns our term from the answer and steps down.
+                        // Without this, a node whose term rose while partitioned could never
+                        // rejoin: its pre-votes are refused and it ignores the old leader.
+                        let body = MessageBody::HeartbeatResponse(Default::default());
+                        self.send(m.from.clone(), body);
+                    }
+                    _ => {}
+                }
+                false
+            }
+        }
+    }
+
+    pub(super) fn handle_request_vote(&mut self, from: NodeId, term: Term, req: RequestVote) {
+        // A node votes once per term: for the candidate it already voted for, or for anyone
+        // if it has not voted and knows no leader. A pre-vote for a future term is granted
+        // on the log check alone, since it changes nothing.
+        let can_vote = self.state.voted_for.as_ref() == Some(&from)
+            || (self.state.voted_for.is_none() && self.state.leader.is_none())
+            || (req.pre_vote && term > self.state.term)
+            || self.bug(|b| b.grant_two_votes_per_term);
+        let granted = can_vote
+            && self
+                .log
+                .is_up_to_date(req.last_log_index, req.last_log_term);
+        let answer = |granted| {
+            MessageBody::RequestVoteResponse(RequestVoteResponse {
+                pre_vote: req.pre_vote,
+                granted,
+            })
+        };
+        if req.pre_vote {
+            // Answer in the pre-candidate's future term when granting, so it can tell the
+            // answer belongs to its campaign; in ours when refusing, so it learns our term.
+            let mut m = self.message(from, answer(granted));
+            if granted {
+                m.term = term;
+            }
+            self.outbox.push(m);
+        } else if granted {
+            if self.bug(|b| b.grant_two_votes_per_term) {
+                self.state.voted_for = None; // forget the earlier vote of this term
+            }
+            self.state.vote_for(from.clone());
+            self.reset_election_timer();
+            // The vote must be durable before the candidate can count it.
+            self.send_after_persist(from, answer(true));
+        } else {
+            self.send(from, answer(false));
+        }
+    }
+
+    pub(super) fn handle_vote_response(
+        &mut self,
+        from: NodeId,
+        term: Term,
+        resp: RequestVoteResponse,
+    ) {
+        let expected_role = if resp.pre_vote {
+            Role::PreCandidate
+        } else {
+            Role::Candidate
+        };
+        if self.state.role != expected_role {
+            return;
+        }
+        // Granted pre-votes arrive in our next term; everything else in ours.
+        let campaign_term = if resp.pre_vote {
+            self.state.term + 1
+        } else {
+            self.state.term
+        };
+        if resp.granted && term != campaign_term {
+            return;
+        }
+        self.votes.insert(from, resp.granted);
+        match quorum::tally(&self.votes, self.voters.len()) {
+            VoteResult::Won if resp.pre_vote => self.become_candidate(),
+            VoteResult::Won => self.become_leader(),
+            VoteResult::Lost => self.become_follower(self.state.term, None),
+            VoteResult::Pending => {}
+        }
+    }
+
+    /// Becomes a follower in `term` (entering it if newer) with the given leader.
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.state.term {
+            self.state.enter_term(term);
+        }
+        self.state.role = Role::Follower;
+        self.state.leader = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.uncommitted_bytes = 0;
+        self.reset_election_timer();
+    }
+
+    /// Asks for pre-votes for `term + 1` without changing the term (thesis §9.6).
+    fn become_pre_candidate(&mut self) {
+        tracing::debug!(term = self.state.term, "starting pre-vote");
+        self.state.role = Role::PreCandidate;
+        self.state.leader = None;
+        self.progress.clear();
+        self.votes.clear();
+        self.reset_election_timer();
+        self.request_votes(true);
+    }
+
+    /// Starts a real election in a new term, voting for itself.
+    fn become_candidate(&mut self) {
+        let term = self.state.term + 1;
+        tracing::debug!(term, "starting election");
+        self.state.enter_term(term);
+        self.state.role = Role::Candidate;
+        self.state.vote_for(self.id.clone());
+        self.progress.clear();
+        self.votes.clear();
+        self.reset_election_timer();
+        self.request_votes(false);
+    }
+
+    fn request_votes(&mut self, pre_vote: bool) {
+        self.votes.insert(self.id.clone(), true);
+        if quorum::tally(&self.votes, self.voters.len()) == VoteResult::Won {
+            // A single-node cluster wins at once.
+            if pre_vote {
+                self.become_candidate();
+            } else {
+                self.become_leader();
+            }
+            return;
+        }
+        let req = RequestVote {
+            pre_vote,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for peer in self.peers() {
+            let body = MessageBody::RequestVote(req.clone());
+            if pre_vote {
+                let mut m = self.message(peer, body);
+                m.term = self.state.term + 1;
+                self.outbox.push(m);
+            } else {
+                // The candidate's new term and self-vote must be durable first.
+                self.send_after_persist(peer, body);
+            }
+        }
+    }
+
+    /// Takes office: resets every follower's progress, appends the no-op of its term (so
+    /// entries of earlier terms can be committed, §5.4.2) and replicates it.
+    pub(super) fn become_leader(&mut self) {
+        debug_assert_eq!(self.state.role, Role::Candidate);
+        tracing::info!(term = self.state.term, "became leader");
+        self.state.role = Role::Leader;
+        self.state.leader = Some(self.id.clone());
+        self.votes.clear();
+        self.timers.election_elapsed = 0;
+        self.timers.heartbeat_elapsed = 0;
+        self.uncommitted_bytes = 0;
+        let next = self.log.last_index() + 1;
+        let max_inflight = self.config.tuning.max_inflight_msgs;
+        self.progress = self
+            .peers()
+            .into_iter()
+            .map(|id| (id, Progress::new(next, max_inflight)))
+            .collect();
+        let noop = Entry::noop(next, self.state.term);
+        self.log.append([noop]);
+        // A single-node cluster may commit as soon as the no-op is durable.
+        self.maybe_commit();
+        self.broadcast_append();
+    }
+}

@@ -1,0 +1,315 @@
+//! The Raft log as the core sees it (the original's LogManager): every entry after the
+//! last compaction point, kept in memory, with a record of which suffix still has to be
+//! written to storage and which prefix storage has made durable.
+//!
+//! Why in memory: the core must stay sans-IO, and keeping the entries since the last
+//! compaction lets it build AppendEntries without calling storage. Its size is bounded by
+//! the snapshot policy (`snapshot_threshold + log_compaction_min_entries` entries, plus
+//! uncommitted ones bounded by `max_uncommitted_bytes`).
+
+use std::collections::VecDeque;
+
+use crate::types::{Entry, Index, Term};
+
+/// Writes the runtime must make durable, in order: first truncate, then append.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogWrite {
+    /// Remove every stored entry with index `>=` this before appending.
+    pub truncate_from: Option<Index>,
+    /// Entries to append after the truncation.
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RaftLog {
+    /// Index and term of the entry just before `entries` (the snapshot's, or 0/0).
+    offset_index: Index,
+    offset_term: Term,
+    entries: VecDeque<Entry>,
+    /// First index not yet handed to storage.
+    unstable_from: Index,
+    /// Lowest index storage must truncate from before the next append, if any.
+    pending_truncate: Option<Index>,
+    /// Highest index known durable in storage (a prefix of this log).
+    durable: Index,
+    /// Writes handed out but not yet acknowledged: (sequence, last index covered).
+    inflight_writes: VecDeque<(u64, Index)>,
+}
+
+impl RaftLog {
+    /// A log recovered from storage: `entries` follow the snapshot point
+    /// (`offset_index`, `offset_term`) and are all durable.
+    pub(crate) fn new(offset_index: Index, offset_term: Term, entries: Vec<Entry>) -> Self {
+        debug_assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == offset_index + 1 + i as u64));
+        let last = offset_index + entries.len() as u64;
+        RaftLog {
+            offset_index,
+            offset_term,
+            entries: entries.into(),
+            unstable_from: last + 1,
+            pending_truncate: None,
+            durable: last,
+            inflight_writes: VecDeque::new(),
+        }
+    }
+
+    /// Index and term of the snapshot point the log starts after.
+    pub(crate) fn offset(&self) -> (Index, Term) {
+        (self.offset_index, self.offset_term)
+    }
+
+    pub(crate) fn first_index(&self) -> Index {
+        self.offset_index + 1
+    }
+
+    pub(crate) fn last_index(&self) -> Index {
+        self.offset_index + self.entries.len() as u64
+    }
+
+    pub(crate) fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.offset_term, |e| e.term)
+    }
+
+    /// Highest index durable in storage.
+    pub(crate) fn durable_index(&self) -> Index {
+        self.durable
+    }
+
+    /// Term of the entry at `index`; `None` if compacted away or beyond the end.
+    pub(crate) fn term(&self, index: Index) -> Option<Term> {
+        if index == self.offset_index {
+            return Some(self.offset_term);
+        }
+        self.get(index).map(|e| e.term)
+    }
+
+    pub(crate) fn get(&self, index: Index) -> Option<&Entry> {
+        let pos = index.checked_sub(self.offset_index + 1)?;
+        self.entries.get(usize::try_from(pos).ok()?)
+    }
+
+    /// Whether the log holds an entry at `index` with `term` (the AppendEntries consistency
+    /// check). Index 0 always matches.
+    pub(crate) fn matches(&self, index: Index, term: Term) -> bool {
+        index == 0 || self.term(index) == Some(term)
+    }
+
+    /// §5.4.1: a candidate's log is at least as up-to-date as ours.
+    pub(crate) fn is_up_to_date(&self, last_index: Index, last_term: Term) -> bool {
+        last_term > self.last_term()
+            || (last_term == self.last_term() && last_index >= self.last_index())
+    }
+
+    /// First index of the run of entries with the same term as `index`, scanning back no
+    /// further than the first held entry.
+    pub(crate) fn first_index_of_term_at(&self, index: Index) -> Index {
+        let Some(term) = self.term(index) else {
+            return index;
+        };
+        let mut i = index;
+        while i > self.first_index() && self.term(i - 1) == Some(term) {
+            i -= 1;
+        }
+        i
+    }
+
+    /// Last index whose entry has `term`, if the log holds one.
+    pub(crate) fn last_index_of_term(&self, term: Term) -> Option<Index> {
+        // Terms never decrease along the log, so scan back from the end and stop early.
+        for e in self.entries.iter().rev() {
+            if e.term == term {
+                return Some(e.index);
+            }
+            if e.term < term {
+                return None;
+            }
+        }
+        (self.offset_term == term && self.offset_index > 0).then_some(self.offset_index)
+    }
+
+    /// Up to `max_count` entries from `lo`, stopping once `max_bytes` is exceeded (at least
+    /// one entry is returned when `lo` is held).
+    pub(crate) fn slice(&self, lo: Index, max_count: usize, max_bytes: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let Some(start) = lo.checked_sub(self.offset_index + 1) else {
+            return out;
+        };
+        let Ok(start) = usize::try_from(start) else {
+            return out;
+        };
+        for e in self.entries.iter().skip(start).take(max_count) {
+            bytes += e.size_hint();
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
+            out.push(e.clone());
+        }
+        out
+    }
+
+    /// Entries in `[lo, hi]` (both held), for application.
+    pub(crate) fn range(&self, lo: Index, hi: Index) -> Vec<Entry> {
+        if hi < lo {
+            return Vec::new();
+        }
+        self.slice(lo, (hi - lo + 1) as usize, usize::MAX)
+    }
+
+    /// Appends entries that follow the last one (the leader's own proposals).
+    pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for e in entries {
+            debug_assert_eq!(
+                e.index,
+                self.last_index() + 1,
+                "log append must be contiguous"
+            );
+            debug_assert!(
+                e.term >= self.last_term(),
+                "terms never decrease along the log"
+            );
+            self.entries.push_back(e);
+        }
+    }
+
+    /// Merges entries from a leader whose `prev` entry matched: entries already held with
+    /// the same term are skipped, the first conflicting one truncates the suffix (§5.3,
+    /// AppendEntries receiver rule 3) and the rest are appended. Returns the index the
+    /// truncation started at, if one happened.
+    pub(crate) fn merge(&mut self, entries: &[Entry]) -> Option<Index> {
+        let mut truncated = None;
+        for (pos, e) in entries.iter().enumerate() {
+            match self.term(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    debug_assert!(
+                        e.index > self.offset_index,
+                        "never truncate into a snapshot"
+                    );
+                    self.truncate_from(e.index);
+                    truncated = Some(e.index);
+                    self.append(entries[pos..].iter().cloned());
+                    return truncated;
+                }
+                None => {
+                    self.append(entries[pos..].iter().cloned());
+                    return truncated;
+                }
+            }
+        }
+        truncated
+    }
+
+    /// Drops every entry with index `>= from` from memory and schedules the same for storage.
+    fn truncate_from(&mut self, from: Index) {
+        let keep = (from - self.offset_index - 1) as usize;
+        self.entries.truncate(keep);
+        if from < self.unstable_from {
+            self.pending_truncate = Some(self.pending_truncate.map_or(from, |t| t.min(from)));
+            self.unstable_from = from;
+        }
+        // Entries at `from` and beyond were replaced: whatever storage made durable of them
+        // no longer counts, including writes still in flight.
+        self.durable = self.durable.min(from - 1);
+        for (_, last) in self.inflight_writes.iter_mut() {
+            *last = (*last).min(from - 1);
+        }
+    }
+
+    /// Whether there are writes not yet handed to the runtime.
+    pub(crate) fn has_unstable(&self) -> bool {
+        self.pending_truncate.is_some() || self.unstable_from <= self.last_index()
+    }
+
+    /// Hands the pending writes to the runtime under sequence number `seq`.
+    pub(crate) fn take_write(&mut self, seq: u64) -> LogWrite {
+        let entries = self.range(self.unstable_from, self.last_index());
+        let write = LogWrite {
+            truncate_from: self.pending_truncate.take(),
+            entries,
+        };
+        self.unstable_from = self.last_index() + 1;
+        self.inflight_writes.push_back((seq, self.last_index()));
+        write
+    }
+
+    /// Storage made every write up to sequence `seq` durable; returns whether the durable
+    /// index advanced.
+    pub(crate) fn persisted(&mut self, seq: u64) -> bool {
+        let before = self.durable;
+        while let Some(&(s, last)) = self.inflight_writes.front() {
+            if s > seq {
+                break;
+            }
+            self.inflight_writes.pop_front();
+            self.durable = self.durable.max(last);
+        }
+        self.durable > before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with_terms(terms: &[Term]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry::normal(i as u64 + 1, *t, ""))
+            .collect();
+        RaftLog::new(0, 0, entries)
+    }
+
+    #[test]
+    fn merge_skips_matching_and_truncates_conflicts() {
+        let mut log = log_with_terms(&[1, 1, 2, 2]);
+        assert_eq!(
+            log.merge(&[Entry::normal(2, 1, ""), Entry::normal(3, 2, "")]),
+            None
+        );
+        assert_eq!(log.last_index(), 4);
+        assert_eq!(log.merge(&[Entry::normal(3, 3, "")]), Some(3));
+        assert_eq!(log.last_index(), 3);
+        assert_eq!(log.term(3), Some(3));
+        assert_eq!(log.durable_index(), 2);
+        let w = log.take_write(1);
+        assert_eq!(w.truncate_from, Some(3));
+        assert_eq!(w.entries.len(), 1);
+    }
+
+    #[test]
+    fn durable_index_follows_acknowledged_writes_and_truncations() {
+        let mut log = log_with_terms(&[]);
+        log.append([Entry::normal(1, 1, ""), Entry::normal(2, 1, "")]);
+        let _ = log.take_write(1);
+        log.append([Entry::normal(3, 1, "")]);
+        let _ = log.take_write(2);
+        assert_eq!(log.durable_index(), 0);
+        assert!(log.persisted(1));
+        assert_eq!(log.durable_index(), 2);
+        // A conflict replaces index 3 while write 2 (which held the old index 3) is in flight.
+        assert_eq!(log.merge(&[Entry::normal(3, 2, "")]), Some(3));
+        let w = log.take_write(3);
+        assert_eq!(w.truncate_from, Some(3));
+        assert!(!log.persisted(2));
+        assert_eq!(log.durable_index(), 2);
+        assert!(log.persisted(3));
+        assert_eq!(log.durable_index(), 3);
+    }
+
+    #[test]
+    fn term_lookups_and_up_to_date_check() {
+        let log = log_with_terms(&[1, 1, 2, 2, 2, 4]);
+        assert_eq!(log.first_index_of_term_at(5), 3);
+        assert_eq!(log.last_index_of_term(2), Some(5));
+        assert_eq!(log.last_index_of_term(3), None);
+        assert!(log.is_up_to_date(6, 4));
+        assert!(log.is_up_to_date(1, 5));
+        assert!(!log.is_up_to_date(9, 3));
+        assert!(!log.is_up_to_date(5, 4));
+    }
+}

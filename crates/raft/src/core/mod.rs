@@ -1,0 +1,553 @@
+//! The consensus state machine: pure, synchronous and deterministic.
+//!
+//! [`RaftCore`] owns every piece of protocol state and makes every protocol decision, but
+//! performs no I/O, reads no clock and spawns nothing. Its inputs are [`RaftCore::tick`],
+//! [`RaftCore::step`] (a message from a peer), [`RaftCore::propose`] and acknowledgements
+//! from the runtime ([`RaftCore::on_persisted`], [`RaftCore::on_applied`]). Its output is a
+//! [`Ready`] the caller drains with [`RaftCore::ready`].
+//!
+//! # The persistence contract
+//!
+//! A `Ready` may carry a [`WriteBatch`] (hard state, truncation, entries). The runtime must
+//! execute write batches in order, make each durable, and then call
+//! [`RaftCore::on_persisted`] with its sequence number. Messages whose truth depends on
+//! state that is not yet durable (a granted vote, a candidate's vote requests, an
+//! AppendEntries acknowledgement) are held inside the core until the write they depend on
+//! is reported durable, so every message in `Ready::messages` may be sent at once. In
+//! particular the leader's AppendEntries go out while its own write is still in flight,
+//! and the leader counts its own log towards commit only up to what is durable.
+//!
+//! The concerns live in one module each: `state` (term, vote, role, commit), `log` (the
+//! in-memory log and its durable prefix), `election` (timeouts, PreVote, votes,
+//! CheckQuorum), `replication` (AppendEntries, heartbeats, flow control, commit),
+//! `progress` / `inflight` (per-follower state) and `quorum` (majority arithmetic).
+
+#[cfg(feature = "bug-injection")]
+mod bugs;
+mod election;
+mod inflight;
+mod log;
+mod progress;
+mod quorum;
+mod replication;
+mod state;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+#[cfg(feature = "bug-injection")]
+pub use self::bugs::InjectedBugs;
+pub use self::log::LogWrite;
+use self::log::RaftLog;
+use self::progress::Progress;
+use self::state::State;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::message::{Message, MessageBody};
+use crate::rand::Rand;
+use crate::types::{
+    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, SnapshotMeta, Term,
+};
+
+/// What a node recovered from storage, to build its core from.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    /// Persisted term and vote.
+    pub hard_state: HardState,
+    /// The latest snapshot's metadata; the application's state machine has been restored
+    /// from that snapshot.
+    pub snapshot: Option<SnapshotMeta>,
+    /// The log entries after the snapshot, all durable.
+    pub entries: Vec<Entry>,
+}
+
+/// State the runtime must make durable, in order, before calling
+/// [`RaftCore::on_persisted`] with `seq`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Sequence number to acknowledge.
+    pub seq: u64,
+    /// New term and vote, if they changed.
+    pub hard_state: Option<HardState>,
+    /// Truncation and appends.
+    pub log: LogWrite,
+}
+
+impl WriteBatch {
+    /// Whether the batch writes nothing (it still orders the messages that wait on it).
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none() && self.log.truncate_from.is_none() && self.log.entries.is_empty()
+    }
+}
+
+/// The volatile facts an application watches: role, term and leader.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SoftState {
+    /// Current role.
+    pub role: Role,
+    /// Current term.
+    pub term: Term,
+    /// Known leader of that term.
+    pub leader: Option<NodeId>,
+}
+
+/// Everything the core asks the runtime to do. Drain it with [`RaftCore::ready`].
+#[derive(Clone, Debug, Default)]
+pub struct Ready {
+    /// State to make durable (see the persistence contract in the module docs).
+    pub write: Option<WriteBatch>,
+    /// Messages to send now.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply, in order (at most `max_apply_batch_size`). No-op
+    /// entries are included so the applied index can advance past them.
+    pub committed_entries: Vec<Entry>,
+    /// Role, term or leader changed since the last `Ready`.
+    pub soft_state: Option<SoftState>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.write.is_none()
+            && self.messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.soft_state.is_none()
+    }
+}
+
+#[cfg(feature = "bug-injection")]
+type BugSet = InjectedBugs;
+/// Stand-in so `RaftCore::bug` type-checks without the feature.
+#[cfg(not(feature = "bug-injection"))]
+#[derive(Default)]
+struct BugSet {
+    commit_old_term_by_counting: bool,
+    grant_two_votes_per_term: bool,
+    ack_before_durable: bool,
+}
+
+/// Election timing of this node, in ticks.
+#[derive(Debug)]
+struct Timers {
+    /// Ticks since the last election reset (heard from the leader, granted a vote, ...);
+    /// on a leader, ticks since the last CheckQuorum round.
+    election_elapsed: u32,
+    /// Drawn from `[election_ticks, 2 × election_ticks)` at every reset.
+    randomized_timeout: u32,
+    heartbeat_elapsed: u32,
+    /// Monotonic count of ticks, for status reports.
+    now: u64,
+}
+
+/// The Raft consensus state machine of one node. See the [module docs](self).
+pub struct RaftCore {
+    id: NodeId,
+    config: Config,
+    /// Every voter, this node included, in a stable order.
+    voters: Vec<NodeId>,
+    state: State,
+    log: RaftLog,
+    timers: Timers,
+    /// Votes received in the current (pre-)election.
+    votes: BTreeMap<NodeId, bool>,
+    /// The leader's view of each follower.
+    progress: BTreeMap<NodeId, Progress>,
+    rand: Box<dyn Rand>,
+    /// Sequence number the next write batch gets.
+    next_seq: u64,
+    /// Highest write batch reported durable.
+    persisted_seq: u64,
+    /// Messages waiting for the write they depend on: (sequence, message).
+    held_messages: Vec<(u64, Message)>,
+    outbox: Vec<Message>,
+    last_soft_state: SoftState,
+    /// Bytes proposed in this leader's term and not yet committed.
+    uncommitted_bytes: u64,
+    #[cfg(feature = "bug-injection")]
+    bugs: InjectedBugs,
+}
+
+impl std::fmt::Debug for RaftCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftCore")
+            .field("id", &self.id)
+            .field("role", &self.state.role)
+            .field("term", &self.state.term)
+            .field("commit", &self.state.commit)
+            .field("last_index", &self.log.last_index())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftCore {
+    /// Builds the core of node `config.id` from what storage recovered. The node starts as
+    /// a follower; `rand` draws its election timeouts.
+    pub fn new(config: Config, initial: InitialState, rand: Box<dyn Rand>) -> Result<Self> {
+        config.validate()?;
+        let (snap_index, snap_term) = initial
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.last_index, s.last_term));
+        let log = RaftLog::new(snap_index, snap_term, initial.entries);
+        let voters: Vec<NodeId> = config.peers.iter().map(|p| p.id.clone()).collect();
+        let state = State::new(initial.hard_state, snap_index);
+        let last_soft_state = SoftState {
+            role: Role::Follower,
+            term: state.term,
+            leader: None,
+        };
+        let mut core = RaftCore {
+            id: config.id.clone(),
+            voters,
+            state,
+            log,
+            timers: Timers {
+                election_elapsed: 0,
+                randomized_timeout: 0,
+                heartbeat_elapsed: 0,
+                now: 0,
+            },
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            rand,
+            next_seq: 1,
+            persisted_seq: 0,
+            held_messages: Vec::new(),
+            outbox: Vec::new(),
+            last_soft_state,
+            uncommitted_bytes: 0,
+            #[cfg(feature = "bug-injection")]
+            bugs: InjectedBugs::default(),
+            config,
+        };
+        core.reset_election_timer();
+        Ok(core)
+    }
+
+    /// Turns on deliberate protocol bugs (simulator self-tests only).
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_bugs(&mut self, bugs: InjectedBugs) {
+        self.bugs = bugs;
+    }
+
+    /// Whether the injected bug selected by `which` is on; always false in real builds.
+    #[allow(unused_variables)]
+    fn bug(&self, which: fn(&BugSet) -> bool) -> bool {
+        #[cfg(feature = "bug-injection")]
+        {
+            which(&self.bugs)
+        }
+        #[cfg(not(feature = "bug-injection"))]
+        {
+            false
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.state.term
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.state.role
+    }
+
+    /// The leader this node knows of in its term.
+    pub fn leader(&self) -> Option<&NodeId> {
+        self.state.leader.as_ref()
+    }
+
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> Index {
+        self.state.commit
+    }
+
+    /// Last index of the log (durable or not).
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// Highest index durable in this node's storage.
+    pub fn durable_index(&self) -> Index {
+        self.log.durable_index()
+    }
+
+    /// The entry at `index`, if the in-memory log holds it.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        self.log.get(index)
+    }
+
+    /// Term of the entry at `index`, if the log holds it (or it is the snapshot point).
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    /// The configuration the core runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Advances logical time by one tick: elections, heartbeats and CheckQuorum are driven
+    /// from here.
+    pub fn tick(&mut self) {
+        self.timers.now += 1;
+        match self.state.role {
+            Role::Leader => self.tick_leader(),
+            _ => self.tick_election(),
+        }
+    }
+
+    /// Handles a message from a peer. Messages from unknown nodes or addressed to another
+    /// node are dropped.
+    pub fn step(&mut self, m: Message) {
+        if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
+            tracing::debug!(from = %m.from, to = %m.to, kind = m.kind(), "dropping misaddressed message");
+            return;
+        }
+        if !self.step_term(&m) {
+            return;
+        }
+        match m.body {
+            MessageBody::RequestVote(req) => self.handle_request_vote(m.from, m.term, req),
+            MessageBody::RequestVoteResponse(resp) => {
+                self.handle_vote_response(m.from, m.term, resp)
+            }
+            MessageBody::AppendEntries(req) => self.handle_append_entries(m.from, req),
+            MessageBody::AppendEntriesResponse(resp) => self.handle_append_response(m.from, resp),
+            MessageBody::Heartbeat(hb) => self.handle_heartbeat(m.from, hb),
+            MessageBody::HeartbeatResponse(_) => self.handle_heartbeat_response(m.from),
+        }
+    }
+
+    /// Proposes commands as one batch. On the leader they are appended at consecutive
+    /// indices starting at the returned index, in the returned term; elsewhere the call
+    /// fails with [`Error::NotLeader`] naming the known leader.
+    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<(Index, Term)> {
+        if self.state.role != Role::Leader {
+            return Err(Error::NotLeader {
+                leader: self.state.leader.clone(),
+            });
+        }
+        let limit = self.config.tuning.max_proposal_bytes;
+        let mut size = 0u64;
+        for c in &commands {
+            if c.len() > limit {
+                return Err(Error::ProposalTooLarge {
+                    size: c.len(),
+                    limit,
+                });
+            }
+            size += c.len() as u64;
+        }
+        if let Some(limit) = self.config.tuning.max_uncommitted_bytes {
+            // An empty log of uncommitted entries always admits one batch, so a batch
+            // larger than the cap cannot wedge the leader.
+            if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
+                return Err(Error::Overloaded {
+                    uncommitted: self.uncommitted_bytes,
+                    size,
+                    limit,
+                });
+            }
+        }
+        let first = self.log.last_index() + 1;
+        let term = self.state.term;
+        self.uncommitted_bytes += size;
+        let entries = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, data)| Entry::normal(first + i as u64, term, data));
+        self.log.append(entries);
+        self.broadcast_append();
+        Ok((first, term))
+    }
+
+    /// The runtime made every write batch up to `seq` durable.
+    pub fn on_persisted(&mut self, seq: u64) {
+        if seq <= self.persisted_seq {
+            return;
+        }
+        debug_assert!(
+            seq < self.next_seq,
+            "acknowledged a write that was never handed out"
+        );
+        self.persisted_seq = seq;
+        let advanced = self.log.persisted(seq);
+        let held = std::mem::take(&mut self.held_messages);
+        for (s, m) in held {
+            if s <= seq {
+                self.outbox.push(m);
+            } else {
+                self.held_messages.push((s, m));
+            }
+        }
+        if advanced && self.state.role == Role::Leader && self.maybe_commit() {
+            self.broadcast_commit();
+        }
+    }
+
+    /// The application has applied every entry up to `index`.
+    pub fn on_applied(&mut self, index: Index) {
+        debug_assert!(
+            index <= self.state.handed_out,
+            "applied an entry never handed out"
+        );
+        self.state.applied = self.state.applied.max(index.min(self.state.handed_out));
+    }
+
+    /// Highest index the runtime reported applied.
+    pub fn applied_index(&self) -> Index {
+        self.state.applied
+    }
+
+    /// Whether [`RaftCore::ready`] has anything to return.
+    pub fn has_ready(&self) -> bool {
+        !self.outbox.is_empty()
+            || self.state.hard_state_dirty
+            || self.log.has_unstable()
+            || self.next_to_apply().is_some()
+            || self.soft_state() != self.last_soft_state
+    }
+
+    /// Drains everything the runtime has to do.
+    pub fn ready(&mut self) -> Ready {
+        let mut rd = Ready::default();
+        if self.state.hard_state_dirty || self.log.has_unstable() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let hard_state = self.state.hard_state_dirty.then(|| self.state.hard_state());
+            self.state.hard_state_dirty = false;
+            rd.write = Some(WriteBatch {
+                seq,
+                hard_state,
+                log: self.log.take_write(seq),
+            });
+        }
+        rd.messages = std::mem::take(&mut self.outbox);
+        if let Some((lo, hi)) = self.next_to_apply() {
+            rd.committed_entries = self.log.range(lo, hi);
+            self.state.handed_out = hi;
+        }
+        let soft = self.soft_state();
+        if soft != self.last_soft_state {
+            self.last_soft_state = soft.clone();
+            rd.soft_state = Some(soft);
+        }
+        rd
+    }
+
+    /// A report of this node's state.
+    pub fn status(&self) -> RaftStatus {
+        let tick = self.config.options.nominal_tick_interval;
+        let replication = if self.state.role == Role::Leader {
+            let last = self.log.last_index();
+            self.progress
+                .iter()
+                .map(|(id, p)| {
+                    let state = PeerReplicationState {
+                        next_index: p.next_index,
+                        match_index: p.match_index,
+                        is_active: p.recent_active,
+                        last_active_ago: p.last_response_tick.map(|t| {
+                            tick.saturating_mul((self.timers.now - t).min(u32::MAX as u64) as u32)
+                        }),
+                        snapshot_in_progress: p.mode == crate::types::ReplicationMode::Snapshot,
+                        replication_lag: last.saturating_sub(p.match_index),
+                        mode: p.mode,
+                        inflight: p.inflights.len(),
+                    };
+                    (id.clone(), state)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let (snapshot_index, snapshot_term) = self.log.offset();
+        RaftStatus {
+            id: self.id.clone(),
+            role: self.state.role,
+            term: self.state.term,
+            leader_id: self.state.leader.clone(),
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            commit_index: self.state.commit,
+            last_applied: self.state.applied,
+            snapshot_index,
+            snapshot_term,
+            replication,
+        }
+    }
+
+    fn soft_state(&self) -> SoftState {
+        SoftState {
+            role: self.state.role,
+            term: self.state.term,
+            leader: self.state.leader.clone(),
+        }
+    }
+
+    /// The next range of entries to hand out for application: committed and durable here.
+    fn next_to_apply(&self) -> Option<(Index, Index)> {
+        let ceiling = self.state.commit.min(self.log.durable_index());
+        if ceiling <= self.state.handed_out {
+            return None;
+        }
+        let lo = self.state.handed_out + 1;
+        let max = self.config.tuning.max_apply_batch_size as u64;
+        Some((lo, ceiling.min(lo + max - 1)))
+    }
+
+    /// Queues a message that can be sent at once.
+    fn send(&mut self, to: NodeId, body: MessageBody) {
+        let m = self.message(to, body);
+        self.outbox.push(m);
+    }
+
+    /// Queues a message that may only be sent once everything written so far, including
+    /// state changed since the last `Ready`, is durable.
+    fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
+        let m = self.message(to, body);
+        if self.bug(|b| b.ack_before_durable) {
+            self.outbox.push(m);
+            return;
+        }
+        let seq = if self.state.hard_state_dirty || self.log.has_unstable() {
+            self.next_seq
+        } else {
+            self.next_seq - 1
+        };
+        if seq <= self.persisted_seq {
+            self.outbox.push(m);
+        } else {
+            self.held_messages.push((seq, m));
+        }
+    }
+
+    fn message(&self, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from: self.id.clone(),
+            to,
+            term: self.state.term,
+            body,
+        }
+    }
+
+    /// The voters other than this node.
+    fn peers(&self) -> Vec<NodeId> {
+        self.voters
+            .iter()
+            .filter(|id| **id != self.id)
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! A small in-memory cluster of cores: a message queue that can be delivered, dropped,
+//! reordered or cut per link, storage that persists every write at once (unless told to
+//! hold writes), and a record of what each node applied.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::core::{InitialState, RaftCore, WriteBatch};
+use crate::message::{Message, MessageBody};
+use crate::rand::SeededRand;
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Term};
+
+pub fn id(i: usize) -> NodeId {
+    NodeId::from(format!("n{i}"))
+}
+
+pub fn config(n: usize, me: usize) -> Config {
+    let peers = (1..=n)
+        .map(|i| PeerConfig {
+            id: id(i),
+            address: format!("127.0.0.1:{}", 9000 + i),
+        })
+        .collect();
+    Config::new(id(me), peers)
+}
+
+/// Entries with the given terms at indices 1, 2, ...
+pub fn entries_with_terms(terms: &[Term]) -> Vec<Entry> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Entry::normal(i as u64 + 1, *t, format!("{i}")))
+        .collect()
+}
+
+pub struct Node {
+    pub core: RaftCore,
+    /// What storage holds durably: the log and hard state as written.
+    pub stored_log: Vec<Entry>,
+    pub stored_hard_state: HardState,
+    /// Write batches not yet made durable (only when `hold_writes` is set).
+    pub pending_writes: VecDeque<WriteBatch>,
+    pub hold_writes: bool,
+    /// Normal entries applied, in order.
+    pub applied: Vec<Entry>,
+    /// Size of every batch of committed entries handed out.
+    pub apply_batches: Vec<usize>,
+}
+
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
+    /// Messages sent and not yet delivered.
+    pub queue: VecDeque<Message>,
+    /// Directed links that drop everything.
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    /// Every message ever sent, for assertions on traffic.
+    pub sent: Vec<Message>,
+}
+
+impl Cluster {
+    /// `n` nodes with default configuration, election timeouts drawn from `seed`.
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self::with(n, seed, |_| {}, |_| InitialState::default())
+    }
+
+    /// `n` nodes; `tune` adjusts each config, `initial` gives each node's recovered state.
+    pub fn with(
+        n: usize,
+        seed: u64,
+        tune: impl Fn(&mut Config),
+        initial: impl Fn(usize) -> InitialState,
+    ) -> Self {
+        let mut nodes = BTreeMap::new();
+        for i in 1..=n {
+            let mut c = config(n, i);
+            tune(&mut c);
+            let init = initial(i);
+            let stored_log = init.entries.clone();
+            let stored_hard_state = init.hard_state.clone();
+            let core = RaftCore::new(c, init, Box::new(SeededRand::new(seed * 1000 + i as u64)))
+                .expect("valid config");
+            nodes.insert(
+                id(i),
+                Node {
+                    core,
+                    stored_log,
+                    stored_hard_state,
+                    pending_writes: VecDeque::new(),
+                    hold_writes: false,
+                    applied: Vec::new(),
+                    apply_batches: Vec::new(),
+                },
+            );
+        }
+        Cluster {
+            nodes,
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &RaftCore {
+        &self.nodes[&id(i)].core
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        self.nodes.get_mut(&id(i)).expect("node exists")
+    }
+
+    /// Drains a node's Ready: persists (or holds) its write, queues its messages, applies.
+    pub fn process(&mut self, who: &NodeId) {
+        loop {
+            let node = self.nodes.get_mut(who).expect("node exists");
+            if !node.core.has_ready() {
+                break;
+            }
+            let rd = node.core.ready();
+            if let Some(w) = rd.write {
+                node.pending_writes.push_back(w);
+            }
+            if !node.hold_writes {
+                Self::flush_writes(node);
+            }
+            for m in rd.messages {
+                self.sent.push(m.clone());
+                self.queue.push_back(m);
+            }
+            if !rd.committed_entries.is_empty() {
+                let node = self.nodes.get_mut(who).expect("node exists");
+                node.apply_batches.push(rd.committed_entries.len());
+                let last = rd.committed_entries.last().map(|e| e.index).unwrap_or(0);
+                node.applied.extend(
+                    rd.committed_entries
+                        .into_iter()
+                        .filter(|e| e.kind == EntryKind::Normal),
+                );
+                node.core.on_applied(last);
+            }
+        }
+    }
+
+    fn flush_writes(node: &mut Node) {
+        while let Some(w) = node.pending_writes.pop_front() {
+            if let Some(hs) = &w.hard_state {
+                node.stored_hard_state = hs.clone();
+            }
+            if let Some(from) = w.log.truncate_from {
+                node.stored_log.retain(|e| e.index < from);
+            }
+            node.stored_log.extend(w.log.entries.iter().cloned());
+            node.core.on_persisted(w.seq);
+        }
+    }
+
+    /// Makes every held write of node `i` durable.
+    pub fn persist(&mut self, i: usize) {
+        let node = self.node_mut(i);
+        Self::flush_writes(node);
+        self.process(&id(i));
+    }
+
+    pub fn process_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for who in ids {
+            self.process(&who);
+        }
+    }
+
+    pub fn tick(&mut self, i: usize) {
+        self.node_mut(i).core.tick();
+        self.process(&id(i));
+    }
+
+    pub fn tick_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
+        for who in ids {
+            self.nodes.get_mut(&who).expect("node exists").core.tick();
+            self.process(&who);
+        }
+    }
+
+    /// Ticks node `i` until it leaves the follower role (its election timeout expired).
+    pub fn expire_election_timeout(&mut self, i: usize) {
+        for _ in 0..1000 {
+            if self.node(i).role() != Role::Follower {
+                return;
+            }
+            self.tick(i);
+        }
+        panic!("node {i} never started an election");
+    }
+
+    /// Delivers one queued message (the oldest); returns false when the queue is empty.
+    pub fn deliver_one(&mut self) -> bool {
+        let Some(m) = self.queue.pop_front() else {
+            return false;
+        };
+        self.deliver(m);
+        true
+    }
+
+    /// Delivers `m` unless its link is cut.
+    pub fn deliver(&mut self, m: Message) {
+        if self.cut.contains(&(m.from.clone(), m.to.clone())) {
+            return;
+        }
+        let to = m.to.clone();
+        if let Some(node) = self.nodes.get_mut(&to) {
+            node.core.step(m);
+            self.process(&to);
+        }
+    }
+
+    /// Delivers messages until none are left (each delivery may produce more).
+    pub fn deliver_all(&mut self) {
+        self.process_all();
+        for _ in 0..100_000 {
+            if !self.deliver_one() {
+                return;
+            }
+        }
+        panic!("message storm: the queue never drained");
+    }
+
+    /// Removes and returns the queued messages matching `pred`.
+    pub fn take(&mut self, pred: impl Fn(&Message) -> bool) -> Vec<Message> {
+        let (taken, kept): (Vec<_>, Vec<_>) = self.queue.drain(..).partition(|m| pred(m));
+        self.queue = kept.into();
+        taken
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn partition(&mut self, a: usize, b: usize) {
+        self.cut.insert((id(a), id(b)));
+        self.cut.insert((id(b), id(a)));
+    }
+
+    /// Isolates node `a` from everyone.
+    pub fn isolate(&mut self, a: usize) {
+        for b in 1..=self.nodes.len() {
+            if a != b {
+                self.partition(a, b);
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Runs an election for node `i` with every link working, until it leads.
+    pub fn elect(&mut self, i: usize) {
+        self.expire_election_timeout(i);
+        self.deliver_all();
+        assert_eq!(
+            self.node(i).role(),
+            Role::Leader,
+            "node {i} failed to win an election"
+        );
+    }
+
+    pub fn propose(&mut self, i: usize, data: &str) -> (Index, Term) {
+        let r = self
+            .node_mut(i)
+            .core
+            .propose(vec![Bytes::copy_from_slice(data.as_bytes())])
+            .expect("proposal accepted");
+        self.process(&id(i));
+        r
+    }
+
+    pub fn leaders(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| n.core.role() == Role::Leader)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The commands node `i` applied, as strings.
+    pub fn applied(&self, i: usize) -> Vec<String> {
+        self.nodes[&id(i)]
+            .applied
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect()
+    }
+
+    /// (index, term) of every entry in node `i`'s in-memory log.
+    pub fn log_terms(&self, i: usize) -> Vec<Term> {
+        let core = self.node(i);
+        (1..=core.last_index())
+            .map(|idx| core.term_at(idx).expect("entry held"))
+            .collect()
+    }
+
+    /// Count of sent messages of the given kind.
+    pub fn count_sent(&self, kind: &str) -> usize {
+        self.sent.iter().filter(|m| m.kind() == kind).count()
+    }
+}
+
+/// Whether `m` is of the variant `pat`.
+pub fn is_kind(m: &Message, kind: &str) -> bool {
+    m.kind() == kind
+}
+
+/// A message `from` → `to` in `term` with `body`.
+pub fn msg(from: usize, to: usize, term: Term, body: MessageBody) -> Message {
+    Message {
+        from: id(from),
+        to: id(to),
+        term,
+        body,
+    }
+}
+
+// Helpers for the flow-control, persistence, PreVote / CheckQuorum and proposal tests.
+impl Cluster {
+    /// Delivers queued messages until none are left, setting aside (not delivering) those
+    /// `hold` matches; returns them in the order they were sent. Dropping them models a
+    /// lost message; delivering them later models a delayed one.
+    pub fn deliver_all_except(&mut self, hold: impl Fn(&Message) -> bool) -> Vec<Message> {
+        self.process_all();
+        let mut held = Vec::new();
+        for _ in 0..100_000 {
+            let Some(m) = self.queue.pop_front() else {
+                return held;
+            };
+            if hold(&m) {
+                held.push(m);
+            } else {
+                self.deliver(m);
+            }
+        }
+        panic!("message storm: the queue never drained");
+    }
+
+    /// Ticks node `i` `n` times, processing after each tick.
+    pub fn tick_n(&mut self, i: usize, n: u32) {
+        for _ in 0..n {
+            self.tick(i);
+        }
+    }
+
+    /// Ticks leader `i` until it sends a heartbeat (`heartbeat_tick_count` ticks), then
+    /// delivers every queued message.
+    pub fn heartbeat_round(&mut self, i: usize) {
+        let n = self.node(i).config().options.heartbeat_tick_count;
+        self.tick_n(i, n);
+        self.deliver_all();
+    }
+
+    /// Proposes `commands` as one batch on node `i` and processes its Ready.
+    pub fn try_propose(
+        &mut self,
+        i: usize,
+        commands: &[&str],
+    ) -> crate::error::Result<(Index, Term)> {
+        let batch = commands
+            .iter()
+            .map(|c| Bytes::copy_from_slice(c.as_bytes()))
+            .collect();
+        let r = self.node_mut(i).core.propose(batch);
+        self.process(&id(i));
+        r
+    }
+
+    /// Leader `leader`'s view of follower `follower` (panics if `leader` does not lead).
+    pub fn progress(&self, leader: usize, follower: usize) -> crate::types::PeerReplicationState {
+        self.node(leader)
+            .status()
+            .replication
+            .remove(&id(follower))
+            .expect("leader tracks the follower")
+    }
+
+    /// Every AppendEntries ever sent to node `to`, in send order.
+    pub fn appends_sent_to(&self, to: usize) -> Vec<crate::message::AppendEntries> {
+        self.sent
+            .iter()
+            .filter(|m| m.to == id(to))
+            .filter_map(|m| match &m.body {
+                MessageBody::AppendEntries(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every AppendEntriesResponse ever sent by node `from`, in send order.
+    pub fn append_responses_from(&self, from: usize) -> Vec<crate::message::AppendEntriesResponse> {
+        self.sent
+            .iter()
+            .filter(|m| m.from == id(from))
+            .filter_map(|m| match &m.body {
+                MessageBody::AppendEntriesResponse(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether the queue holds a message of `kind` from `from` to `to`.
+    pub fn queued(&self, from: usize, to: usize, kind: &str) -> bool {
+        self.queue
+            .iter()
+            .any(|m| m.from == id(from) && m.to == id(to) && m.kind() == kind)
+    }
+}

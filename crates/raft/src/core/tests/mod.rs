@@ -1,0 +1,13 @@
+//! Tests of `RaftCore` alone, driven step by step with no threads and no sleeps: the
+//! scenarios of the Raft paper section by section, PreVote and CheckQuorum, flow control
+//! and proposals. `harness` is the small in-memory cluster they run on.
+
+mod harness;
+
+mod election;
+mod flow_control;
+mod persistence;
+mod prevote_check_quorum;
+mod proposals;
+mod replication;
+mod terms;
