@@ -1,0 +1,87 @@
+//! The simulated disk of one node: writes become durable only when their (simulated)
+//! fsync completes; a crash loses every write that was not durable and, in some runs,
+//! leaves a torn prefix of the oldest one — exactly what `FileStorage` can leave behind.
+
+use std::collections::VecDeque;
+
+use raftlock_raft::{Entry, HardState, InitialState, Rand, WriteBatch};
+
+/// What survives a crash.
+#[derive(Clone, Debug, Default)]
+pub struct DurableState {
+    /// Persisted term and vote.
+    pub hard_state: HardState,
+    /// Persisted log (no snapshots yet: it starts at index 1).
+    pub log: Vec<Entry>,
+}
+
+impl DurableState {
+    fn apply(&mut self, w: &WriteBatch, entries: usize) {
+        if let Some(hs) = &w.hard_state {
+            self.hard_state = hs.clone();
+        }
+        if let Some(from) = w.log.truncate_from {
+            self.log.retain(|e| e.index < from);
+        }
+        for e in w.log.entries.iter().take(entries) {
+            debug_assert_eq!(
+                e.index,
+                self.log.len() as u64 + 1,
+                "disk writes must be contiguous"
+            );
+            self.log.push(e.clone());
+        }
+    }
+}
+
+/// A node's disk: durable state plus writes in flight (in order).
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    /// What a crash would leave.
+    pub durable: DurableState,
+    pending: VecDeque<WriteBatch>,
+}
+
+impl SimDisk {
+    /// Queues a write; it becomes durable at [`SimDisk::complete`].
+    pub fn submit(&mut self, w: WriteBatch) {
+        self.pending.push_back(w);
+    }
+
+    /// The oldest pending write finished its fsync; returns its sequence number.
+    pub fn complete(&mut self) -> Option<u64> {
+        let w = self.pending.pop_front()?;
+        self.durable.apply(&w, usize::MAX);
+        Some(w.seq)
+    }
+
+    /// Loses every pending write; with `torn`, the oldest one is partly written: its hard
+    /// state and truncation (each durable on its own in FileStorage) and a random prefix of
+    /// its entries. Returns a description for the trace.
+    pub fn crash(&mut self, rng: &mut dyn Rand, torn: bool) -> String {
+        let lost = self.pending.len();
+        let mut note = format!("lost {lost} pending writes");
+        if torn {
+            if let Some(w) = self.pending.front() {
+                let keep = rng.gen_range(0, w.log.entries.len() as u64 + 1) as usize;
+                let w = w.clone();
+                self.durable.apply(&w, keep);
+                note.push_str(&format!(
+                    ", torn write kept {keep}/{} entries",
+                    w.log.entries.len()
+                ));
+            }
+        }
+        self.pending.clear();
+        note
+    }
+
+    /// What a restarted node recovers.
+    pub fn recover(&self) -> InitialState {
+        InitialState {
+            hard_state: self.durable.hard_state.clone(),
+            snapshot: None,
+            entries: self.durable.log.clone(),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Fault profiles (swarm testing): each seed draws one profile, and within it the rates of
+//! each fault, so that some runs are calm, some brutal, some only partition, some only
+//! crash — a mix that finds more bugs than one uniform fault rate.
+
+use raftlock_raft::Rand;
+
+use crate::network::NetworkConfig;
+
+/// A family of fault schedules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// No faults beyond small delays.
+    Calm,
+    /// Loss, duplication and wide delays (reordering).
+    Lossy,
+    /// Symmetric, one-way and partial partitions.
+    Partitions,
+    /// Crashes (with torn writes) and restarts, and pauses.
+    Crashes,
+    /// Everything at once.
+    Brutal,
+}
+
+impl Profile {
+    /// Every profile, in the order seeds cycle through them.
+    pub const ALL: [Profile; 5] = [
+        Profile::Calm,
+        Profile::Lossy,
+        Profile::Partitions,
+        Profile::Crashes,
+        Profile::Brutal,
+    ];
+
+    /// The profile a seed gets when none is forced.
+    pub fn for_seed(seed: u64) -> Profile {
+        Self::ALL[(seed % Self::ALL.len() as u64) as usize]
+    }
+
+    /// Parses a profile name (as printed by `Debug`, case-insensitive).
+    pub fn parse(name: &str) -> Option<Profile> {
+        Self::ALL
+            .into_iter()
+            .find(|p| format!("{p:?}").eq_ignore_ascii_case(name))
+    }
+}
+
+/// One kind of injected fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Split the nodes in two groups.
+    Partition,
+    /// Cut one direction of one link.
+    OneWay,
+    /// The leader keeps contact with a single follower.
+    LeaderReachesOne,
+    /// Restore every link.
+    Heal,
+    /// Kill a node, losing unsynced writes; it restarts later.
+    Crash,
+    /// Freeze a node for a while.
+    Pause,
+}
+
+/// The concrete schedule parameters of one run.
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    /// Network behaviour during the fault period.
+    pub network: NetworkConfig,
+    /// Faults to draw from.
+    pub fault_kinds: Vec<FaultKind>,
+    /// Mean time between faults (0: none).
+    pub fault_interval_ms: u64,
+    /// Some crashes leave a torn last write.
+    pub torn_writes: bool,
+    /// Maximum deviation of a node's tick period, in percent.
+    pub tick_skew_pct: u64,
+    /// Disk write latency range.
+    pub disk_min_ms: u64,
+    /// Disk write latency range.
+    pub disk_max_ms: u64,
+    /// Mean gap between client proposals.
+    pub propose_gap_ms: u64,
+    /// Most commands in one proposal.
+    pub max_batch: u64,
+    /// Flow-control window used by the nodes.
+    pub max_inflight: usize,
+    /// Entries per AppendEntries used by the nodes.
+    pub max_entries_per_request: usize,
+}
+
+impl FaultPlan {
+    /// Draws a plan of `profile` from `rng`.
+    pub fn for_profile(profile: Profile, rng: &mut dyn Rand) -> Self {
+        use FaultKind::*;
+        let mut plan = FaultPlan {
+            network: NetworkConfig::calm(),
+            fault_kinds: Vec::new(),
+            fault_interval_ms: 0,
+            torn_writes: false,
+            tick_skew_pct: rng.gen_range(0, 6),
+            disk_min_ms: 0,
+            disk_max_ms: rng.gen_range(1, 5),
+            propose_gap_ms: rng.gen_range(5, 50),
+            max_batch: rng.gen_range(1, 6),
+            max_inflight: [4, 16, 256][rng.gen_range(0, 3) as usize],
+            max_entries_per_request: [5, 20, 100][rng.gen_range(0, 3) as usize],
+        };
+        let lossy = |rng: &mut dyn Rand| NetworkConfig {
+            min_delay_ms: 1,
+            max_delay_ms: rng.gen_range(3, 60),
+            drop_per_mille: rng.gen_range(0, 200),
+            duplicate_per_mille: rng.gen_range(0, 100),
+        };
+        match profile {
+            Profile::Calm => {}
+            Profile::Lossy => plan.network = lossy(rng),
+            Profile::Partitions => {
+                plan.fault_kinds = vec![Partition, Partition, OneWay, LeaderReachesOne, Heal, Heal];
+                plan.fault_interval_ms = rng.gen_range(200, 1500);
+            }
+            Profile::Crashes => {
+                plan.fault_kinds = vec![Crash, Crash, Pause];
+                plan.fault_interval_ms = rng.gen_range(200, 1500);
+                plan.torn_writes = rng.gen_range(0, 2) == 1;
+            }
+            Profile::Brutal => {
+                plan.network = lossy(rng);
+                plan.fault_kinds = vec![Partition, OneWay, LeaderReachesOne, Heal, Crash, Pause];
+                plan.fault_interval_ms = rng.gen_range(100, 800);
+                plan.torn_writes = true;
+                plan.tick_skew_pct = rng.gen_range(0, 20);
+            }
+        }
+        plan
+    }
+}

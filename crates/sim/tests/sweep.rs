@@ -1,0 +1,60 @@
+//! The bounded simulator sweep that runs in CI, and the determinism check.
+
+use raftlock_sim::{run, Profile, RunConfig};
+
+fn config(seed: u64, nodes: usize, profile: Profile) -> RunConfig {
+    RunConfig {
+        seed,
+        nodes,
+        profile,
+        fault_ms: 3_000,
+        trace: false,
+    }
+}
+
+#[test]
+fn same_seed_same_trace() {
+    for profile in Profile::ALL {
+        let a = run(config(42, 5, profile));
+        let b = run(config(42, 5, profile));
+        assert_eq!(a.trace_hash, b.trace_hash, "{profile:?}");
+        assert_eq!(a.events, b.events, "{profile:?}");
+        let c = run(config(43, 5, profile));
+        assert_ne!(
+            a.trace_hash, c.trace_hash,
+            "{profile:?}: different seeds should differ"
+        );
+    }
+}
+
+#[test]
+fn bounded_sweep_of_every_profile_and_size() {
+    let seeds: u64 = std::env::var("RAFTLOCK_SIM_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let mut failures = Vec::new();
+    let mut committed = 0;
+    for seed in 0..seeds {
+        let nodes = [3, 5, 7][(seed % 3) as usize];
+        let profile = Profile::ALL[((seed / 3) % 5) as usize];
+        let report = run(config(seed, nodes, profile));
+        committed += report.committed;
+        if let Some(v) = report.violation {
+            failures.push(format!(
+                "seed {seed} ({nodes} nodes, {profile:?}): {v}\n  replay: cargo run -p raftlock-sim --release -- --seeds {seed}..{} --nodes {nodes} --profile {profile:?} --fault-ms 3000 --trace",
+                seed + 1
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        committed > seeds as usize * 10,
+        "the runs must make progress ({committed} entries committed)"
+    );
+}
