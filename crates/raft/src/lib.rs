@@ -5,9 +5,10 @@
 //! durable file storage, and linearizable reads (ReadIndex and a leader lease).
 //!
 //! This crate is being built issue by issue; see `docs/ARCHITECTURE.md` for the map. What
-//! exists today: the core [types](crate::types), [configuration](crate::Config) with
-//! validation and TOML loading, [errors](crate::Error), and durable
-//! [storage](crate::storage) ([`FileStorage`], [`MemStorage`]).
+//! exists today: the core [`types`], [`Config`] with validation and TOML loading, [`Error`],
+//! durable [`storage`] ([`FileStorage`], [`MemStorage`]) and the sans-IO consensus state
+//! machine [`RaftCore`] (elections with PreVote and CheckQuorum, pipelined replication,
+//! commit). The tokio runtime, gRPC transport, snapshots and reads come next.
 //!
 //! ```
 //! use raftlock_raft::{Entry, FileStorage, FileStorageOptions, HardState, NodeId, Storage};

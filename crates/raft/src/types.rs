@@ -82,7 +82,7 @@ impl Borrow<str> for NodeId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum EntryKind {
-    /// An application command, handed to the [`Applier`](crate::Applier) once committed.
+    /// An application command, handed to the application once committed.
     Normal,
     /// The empty entry a new leader appends at once so that it can commit entries of its
     /// term (Raft §5.4.2, §8). Never handed to the application.
