@@ -29,6 +29,8 @@
 //! [`CheckResult::Unknown`] when a key exceeds the search budget — never
 //! [`CheckResult::Linearizable`] without a complete proof.
 
+mod history;
+mod memo;
 mod model;
 mod search;
 #[cfg(test)]
@@ -37,7 +39,8 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use search::{KeyHistory, KeyOutcome};
+use history::KeyHistory;
+use search::KeyOutcome;
 
 /// A key of the key-value store.
 pub type Key = String;
@@ -194,7 +197,7 @@ pub fn check(history: &[Operation], options: &CheckOptions) -> CheckResult {
     let mut first_unknown = None;
     for h in prepared {
         let key = h.key().to_owned();
-        match h.check(options.max_states_per_key) {
+        match search::check(h, options.max_states_per_key) {
             KeyOutcome::Linearizable => {}
             KeyOutcome::Violation(explanation) => {
                 return CheckResult::Violation { key, explanation }

@@ -180,6 +180,12 @@ impl Step {
         )
     }
 
+    /// Whether the step is an observer that leaves the state unchanged (a completed Get
+    /// or failed Cas).
+    pub(super) fn is_stateless_observer(self) -> bool {
+        matches!(self, Step::Get(_) | Step::CasFailed { .. })
+    }
+
     /// What the step needs of the state to be allowed, if anything (for explanations).
     pub(super) fn requirement(self, interner: &Interner) -> Option<String> {
         let show = |s| super::ShowValue(interner.get(s)).to_string();
