@@ -18,11 +18,18 @@
 //!   they may take effect at any point after their invocation, or never. The search
 //!   succeeds as soon as every *completed* operation is linearized, whatever uncertain
 //!   operations are left over (those are the dropped ones, or equivalently ones that take
-//!   effect after everything observed). Candidates are tried completed-first, so an
-//!   uncertain operation is only linearized when some observation needs it, and a
-//!   configuration is pruned when one with the same completed set and state but a
-//!   *subset* of its linearized uncertain operations was already visited (leaving an
-//!   uncertain operation out never removes options).
+//!   effect after everything observed). Uncertain reads, and uncertain operations invoked
+//!   after the key's last completion, cannot matter and are left out up front.
+//!
+//! On top of plain WGL the search uses reductions that keep it near-linear on realistic
+//! histories, each of which preserves whether a linearization exists (see the `search`
+//! module): completed candidates are tried before uncertain ones, so an uncertain
+//! operation is only linearized when an observation needs it; a completed Get or failed
+//! Cas that agrees with the current state is linearized at once, without alternatives;
+//! linearizations are searched in a canonical form where every uncertain operation that
+//! takes effect is observed before being overwritten; retries with identical effects are
+//! used in invocation order; and a configuration is skipped when one with the same
+//! completed set and state but a *subset* of its uncertain operations was visited.
 //!
 //! [`check`] returns the first violating key with an explanation (the longest
 //! linearizable prefix found and the operation that could not be placed after it), or

@@ -9,15 +9,22 @@
 //! its events and resumes the scan after the operation it had chosen. Success is reached
 //! when no completed operation is left, whatever uncertain operations remain.
 //!
-//! Three reductions keep the search small, each preserving the existence of a
+//! These reductions keep the search small, each preserving the existence of a
 //! linearization:
 //!
 //! * **Observers first.** If a completed Get or failed Cas is a candidate and agrees with
 //!   the current state, it is linearized right away and no alternative is tried at that
 //!   configuration: it does not change the state and every operation that must precede
 //!   it already has, so any linearization can be rearranged to start with it.
-//! * **Canonical uncertain operations** (see [`Frame::restricted`]).
-//! * **Memoization with dominance** (see [`Memo::insert`]).
+//! * **Canonical uncertain operations**: every uncertain operation that takes effect is
+//!   observed before a blind write overwrites it (see [`Frame::restricted`]).
+//! * **Interchangeable retries**: uncertain operations with identical effects (a Put
+//!   retried with the same value) are used in invocation order, since swapping two of
+//!   them never matters and the earlier one can take effect whenever the later can.
+//! * **Memoization with dominance** (see [`Memo::insert`]). A hit is either fully
+//!   explored (and failed) or, after a chain of uncertain operations, an ancestor still
+//!   being explored; either way every continuation of the skipped configuration is
+//!   covered by the dominating one.
 
 use super::history::{ANode, Choice, KeyHistory, UncOp, HEAD};
 use super::memo::{flip, is_set, op_hash, state_hash, Memo};

@@ -707,6 +707,41 @@ fn five_thousand_ops_over_many_keys_check_quickly() {
     }
 }
 
+#[test]
+fn many_concurrent_clients_and_many_uncertain_ops_check_quickly() {
+    let mut rng = Rng(7);
+    let mut history = generate(&mut rng, 3_000, 10, 3, 30);
+    let started = Instant::now();
+    assert_eq!(run(&history), CheckResult::Linearizable);
+    let elapsed = started.elapsed();
+    let victim = history
+        .iter()
+        .position(|o| o.invoke > 2_000 && matches!(o.outcome, KvOutcome::Ok(KvResult::Value(_))))
+        .unwrap();
+    history[victim].outcome = KvOutcome::Ok(KvResult::Value(Some("never-written".into())));
+    let key = history[victim].key.clone();
+    assert_violation(&history, &key);
+    eprintln!("3000 ops / 10 clients / 3 keys / 30% uncertain: {elapsed:?}");
+}
+
+#[test]
+fn retried_uncertain_puts_are_interchangeable() {
+    // A client times out and retries the same Put over and over while readers watch;
+    // the value shows up once, late.
+    let mut h = vec![put(0, "x", "old", 0, 1)];
+    for r in 0..200 {
+        h.push(uncertain(put(1, "x", "new", 10 + r * 10, 0)));
+        h.push(get(2, "x", Some("old"), 12 + r * 10, 14 + r * 10));
+    }
+    h.push(get(2, "x", Some("new"), 5_000, 5_010));
+    let tight = CheckOptions {
+        max_states_per_key: 2_000,
+    };
+    assert_eq!(check(&h, &tight), CheckResult::Linearizable);
+    h.push(get(3, "x", Some("old"), 6_000, 6_010));
+    assert!(matches!(check(&h, &tight), CheckResult::Violation { .. }));
+}
+
 /// Exhaustive reference: tries every order of the operations that respects real time,
 /// with every subset of the uncertain ones.
 fn brute_force(history: &[Operation]) -> bool {
@@ -755,43 +790,53 @@ fn brute_force(history: &[Operation]) -> bool {
 
 #[test]
 fn agrees_with_brute_force_on_small_random_histories() {
-    let mut rng = Rng(42);
-    let values = [None, Some("a"), Some("b"), Some("ab"), Some("ba")];
-    let (mut yes, mut no) = (0, 0);
-    for _ in 0..1_500 {
-        let n = 2 + rng.below(6) as usize;
-        let mut history = Vec::with_capacity(n);
-        for _ in 0..n {
-            let invoke = rng.below(12);
-            let complete = invoke + rng.below(6);
-            let v = values[rng.below(5) as usize];
-            let w = ["a", "b"][rng.below(2) as usize];
-            let client = rng.below(4);
-            let mut o = match rng.below(6) {
-                0 => put(client, "x", w, invoke, complete),
-                1 | 2 => get(client, "x", v, invoke, complete),
-                3 => append(client, "x", w, invoke, complete),
-                4 => delete(client, "x", invoke, complete),
-                _ if rng.percent(50) => cas_ok(client, "x", v, w, invoke, complete),
-                _ => {
-                    let current = values[rng.below(5) as usize];
-                    cas_failed(client, "x", (v, w), current, invoke, complete)
+    let values = [
+        None,
+        Some("a"),
+        Some("b"),
+        Some("ab"),
+        Some("ba"),
+        Some("aa"),
+        Some(""),
+    ];
+    for (seed, uncertain_pct) in [(42u64, 0u64), (43, 25), (44, 60)] {
+        let mut rng = Rng(seed);
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..1_000 {
+            let n = 2 + rng.below(7) as usize;
+            let mut history = Vec::with_capacity(n);
+            for _ in 0..n {
+                let invoke = rng.below(12);
+                let complete = invoke + rng.below(6);
+                let v = values[rng.below(values.len() as u64) as usize];
+                let w = ["a", "b", ""][rng.below(3) as usize];
+                let client = rng.below(4);
+                let mut o = match rng.below(7) {
+                    0 => put(client, "x", w, invoke, complete),
+                    1 | 2 => get(client, "x", v, invoke, complete),
+                    3 | 4 => append(client, "x", w, invoke, complete),
+                    5 => delete(client, "x", invoke, complete),
+                    _ if rng.percent(50) => cas_ok(client, "x", v, w, invoke, complete),
+                    _ => {
+                        let current = values[rng.below(values.len() as u64) as usize];
+                        cas_failed(client, "x", (v, w), current, invoke, complete)
+                    }
+                };
+                if rng.percent(uncertain_pct) {
+                    o = uncertain(o);
                 }
-            };
-            if rng.percent(25) {
-                o = uncertain(o);
+                history.push(o);
             }
-            history.push(o);
+            let expected = brute_force(&history);
+            let got = run(&history);
+            assert_eq!(got.is_linearizable(), expected, "{got:?} for {history:#?}");
+            if expected {
+                yes += 1;
+            } else {
+                assert!(matches!(got, CheckResult::Violation { .. }), "{got:?}");
+                no += 1;
+            }
         }
-        let expected = brute_force(&history);
-        let got = run(&history);
-        assert_eq!(got.is_linearizable(), expected, "{got:?} for {history:#?}");
-        if !expected {
-            assert!(matches!(got, CheckResult::Violation { .. }), "{got:?}");
-            no += 1;
-        } else {
-            yes += 1;
-        }
+        assert!(yes > 100 && no > 100, "seed {seed}: yes {yes}, no {no}");
     }
-    assert!(yes > 100 && no > 100, "yes {yes}, no {no}");
 }
