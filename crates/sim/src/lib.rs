@@ -12,8 +12,11 @@
 //! assert_eq!(report.violation, None);
 //! ```
 
+pub mod clients;
 pub mod disk;
+mod faults;
 pub mod invariants;
+pub mod kv;
 pub mod linearizability;
 pub mod network;
 pub mod profile;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use raftlock_sim::{run, Profile, RunConfig};
+use raftlock_sim::{Profile, RunConfig, World};
 
 struct Args {
     seeds: std::ops::Range<u64>,
@@ -12,6 +12,7 @@ struct Args {
     profile: Option<Profile>,
     fault_ms: u64,
     trace: bool,
+    bug: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -21,6 +22,7 @@ fn parse() -> Result<Args, String> {
         profile: None,
         fault_ms: 10_000,
         trace: false,
+        bug: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,13 +52,38 @@ fn parse() -> Result<Args, String> {
                 args.fault_ms = value("--fault-ms")?.parse().map_err(|_| "bad --fault-ms")?;
             }
             "--trace" => args.trace = true,
+            "--bug" => args.bug = Some(value("--bug")?),
             "--help" | "-h" => {
-                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal] [--fault-ms MS] [--trace]".into())
+                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check]".into())
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     Ok(args)
+}
+
+/// The world for one seed, with a deliberate bug when asked (self-tests and replays).
+fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
+    match bug {
+        None => Ok(World::new(cfg)),
+        Some("stale-reads") => Ok(World::with_stale_reads(cfg)),
+        #[cfg(feature = "bug-injection")]
+        Some(name) => {
+            let mut bugs = raftlock_raft::core::InjectedBugs::default();
+            match name {
+                "commit-old-term" => bugs.commit_old_term_by_counting = true,
+                "two-votes" => bugs.grant_two_votes_per_term = true,
+                "ack-before-durable" => bugs.ack_before_durable = true,
+                "vote-without-log-check" => bugs.vote_without_log_check = true,
+                other => return Err(format!("unknown bug {other:?}")),
+            }
+            Ok(World::with_bugs(cfg, bugs))
+        }
+        #[cfg(not(feature = "bug-injection"))]
+        Some(name) => Err(format!(
+            "bug {name:?} needs a build with --features bug-injection"
+        )),
+    }
 }
 
 /// Node count for a seed when none is forced: 3, 5 or 7.
@@ -74,27 +101,39 @@ fn main() -> ExitCode {
     };
     let start = Instant::now();
     let (mut passed, mut failed, mut events, mut committed) = (0u64, 0u64, 0u64, 0usize);
+    let (mut ops_ok, mut ops_uncertain) = (0u64, 0u64);
     for seed in args.seeds.clone() {
         let nodes = args.nodes.unwrap_or_else(|| nodes_for(seed));
         let profile = args.profile.unwrap_or_else(|| Profile::for_seed(seed));
-        let report = run(RunConfig {
+        let cfg = RunConfig {
             seed,
             nodes,
             profile,
             fault_ms: args.fault_ms,
             trace: args.trace,
-        });
+        };
+        let report = match build_world(cfg, args.bug.as_deref()) {
+            Ok(world) => world.run(),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
         events += report.events;
         committed += report.committed;
+        ops_ok += report.ops_ok;
+        ops_uncertain += report.ops_uncertain;
         match report.violation {
             None => passed += 1,
             Some(v) => {
                 failed += 1;
                 println!("seed {seed} FAILED ({nodes} nodes, {profile:?}): {v}");
                 println!(
-                    "  replay: cargo run -p raftlock-sim --release -- --seeds {seed}..{} --nodes {nodes} --profile {profile:?} --fault-ms {} --trace",
+                    "  replay: cargo run -p raftlock-sim --release{} -- --seeds {seed}..{} --nodes {nodes} --profile {profile:?} --fault-ms {}{} --trace",
+                    if args.bug.as_deref().is_some_and(|b| b != "stale-reads") { " --features bug-injection" } else { "" },
                     seed + 1,
-                    args.fault_ms
+                    args.fault_ms,
+                    args.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),
                 );
             }
         }
@@ -102,7 +141,7 @@ fn main() -> ExitCode {
     let secs = start.elapsed().as_secs_f64();
     let total = passed + failed;
     println!(
-        "{total} seeds in {secs:.1}s ({:.1} seeds/s, {events} events, {committed} entries committed): {passed} passed, {failed} failed",
+        "{total} seeds in {secs:.1}s ({:.1} seeds/s, {events} events, {committed} entries committed, {ops_ok} client operations completed and {ops_uncertain} uncertain, all histories checked): {passed} passed, {failed} failed",
         total as f64 / secs.max(1e-9)
     );
     if failed > 0 {

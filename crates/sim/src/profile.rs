@@ -57,6 +57,8 @@ pub enum FaultKind {
     Heal,
     /// Kill a node, losing unsynced writes; it restarts later.
     Crash,
+    /// Kill the current leader (leader changes with uncommitted entries of old terms).
+    CrashLeader,
     /// Freeze a node for a while.
     Pause,
 }
@@ -78,10 +80,12 @@ pub struct FaultPlan {
     pub disk_min_ms: u64,
     /// Disk write latency range.
     pub disk_max_ms: u64,
-    /// Mean gap between client proposals.
-    pub propose_gap_ms: u64,
-    /// Most commands in one proposal.
-    pub max_batch: u64,
+    /// Number of concurrent clients.
+    pub clients: usize,
+    /// Number of keys they share (few keys: more contention, harder histories).
+    pub keys: usize,
+    /// Chance (per mille) that a node crashes within 30 ms of becoming leader.
+    pub crash_new_leader_per_mille: u64,
     /// Flow-control window used by the nodes.
     pub max_inflight: usize,
     /// Entries per AppendEntries used by the nodes.
@@ -100,8 +104,9 @@ impl FaultPlan {
             tick_skew_pct: rng.gen_range(0, 6),
             disk_min_ms: 0,
             disk_max_ms: rng.gen_range(1, 5),
-            propose_gap_ms: rng.gen_range(5, 50),
-            max_batch: rng.gen_range(1, 6),
+            crash_new_leader_per_mille: 0,
+            clients: rng.gen_range(1, 7) as usize,
+            keys: rng.gen_range(1, 6) as usize,
             max_inflight: [4, 16, 256][rng.gen_range(0, 3) as usize],
             max_entries_per_request: [5, 20, 100][rng.gen_range(0, 3) as usize],
         };
@@ -119,15 +124,25 @@ impl FaultPlan {
                 plan.fault_interval_ms = rng.gen_range(200, 1500);
             }
             Profile::Crashes => {
-                plan.fault_kinds = vec![Crash, Crash, Pause];
+                plan.fault_kinds = vec![Crash, CrashLeader, CrashLeader, Pause];
+                plan.crash_new_leader_per_mille = rng.gen_range(0, 600);
                 plan.fault_interval_ms = rng.gen_range(200, 1500);
                 plan.torn_writes = rng.gen_range(0, 2) == 1;
             }
             Profile::Brutal => {
                 plan.network = lossy(rng);
-                plan.fault_kinds = vec![Partition, OneWay, LeaderReachesOne, Heal, Crash, Pause];
+                plan.fault_kinds = vec![
+                    Partition,
+                    OneWay,
+                    LeaderReachesOne,
+                    Heal,
+                    Crash,
+                    CrashLeader,
+                    Pause,
+                ];
                 plan.fault_interval_ms = rng.gen_range(100, 800);
                 plan.torn_writes = true;
+                plan.crash_new_leader_per_mille = rng.gen_range(0, 400);
                 plan.tick_skew_pct = rng.gen_range(0, 20);
             }
         }

@@ -1,22 +1,29 @@
 //! The simulated world: N nodes running the real `RaftCore`, a simulated network and
-//! disks, virtual time, and a seeded schedule of faults. Single-threaded and driven by
-//! one seed, so every run replays exactly.
+//! disks, clients, virtual time, and a seeded schedule of faults. Single-threaded and
+//! driven by one seed, so every run replays exactly.
+//!
+//! A run has two phases: faults for `fault_ms`, then a healed, calm network for
+//! [`LIVENESS_BOUND_TICKS`] ticks in which every client operation must complete and every
+//! node must converge. Safety invariants are checked after every event; the client
+//! history is checked for linearizability at the end.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use bytes::Bytes;
 use raftlock_raft::{Config, Message, NodeId, PeerConfig, RaftCore, Rand, Role, SeededRand};
 
+use crate::clients::Clients;
 use crate::disk::SimDisk;
 use crate::invariants::{Invariants, Violation};
+use crate::kv::KvStore;
 use crate::network::Network;
 use crate::profile::{FaultPlan, Profile};
 
 /// Virtual milliseconds per nominal tick.
 pub const TICK_MS: u64 = 10;
-/// After the fault period, a leader must be elected and every node must have applied every
-/// committed entry within this many ticks (30 election timeouts of 10 ticks).
+/// After the fault period, a leader must be elected, every client operation must complete
+/// and every node must have applied every committed entry within this many ticks
+/// (30 election timeouts of 10 ticks).
 pub const LIVENESS_BOUND_TICKS: u64 = 300;
 
 /// Settings of one run.
@@ -45,18 +52,36 @@ pub struct RunReport {
     pub events: u64,
     /// Entries committed.
     pub committed: usize,
-    /// Commands proposed and accepted by a leader.
-    pub proposals: u64,
+    /// Client operations that completed.
+    pub ops_ok: u64,
+    /// Client operations whose outcome stayed unknown (timeouts, crashes).
+    pub ops_uncertain: u64,
 }
 
 #[derive(Debug)]
-enum Event {
+pub(crate) enum Event {
     Tick(usize),
     Deliver(Message),
-    WriteDone { node: usize, incarnation: u64 },
-    Propose,
+    WriteDone {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientIssue(usize),
+    ClientRetry {
+        client: usize,
+        op_id: u64,
+    },
+    ClientTimeout {
+        client: usize,
+        op_id: u64,
+    },
     Fault,
     Restart(usize),
+    /// Crash this incarnation of a node (if it is still running).
+    Crash {
+        node: usize,
+        incarnation: u64,
+    },
     Unpause(usize),
     Heal,
 }
@@ -84,53 +109,43 @@ impl Ord for Scheduled {
     }
 }
 
-struct SimNode {
-    core: Option<RaftCore>,
-    disk: SimDisk,
-    incarnation: u64,
-    paused: bool,
+pub(crate) struct SimNode {
+    pub(crate) core: Option<RaftCore>,
+    pub(crate) disk: SimDisk,
+    pub(crate) kv: KvStore,
+    pub(crate) incarnation: u64,
+    pub(crate) paused: bool,
     /// Tick period of this node (skewed around `TICK_MS`).
     tick_ms: u64,
     /// Time the disk finishes its last queued write (writes complete in order).
-    disk_busy_until: u64,
+    pub(crate) disk_busy_until: u64,
     last_commit: u64,
+    last_applied: u64,
     last_role: Role,
 }
 
 /// One simulated cluster.
 pub struct World {
-    cfg: RunConfig,
-    plan: FaultPlan,
-    rng: SeededRand,
-    now: u64,
+    pub(crate) cfg: RunConfig,
+    pub(crate) plan: FaultPlan,
+    pub(crate) rng: SeededRand,
+    pub(crate) now: u64,
     next_id: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
-    nodes: Vec<SimNode>,
+    pub(crate) nodes: Vec<SimNode>,
     ids: Vec<NodeId>,
-    network: Network,
-    inv: Invariants,
+    pub(crate) network: Network,
+    pub(crate) inv: Invariants,
+    pub(crate) clients: Clients,
     trace_hash: u64,
     events: u64,
-    proposals: u64,
-    healed: bool,
+    pub(crate) healed: bool,
+    stale_reads: bool,
     #[cfg(feature = "bug-injection")]
     bugs: raftlock_raft::core::InjectedBugs,
 }
 
 impl World {
-    /// Builds the world with deliberate protocol bugs in every node (self-tests only).
-    #[cfg(feature = "bug-injection")]
-    pub fn with_bugs(cfg: RunConfig, bugs: raftlock_raft::core::InjectedBugs) -> Self {
-        let mut world = Self::new(cfg);
-        world.bugs = bugs;
-        for node in &mut world.nodes {
-            if let Some(core) = node.core.as_mut() {
-                core.inject_bugs(bugs);
-            }
-        }
-        world
-    }
-
     /// Builds the world for `cfg`.
     pub fn new(cfg: RunConfig) -> Self {
         let mut rng = SeededRand::new(cfg.seed);
@@ -145,16 +160,19 @@ impl World {
                 SimNode {
                     core: None,
                     disk: SimDisk::default(),
+                    kv: KvStore::default(),
                     incarnation: 0,
                     paused: false,
                     tick_ms: tick_ms.max(1),
                     disk_busy_until: 0,
                     last_commit: 0,
+                    last_applied: 0,
                     last_role: Role::Follower,
                 }
             })
             .collect();
         let network = Network::new(plan.network.clone());
+        let clients = Clients::new(plan.clients, plan.keys, cfg.nodes);
         let mut world = World {
             cfg,
             plan,
@@ -166,22 +184,49 @@ impl World {
             ids,
             network,
             inv: Invariants::default(),
+            clients,
             trace_hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
-            proposals: 0,
             healed: false,
+            stale_reads: false,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         };
         for i in 0..world.cfg.nodes {
             world.boot(i);
         }
-        world.schedule(5, Event::Propose);
+        for c in 0..world.plan.clients {
+            world.schedule(1 + c as u64, Event::ClientIssue(c));
+        }
         let first_fault = world.plan.fault_interval_ms;
         if first_fault > 0 {
             world.schedule(first_fault, Event::Fault);
         }
         world.schedule(world.cfg.fault_ms, Event::Heal);
+        world
+    }
+
+    /// Builds the world with deliberate protocol bugs in every node (self-tests only).
+    #[cfg(feature = "bug-injection")]
+    pub fn with_bugs(cfg: RunConfig, bugs: raftlock_raft::core::InjectedBugs) -> Self {
+        let mut world = Self::new(cfg);
+        world.bugs = bugs;
+        for node in &mut world.nodes {
+            if let Some(core) = node.core.as_mut() {
+                core.inject_bugs(bugs);
+            }
+        }
+        world
+    }
+
+    /// Makes every node's state machine answer reads with the value before the latest
+    /// write: a deliberate bug that only the history check can see (self-tests only).
+    pub fn with_stale_reads(cfg: RunConfig) -> Self {
+        let mut world = Self::new(cfg);
+        world.stale_reads = true;
+        for node in &mut world.nodes {
+            node.kv = KvStore::with_stale_reads();
+        }
         world
     }
 
@@ -204,7 +249,7 @@ impl World {
         c
     }
 
-    fn schedule(&mut self, after: u64, event: Event) {
+    pub(crate) fn schedule(&mut self, after: u64, event: Event) {
         self.next_id += 1;
         self.queue.push(Reverse(Scheduled {
             time: self.now + after,
@@ -213,13 +258,13 @@ impl World {
         }));
     }
 
-    fn trace(&mut self, text: impl FnOnce() -> String) {
+    pub(crate) fn trace(&mut self, text: impl FnOnce() -> String) {
         if self.cfg.trace {
             println!("{:>8}ms {}", self.now, text());
         }
     }
 
-    fn mix(&mut self, values: &[u64]) {
+    pub(crate) fn mix(&mut self, values: &[u64]) {
         for v in values {
             for b in v.to_le_bytes() {
                 self.trace_hash ^= b as u64;
@@ -228,21 +273,30 @@ impl World {
         }
     }
 
-    /// Starts (or restarts) node `i` from its durable state.
+    /// Starts (or restarts) node `i` from its durable state; its state machine is rebuilt
+    /// by replaying the log as entries commit again.
     fn boot(&mut self, i: usize) {
         let initial = self.nodes[i].disk.recover();
         let seed = self.rng.next_u64();
         let config = self.config_for(i);
         let core = RaftCore::new(config, initial, Box::new(SeededRand::new(seed)));
+        #[cfg(feature = "bug-injection")]
+        let bugs = self.bugs;
         let node = &mut self.nodes[i];
         node.incarnation += 1;
         node.last_commit = 0;
+        node.last_applied = 0;
         node.last_role = Role::Follower;
         node.paused = false;
+        node.kv = if self.stale_reads {
+            KvStore::with_stale_reads()
+        } else {
+            KvStore::default()
+        };
         match core {
             #[cfg(feature = "bug-injection")]
             Ok(mut core) => {
-                core.inject_bugs(self.bugs);
+                core.inject_bugs(bugs);
                 node.core = Some(core);
             }
             #[cfg(not(feature = "bug-injection"))]
@@ -253,9 +307,14 @@ impl World {
         self.schedule(tick, Event::Tick(i));
     }
 
+    /// Time at which the run ends.
+    pub(crate) fn end_time(&self) -> u64 {
+        self.cfg.fault_ms + LIVENESS_BOUND_TICKS * TICK_MS
+    }
+
     /// Runs to the end; returns the report.
     pub fn run(mut self) -> RunReport {
-        let end = self.cfg.fault_ms + LIVENESS_BOUND_TICKS * TICK_MS;
+        let end = self.end_time();
         let mut violation = None;
         while let Some(Reverse(s)) = self.queue.pop() {
             if s.time > end {
@@ -269,8 +328,8 @@ impl World {
             }
         }
         if violation.is_none() {
-            if let Err(v) = self.check_liveness() {
-                violation = Some(format!("at {}ms: {v}", self.now));
+            if let Err(v) = self.check_end() {
+                violation = Some(format!("at the end ({}ms): {v}", self.now));
             }
         }
         RunReport {
@@ -278,7 +337,8 @@ impl World {
             trace_hash: self.trace_hash,
             events: self.events,
             committed: self.inv.committed_count(),
-            proposals: self.proposals,
+            ops_ok: self.clients.ops_ok(),
+            ops_uncertain: self.clients.ops_uncertain(),
         }
     }
 
@@ -287,7 +347,7 @@ impl World {
             Event::Tick(i) => {
                 let node = &mut self.nodes[i];
                 if node.core.is_none() {
-                    return Ok(()); // crashed: Restart schedules new ticks
+                    return Ok(()); // crashed: the restart schedules new ticks
                 }
                 let tick = node.tick_ms;
                 if !node.paused {
@@ -312,13 +372,10 @@ impl World {
                 }
                 self.mix(&[2, from as u64, to as u64, m.term, self.now]);
                 if self.cfg.trace {
+                    let (now, kind) = (self.now, m.kind());
                     println!(
-                        "{:>8}ms deliver {} -> {} {} t{}",
-                        self.now,
-                        m.from,
-                        m.to,
-                        m.kind(),
-                        m.term
+                        "{now:>8}ms deliver {} -> {} {kind} t{}",
+                        m.from, m.to, m.term
                     );
                 }
                 if let Some(core) = self.nodes[to].core.as_mut() {
@@ -334,6 +391,17 @@ impl World {
                 if node.incarnation != incarnation || node.core.is_none() {
                     return Ok(());
                 }
+                if node.paused {
+                    // The fsync finished, but the frozen process learns of it later.
+                    self.schedule(
+                        TICK_MS,
+                        Event::WriteDone {
+                            node: i,
+                            incarnation,
+                        },
+                    );
+                    return Ok(());
+                }
                 if let Some(seq) = node.disk.complete() {
                     if let Some(core) = node.core.as_mut() {
                         core.on_persisted(seq);
@@ -342,23 +410,17 @@ impl World {
                 }
                 self.process(i)
             }
-            Event::Propose => {
-                if self.healed {
-                    // Clients stop with the faults, so liveness can ask for a quiet cluster.
-                    return Ok(());
-                }
-                self.propose();
-                let gap = self.rng.gen_range(1, self.plan.propose_gap_ms + 1);
-                self.schedule(gap, Event::Propose);
+            Event::ClientIssue(c) => self.client_issue(c),
+            Event::ClientRetry { client, op_id } => self.client_submit(client, op_id),
+            Event::ClientTimeout { client, op_id } => {
+                self.client_timeout(client, op_id);
                 Ok(())
             }
             Event::Fault => {
                 if !self.healed {
                     self.inject_fault()?;
-                    let gap = self.rng.gen_range(
-                        self.plan.fault_interval_ms / 2,
-                        self.plan.fault_interval_ms * 3 / 2 + 1,
-                    );
+                    let mean = self.plan.fault_interval_ms;
+                    let gap = self.rng.gen_range(mean / 2, mean * 3 / 2 + 1);
                     self.schedule(gap, Event::Fault);
                 }
                 Ok(())
@@ -370,6 +432,13 @@ impl World {
                     self.boot(i);
                 }
                 Ok(())
+            }
+            Event::Crash { node, incarnation } => {
+                if self.healed || self.nodes[node].incarnation != incarnation {
+                    return Ok(());
+                }
+                let down = self.rng.gen_range(10, 300);
+                self.crash(node, down)
             }
             Event::Unpause(i) => {
                 self.nodes[i].paused = false;
@@ -391,12 +460,12 @@ impl World {
         }
     }
 
-    fn index_of(&self, id: &NodeId) -> usize {
+    pub(crate) fn index_of(&self, id: &NodeId) -> usize {
         self.ids.iter().position(|x| x == id).unwrap_or(0)
     }
 
     /// Drains node `i`'s Ready and checks the invariants its changes touch.
-    fn process(&mut self, i: usize) -> Result<(), Violation> {
+    pub(crate) fn process(&mut self, i: usize) -> Result<(), Violation> {
         loop {
             let node = &mut self.nodes[i];
             let Some(core) = node.core.as_mut() else {
@@ -409,9 +478,8 @@ impl World {
             if let Some(w) = rd.write {
                 self.inv.on_written(i, core, &w.log.entries)?;
                 node.disk.submit(w);
-                let latency = self
-                    .rng
-                    .gen_range(self.plan.disk_min_ms, self.plan.disk_max_ms + 1);
+                let (lo, hi) = (self.plan.disk_min_ms, self.plan.disk_max_ms);
+                let latency = self.rng.gen_range(lo, hi + 1);
                 let node = &mut self.nodes[i];
                 node.disk_busy_until = node.disk_busy_until.max(self.now) + latency;
                 let at = node.disk_busy_until - self.now;
@@ -430,14 +498,22 @@ impl World {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
             }
+            for e in &rd.committed_entries {
+                self.inv.on_apply(i, e)?;
+                self.apply_to_kv(i, e)?;
+            }
             let node = &mut self.nodes[i];
             let Some(core) = node.core.as_mut() else {
                 return Ok(());
             };
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
-                for e in &rd.committed_entries {
-                    self.inv.on_apply(i, e)?;
+                if last <= node.last_applied {
+                    return Err(Violation(format!(
+                        "applied index of node {i} went backwards: {} -> {last}",
+                        node.last_applied
+                    )));
                 }
+                node.last_applied = last;
                 core.on_applied(last);
             }
             let commit = core.commit_index();
@@ -456,6 +532,7 @@ impl World {
                 let term = core.term();
                 self.inv.on_leader(i, core)?;
                 self.trace(|| format!("n{i} became leader of term {term}"));
+                self.maybe_crash_new_leader(i);
             }
             let node = &mut self.nodes[i];
             node.last_role = node.core.as_ref().map_or(Role::Follower, |c| c.role());
@@ -463,113 +540,15 @@ impl World {
         Ok(())
     }
 
-    /// A client proposes a command on a node that believes it leads.
-    fn propose(&mut self) {
-        let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                let n = &self.nodes[i];
-                !n.paused && n.core.as_ref().is_some_and(|c| c.role() == Role::Leader)
-            })
-            .collect();
-        if leaders.is_empty() {
-            return;
-        }
-        let i = leaders[self.rng.gen_range(0, leaders.len() as u64) as usize];
-        let count = self.rng.gen_range(1, self.plan.max_batch + 1);
-        let commands: Vec<Bytes> = (0..count)
-            .map(|k| Bytes::from(format!("cmd-{}-{k}", self.proposals)))
-            .collect();
-        if let Some(core) = self.nodes[i].core.as_mut() {
-            if core.propose(commands).is_ok() {
-                self.proposals += count;
-            }
-        }
-        // Errors (not leader, overloaded) are what a client would see and retry.
-        let _ = self.process(i);
+    /// End-of-run checks: liveness after healing, exactly-once application, and the
+    /// linearizability of the client history.
+    fn check_end(&mut self) -> Result<(), Violation> {
+        self.check_convergence()?;
+        self.finish_clients()
     }
 
-    fn inject_fault(&mut self) -> Result<(), Violation> {
-        let n = self.nodes.len();
-        let choices = self.plan.fault_kinds.clone();
-        if choices.is_empty() {
-            return Ok(());
-        }
-        let kind = choices[self.rng.gen_range(0, choices.len() as u64) as usize];
-        match kind {
-            crate::profile::FaultKind::Partition => {
-                let size = self.rng.gen_range(1, (n as u64).div_ceil(2) + 1) as usize;
-                let mut side = Vec::new();
-                while side.len() < size {
-                    let x = self.rng.gen_range(0, n as u64) as usize;
-                    if !side.contains(&x) {
-                        side.push(x);
-                    }
-                }
-                self.network.heal();
-                self.network.partition(&side, n);
-                self.trace(|| format!("partition {side:?} from the rest"));
-            }
-            crate::profile::FaultKind::OneWay => {
-                let a = self.rng.gen_range(0, n as u64) as usize;
-                let b = (a + 1 + self.rng.gen_range(0, n as u64 - 1) as usize) % n;
-                self.network.cut_one_way(a, b);
-                self.trace(|| format!("cut link n{a} -> n{b}"));
-            }
-            crate::profile::FaultKind::LeaderReachesOne => {
-                let leader = (0..n).find(|&i| {
-                    self.nodes[i]
-                        .core
-                        .as_ref()
-                        .is_some_and(|c| c.role() == Role::Leader)
-                });
-                if let Some(l) = leader {
-                    let keep = (l + 1 + self.rng.gen_range(0, n as u64 - 1) as usize) % n;
-                    self.network.heal();
-                    for b in 0..n {
-                        if b != l && b != keep {
-                            self.network.cut_one_way(l, b);
-                            self.network.cut_one_way(b, l);
-                        }
-                    }
-                    self.trace(|| format!("leader n{l} reaches only n{keep}"));
-                }
-            }
-            crate::profile::FaultKind::Heal => {
-                self.network.heal();
-                self.trace(|| "links healed".to_string());
-            }
-            crate::profile::FaultKind::Crash => {
-                let i = self.rng.gen_range(0, n as u64) as usize;
-                if self.nodes[i].core.is_some() {
-                    let torn = self.plan.torn_writes && self.rng.gen_range(0, 2) == 0;
-                    let note = self.nodes[i].disk.crash(&mut self.rng, torn);
-                    self.nodes[i].core = None;
-                    self.nodes[i].disk_busy_until = self.now;
-                    self.trace(|| format!("crash n{i}: {note}"));
-                    self.mix(&[5, i as u64]);
-                    let logs: Vec<&[raftlock_raft::Entry]> = self
-                        .nodes
-                        .iter()
-                        .map(|n| n.disk.durable.log.as_slice())
-                        .collect();
-                    self.inv.check_durable_majority(&logs)?;
-                    let down = self.rng.gen_range(10, 1000);
-                    self.schedule(down, Event::Restart(i));
-                }
-            }
-            crate::profile::FaultKind::Pause => {
-                let i = self.rng.gen_range(0, n as u64) as usize;
-                self.nodes[i].paused = true;
-                let pause = self.rng.gen_range(50, 1500);
-                self.trace(|| format!("pause n{i} for {pause}ms"));
-                self.schedule(pause, Event::Unpause(i));
-            }
-        }
-        Ok(())
-    }
-
-    /// After healing: one leader, and every node applied everything the leader committed.
-    fn check_liveness(&self) -> Result<(), Violation> {
+    /// After healing: one leader, and every node applied everything it committed.
+    fn check_convergence(&self) -> Result<(), Violation> {
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 self.nodes[i]

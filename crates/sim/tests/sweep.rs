@@ -58,3 +58,14 @@ fn bounded_sweep_of_every_profile_and_size() {
         "the runs must make progress ({committed} entries committed)"
     );
 }
+
+#[test]
+fn runs_record_substantial_histories() {
+    let report = run(config(3, 3, Profile::Lossy));
+    assert_eq!(report.violation, None);
+    assert!(
+        report.ops_ok > 100,
+        "only {} operations completed",
+        report.ops_ok
+    );
+}

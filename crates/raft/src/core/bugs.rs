@@ -10,4 +10,6 @@ pub struct InjectedBugs {
     pub grant_two_votes_per_term: bool,
     /// Send votes and AppendEntries acknowledgements before the state is durable.
     pub ack_before_durable: bool,
+    /// Grant votes without the up-to-date check of §5.4.1.
+    pub vote_without_log_check: bool,
 }

@@ -125,6 +125,7 @@ struct BugSet {
     commit_old_term_by_counting: bool,
     grant_two_votes_per_term: bool,
     ack_before_durable: bool,
+    vote_without_log_check: bool,
 }
 
 /// Election timing of this node, in ticks.

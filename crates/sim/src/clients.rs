@@ -1,0 +1,346 @@
+//! Simulated clients: each issues put / get / compare-and-set / append / delete operations
+//! one at a time through the node it believes leads, follows redirects, gives up after a
+//! timeout, and records every operation with its invoke and completion times. An
+//! operation whose outcome the client cannot know (timeout, crash of the node it waited
+//! on) is recorded as *uncertain*.
+//!
+//! An operation is complete when the node that accepted it applies the entry it was
+//! given, at the index and term it was given. If that node applies a different entry at
+//! that index, the operation definitely failed (an index holds one committed entry, and
+//! entries never move), so it is left out of the history.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use raftlock_raft::{Entry, EntryKind, Error, Index, Rand, Term};
+
+use crate::invariants::Violation;
+use crate::kv::Command;
+use crate::linearizability::{self, CheckOptions, CheckResult, KvOp, KvOutcome, Operation};
+use crate::world::{Event, World, TICK_MS};
+
+/// A client gives up on an operation after this long (20 election timeouts).
+pub const CLIENT_TIMEOUT_MS: u64 = 2_000;
+/// Clients stop invoking new operations this long before the end of the run, so every
+/// operation invoked after healing has time to complete.
+const QUIET_BEFORE_END_MS: u64 = CLIENT_TIMEOUT_MS;
+
+#[derive(Debug)]
+struct Pending {
+    op_id: u64,
+    cmd: Command,
+    invoke: u64,
+    /// Where the operation was accepted: (node, incarnation, index, term).
+    placed: Option<(usize, u64, Index, Term)>,
+}
+
+#[derive(Debug)]
+struct Client {
+    /// The node this client believes leads.
+    target: usize,
+    pending: Option<Pending>,
+}
+
+/// All clients and the history they recorded.
+#[derive(Debug)]
+pub struct Clients {
+    clients: Vec<Client>,
+    keys: usize,
+    next_op: u64,
+    history: Vec<Operation>,
+    /// Indices at which each operation was applied, on any node.
+    applied_at: BTreeMap<u64, BTreeSet<Index>>,
+    /// Operations the client saw succeed.
+    acked: Vec<u64>,
+    /// Operations invoked after healing that did not complete (liveness).
+    stuck_after_heal: Vec<String>,
+}
+
+impl Clients {
+    /// `n` clients over `keys` keys in a cluster of `nodes` nodes.
+    pub fn new(n: usize, keys: usize, nodes: usize) -> Self {
+        Clients {
+            clients: (0..n)
+                .map(|c| Client {
+                    target: c % nodes,
+                    pending: None,
+                })
+                .collect(),
+            keys: keys.max(1),
+            next_op: 1,
+            history: Vec::new(),
+            applied_at: BTreeMap::new(),
+            acked: Vec::new(),
+            stuck_after_heal: Vec::new(),
+        }
+    }
+
+    /// Operations that completed.
+    pub fn ops_ok(&self) -> u64 {
+        self.history
+            .iter()
+            .filter(|o| matches!(o.outcome, KvOutcome::Ok(_)))
+            .count() as u64
+    }
+
+    /// Operations recorded as uncertain.
+    pub fn ops_uncertain(&self) -> u64 {
+        self.history
+            .iter()
+            .filter(|o| o.outcome == KvOutcome::Uncertain)
+            .count() as u64
+    }
+
+    /// The history recorded so far.
+    pub fn history(&self) -> &[Operation] {
+        &self.history
+    }
+}
+
+impl World {
+    /// Client `c` invokes a new operation.
+    pub(crate) fn client_issue(&mut self, c: usize) -> Result<(), Violation> {
+        if self.clients.clients[c].pending.is_some()
+            || self.now + QUIET_BEFORE_END_MS > self.end_time()
+        {
+            return Ok(());
+        }
+        let op_id = self.clients.next_op;
+        self.clients.next_op += 1;
+        let key = format!("k{}", self.rng.gen_range(0, self.clients.keys as u64));
+        let value = format!("v{op_id}");
+        let op = match self.rng.gen_range(0, 10) {
+            0..=2 => KvOp::Put { value },
+            3..=5 => KvOp::Get,
+            6 => KvOp::Cas {
+                from: None,
+                to: value,
+            },
+            7 => {
+                // Compare against a value a recent operation wrote, so some swaps succeed.
+                let back = self.rng.gen_range(1, 10);
+                KvOp::Cas {
+                    from: Some(format!("v{}", op_id.saturating_sub(back))),
+                    to: value,
+                }
+            }
+            8 => KvOp::Append {
+                suffix: format!("a{op_id}"),
+            },
+            _ => KvOp::Delete,
+        };
+        let cmd = Command { op_id, key, op };
+        self.clients.clients[c].pending = Some(Pending {
+            op_id,
+            cmd,
+            invoke: self.now,
+            placed: None,
+        });
+        self.schedule(CLIENT_TIMEOUT_MS, Event::ClientTimeout { client: c, op_id });
+        self.client_submit(c, op_id)
+    }
+
+    /// Client `c` sends its pending operation to the node it believes leads.
+    pub(crate) fn client_submit(&mut self, c: usize, op_id: u64) -> Result<(), Violation> {
+        let Some(p) = &self.clients.clients[c].pending else {
+            return Ok(());
+        };
+        if p.op_id != op_id || p.placed.is_some() {
+            return Ok(());
+        }
+        let data = Bytes::from(p.cmd.encode());
+        let n = self.nodes.len();
+        let target = self.clients.clients[c].target;
+        let node = &mut self.nodes[target];
+        let result = match node.core.as_mut() {
+            Some(core) if !node.paused => Some(core.propose(vec![data])),
+            _ => None, // connection refused or no answer: try another node
+        };
+        match result {
+            Some(Ok((index, term))) => {
+                let incarnation = self.nodes[target].incarnation;
+                self.trace(|| {
+                    format!(
+                        "client {c} op {op_id} accepted by n{target} at index {index}, term {term}"
+                    )
+                });
+                if let Some(p) = self.clients.clients[c].pending.as_mut() {
+                    p.placed = Some((target, incarnation, index, term));
+                }
+                self.process(target)?;
+            }
+            Some(Err(Error::NotLeader { leader: Some(l) })) => {
+                self.clients.clients[c].target = self.index_of(&l);
+                self.schedule(1, Event::ClientRetry { client: c, op_id });
+            }
+            Some(Err(Error::Overloaded { .. })) => {
+                self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
+            }
+            _ => {
+                let next = (target + 1 + self.rng.gen_range(0, n as u64) as usize) % n;
+                self.clients.clients[c].target = next;
+                self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
+            }
+        }
+        Ok(())
+    }
+
+    /// Client `c` gives up waiting for `op_id`.
+    pub(crate) fn client_timeout(&mut self, c: usize, op_id: u64) {
+        let client = &mut self.clients.clients[c];
+        if client.pending.as_ref().is_none_or(|p| p.op_id != op_id) {
+            return;
+        }
+        if let Some(p) = client.pending.take() {
+            self.settle(c, p, KvOutcome::Uncertain);
+        }
+    }
+
+    /// Node `i` crashed: clients waiting on it lose their connection.
+    pub(crate) fn clients_lose_node(&mut self, i: usize) {
+        for c in 0..self.clients.clients.len() {
+            let waiting = self.clients.clients[c]
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.placed.is_some_and(|(node, ..)| node == i));
+            if waiting {
+                if let Some(p) = self.clients.clients[c].pending.take() {
+                    self.settle(c, p, KvOutcome::Uncertain);
+                }
+            }
+        }
+    }
+
+    /// Applies a committed entry to node `i`'s state machine and completes the client
+    /// operation waiting for it there.
+    pub(crate) fn apply_to_kv(&mut self, i: usize, e: &Entry) -> Result<(), Violation> {
+        // A no-op can take the index an operation was accepted at, too.
+        let applied = if e.kind == EntryKind::Normal {
+            let Some(cmd) = Command::decode(&e.data) else {
+                return Err(Violation(format!(
+                    "node {i} applied an undecodable entry at {}",
+                    e.index
+                )));
+            };
+            let result = self.nodes[i].kv.apply(&cmd);
+            self.clients
+                .applied_at
+                .entry(cmd.op_id)
+                .or_default()
+                .insert(e.index);
+            Some((cmd.op_id, result))
+        } else {
+            None
+        };
+        let incarnation = self.nodes[i].incarnation;
+        for c in 0..self.clients.clients.len() {
+            let Some(p) = &self.clients.clients[c].pending else {
+                continue;
+            };
+            let Some((node, inc, index, term)) = p.placed else {
+                continue;
+            };
+            if (node, inc, index) != (i, incarnation, e.index) {
+                continue;
+            }
+            let Some(p) = self.clients.clients[c].pending.take() else {
+                continue;
+            };
+            match &applied {
+                Some((op_id, result)) if e.term == term && *op_id == p.op_id => {
+                    self.settle(c, p, KvOutcome::Ok(result.clone()));
+                }
+                _ => {
+                    // Another entry took the index: this operation can never be applied.
+                    let op_id = p.op_id;
+                    self.trace(|| {
+                        format!("op {op_id} failed: index {index} went to another entry")
+                    });
+                    let think = self.rng.gen_range(0, 20);
+                    self.schedule(think, Event::ClientIssue(c));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of an operation and lets the client move on.
+    fn settle(&mut self, c: usize, p: Pending, outcome: KvOutcome) {
+        if p.placed.is_none() {
+            // Every attempt was refused before reaching a log: nothing can have happened.
+            let think = self.rng.gen_range(0, 20);
+            self.schedule(think, Event::ClientIssue(c));
+            return;
+        }
+        if outcome == KvOutcome::Uncertain && self.healed && p.invoke >= self.cfg.fault_ms {
+            self.clients.stuck_after_heal.push(format!(
+                "op {} of client {c} invoked at {}ms",
+                p.op_id, p.invoke
+            ));
+        }
+        self.trace(|| format!("client {c} op {} {:?} -> {outcome:?}", p.op_id, p.cmd.op));
+        if matches!(outcome, KvOutcome::Ok(_)) {
+            self.clients.acked.push(p.op_id);
+        }
+        self.clients.history.push(Operation {
+            client: c as u64,
+            key: p.cmd.key,
+            op: p.cmd.op,
+            invoke: p.invoke,
+            complete: self.now,
+            outcome,
+        });
+        let think = self.rng.gen_range(0, 20);
+        self.schedule(think, Event::ClientIssue(c));
+    }
+
+    /// At the end: pending operations become uncertain; then liveness of clients after
+    /// healing, exactly-once application, and linearizability of the history.
+    pub(crate) fn finish_clients(&mut self) -> Result<(), Violation> {
+        for c in 0..self.clients.clients.len() {
+            if let Some(p) = self.clients.clients[c].pending.take() {
+                if p.invoke >= self.cfg.fault_ms {
+                    self.clients.stuck_after_heal.push(format!(
+                        "op {} of client {c} invoked at {}ms",
+                        p.op_id, p.invoke
+                    ));
+                }
+                self.settle(c, p, KvOutcome::Uncertain);
+            }
+        }
+        if let Some(first) = self.clients.stuck_after_heal.first() {
+            return Err(Violation(format!(
+                "liveness: {} operations invoked after healing did not complete within {CLIENT_TIMEOUT_MS}ms, e.g. {first}",
+                self.clients.stuck_after_heal.len()
+            )));
+        }
+        for (op_id, indices) in &self.clients.applied_at {
+            if indices.len() > 1 {
+                return Err(Violation(format!(
+                    "exactly once: operation {op_id} was applied at indices {indices:?}"
+                )));
+            }
+        }
+        for op_id in &self.clients.acked {
+            if self
+                .clients
+                .applied_at
+                .get(op_id)
+                .is_none_or(|s| s.len() != 1)
+            {
+                return Err(Violation(format!(
+                    "exactly once: acknowledged operation {op_id} was never applied"
+                )));
+            }
+        }
+        match linearizability::check(&self.clients.history, &CheckOptions::default()) {
+            CheckResult::Linearizable => Ok(()),
+            CheckResult::Violation { key, explanation } => Err(Violation(format!(
+                "linearizability violated on key {key}: {explanation}"
+            ))),
+            CheckResult::Unknown { key, reason } => Err(Violation(format!(
+                "linearizability unknown on key {key} (treated as failure): {reason}"
+            ))),
+        }
+    }
+}
