@@ -92,6 +92,10 @@ pub struct Options {
     pub max_log_entries_per_request: usize,
     /// A snapshot is taken once this many entries were applied past the last snapshot.
     /// 0 turns automatic snapshots off. Default 10 000.
+    ///
+    /// Memory: the core keeps the log since its compaction point in memory, so it holds at
+    /// most about `snapshot_threshold + log_compaction_min_entries` committed entries plus
+    /// the uncommitted ones (bounded by `tuning.max_uncommitted_bytes`), and one snapshot.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a new snapshot, so that followers slightly behind
     /// can still be served from the log instead of a snapshot: after a snapshot at index
@@ -155,8 +159,9 @@ impl Default for FeatureFlags {
 pub struct TuningParams {
     /// Most entries handed to the application in one batch. Default 10.
     pub max_apply_batch_size: usize,
-    /// Largest chunk of snapshot data in one InstallSnapshot message; 0 lets the transport
-    /// choose a size under its message limit. Default 0.
+    /// Largest chunk of snapshot data in one InstallSnapshot message; 0 (the default)
+    /// means 1 MiB, well under the gRPC message limit, so a large snapshot never hits it.
+    /// At most 4 chunks are in flight to one follower.
     pub max_snapshot_chunk_size: usize,
     /// Most AppendEntries requests in flight to one follower. Default 256.
     pub max_inflight_msgs: usize,

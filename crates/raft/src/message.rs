@@ -1,7 +1,9 @@
 //! The messages Raft peers exchange. The core consumes and produces them; transports
 //! (gRPC, in-process, the simulator) carry them.
 
-use crate::types::{Entry, Index, NodeId, Term};
+use bytes::Bytes;
+
+use crate::types::{Entry, Index, NodeId, SnapshotMeta, Term};
 
 /// One message between two nodes. Every Raft RPC carries the sender's term (§5.1); a
 /// pre-vote request carries the term the sender *would* campaign in.
@@ -33,6 +35,11 @@ pub enum MessageBody {
     Heartbeat(Heartbeat),
     /// The answer to [`MessageBody::Heartbeat`].
     HeartbeatResponse(HeartbeatResponse),
+    /// One chunk of the leader's snapshot, for a follower that needs compacted entries
+    /// (Raft §7).
+    InstallSnapshot(InstallSnapshot),
+    /// The answer to [`MessageBody::InstallSnapshot`].
+    InstallSnapshotResponse(InstallSnapshotResponse),
 }
 
 /// RequestVote arguments (Figure 2), with the PreVote flag (thesis §9.6).
@@ -101,6 +108,35 @@ pub struct Heartbeat {
     pub commit: Index,
 }
 
+/// One chunk of a snapshot. Chunks are sent in order; the follower accepts only the chunk
+/// at the offset it expects, so lost, duplicated and reordered chunks are harmless.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshot {
+    /// Which snapshot this chunk belongs to.
+    pub meta: SnapshotMeta,
+    /// Byte offset of `data` in the snapshot.
+    pub offset: u64,
+    /// The chunk.
+    pub data: Bytes,
+    /// Whether this is the last chunk.
+    pub done: bool,
+    /// Size of the whole snapshot.
+    pub total_size: u64,
+    /// CRC32C of the whole snapshot, verified before installing.
+    pub checksum: u32,
+}
+
+/// The answer to a snapshot chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstallSnapshotResponse {
+    /// Index of the snapshot the answer is about.
+    pub last_index: Index,
+    /// The offset the follower expects next (0: start again).
+    pub next_offset: u64,
+    /// The follower holds the snapshot (installed now or already covered by its log).
+    pub installed: bool,
+}
+
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatResponse {}
@@ -117,6 +153,8 @@ impl Message {
             MessageBody::AppendEntriesResponse(_) => "AppendEntriesResponse",
             MessageBody::Heartbeat(_) => "Heartbeat",
             MessageBody::HeartbeatResponse(_) => "HeartbeatResponse",
+            MessageBody::InstallSnapshot(_) => "InstallSnapshot",
+            MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
         }
     }
 }

@@ -264,6 +264,23 @@ impl World {
         Ok(())
     }
 
+    /// Node `i` replaced its state machine with a snapshot up to `index`: operations
+    /// waiting there for an entry at or below it will never see their entry applied one by
+    /// one, so their outcome is unknown.
+    pub(crate) fn clients_skip_to(&mut self, i: usize, index: Index) {
+        for c in 0..self.clients.clients.len() {
+            let covered = self.clients.clients[c].pending.as_ref().is_some_and(|p| {
+                p.placed
+                    .is_some_and(|(node, _, at, _)| node == i && at <= index)
+            });
+            if covered {
+                if let Some(p) = self.clients.clients[c].pending.take() {
+                    self.settle(c, p, KvOutcome::Uncertain);
+                }
+            }
+        }
+    }
+
     /// Records the outcome of an operation and lets the client move on.
     fn settle(&mut self, c: usize, p: Pending, outcome: KvOutcome) {
         if p.placed.is_none() {

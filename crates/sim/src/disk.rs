@@ -4,19 +4,24 @@
 
 use std::collections::VecDeque;
 
-use raftlock_raft::{Entry, HardState, InitialState, Rand, WriteBatch};
+use raftlock_raft::{Entry, HardState, Index, InitialState, Rand, Snapshot, Term, WriteBatch};
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
 pub struct DurableState {
     /// Persisted term and vote.
     pub hard_state: HardState,
-    /// Persisted log (no snapshots yet: it starts at index 1).
+    /// The latest snapshot.
+    pub snapshot: Option<Snapshot>,
+    /// Persisted log, contiguous; it may start at or below the snapshot's index.
     pub log: Vec<Entry>,
 }
 
 impl DurableState {
     fn apply(&mut self, w: &WriteBatch, entries: usize) {
+        if let Some(snap) = &w.snapshot {
+            self.save_snapshot(snap);
+        }
         if let Some(hs) = &w.hard_state {
             self.hard_state = hs.clone();
         }
@@ -26,11 +31,51 @@ impl DurableState {
         for e in w.log.entries.iter().take(entries) {
             debug_assert_eq!(
                 e.index,
-                self.log.len() as u64 + 1,
+                self.last_index() + 1,
                 "disk writes must be contiguous"
             );
             self.log.push(e.clone());
         }
+    }
+
+    /// Index of the last entry held (the snapshot's when the log is empty).
+    pub fn last_index(&self) -> Index {
+        self.log
+            .last()
+            .map(|e| e.index)
+            .or(self.snapshot.as_ref().map(|s| s.meta.last_index))
+            .unwrap_or(0)
+    }
+
+    /// Stores a newer snapshot with the `Storage::save_snapshot` rule: the log stays if it
+    /// holds the snapshot's last entry, otherwise it is discarded.
+    pub fn save_snapshot(&mut self, snap: &Snapshot) {
+        let (index, term) = (snap.meta.last_index, snap.meta.last_term);
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_index >= index)
+        {
+            return;
+        }
+        if !self.log.iter().any(|e| e.index == index && e.term == term) {
+            self.log.clear();
+        }
+        self.snapshot = Some(snap.clone());
+    }
+
+    /// Whether the entry (index, term) is durable here, in the log or under the snapshot.
+    pub fn holds(&self, index: Index, term: Term, matches: impl Fn(&Entry) -> bool) -> bool {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| index <= s.meta.last_index)
+        {
+            return true;
+        }
+        self.log
+            .iter()
+            .any(|e| e.index == index && e.term == term && matches(e))
     }
 }
 
@@ -80,7 +125,7 @@ impl SimDisk {
     pub fn recover(&self) -> InitialState {
         InitialState {
             hard_state: self.durable.hard_state.clone(),
-            snapshot: None,
+            snapshot: self.durable.snapshot.clone(),
             entries: self.durable.log.clone(),
         }
     }

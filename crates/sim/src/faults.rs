@@ -1,7 +1,9 @@
 //! Fault injection: partitions (symmetric, one-way, a leader that reaches one
 //! follower), crashes that lose unsynced writes, and pauses.
 
-use raftlock_raft::{Entry, Rand, Role};
+use raftlock_raft::{Rand, Role};
+
+use crate::disk::DurableState;
 
 use crate::invariants::Violation;
 use crate::profile::FaultKind;
@@ -102,12 +104,8 @@ impl World {
         self.trace(|| format!("crash n{i}: {note}"));
         self.clients_lose_node(i);
         self.mix(&[5, i as u64]);
-        let logs: Vec<&[Entry]> = self
-            .nodes
-            .iter()
-            .map(|n| n.disk.durable.log.as_slice())
-            .collect();
-        self.inv.check_durable_majority(&logs)?;
+        let disks: Vec<&DurableState> = self.nodes.iter().map(|n| &n.disk.durable).collect();
+        self.inv.check_durable_majority(&disks)?;
         self.schedule(down_ms, Event::Restart(i));
         Ok(())
     }

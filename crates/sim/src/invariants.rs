@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use raftlock_raft::{Entry, Index, RaftCore, Term};
 
+use crate::disk::DurableState;
+
 /// A broken invariant, with what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation(pub String);
@@ -44,6 +46,8 @@ pub struct Invariants {
     committed: BTreeMap<Index, (Term, u64, Term)>,
     /// State Machine Safety: what was applied at each index.
     applied: BTreeMap<Index, u64>,
+    /// Hash of the state machine after each index at which a snapshot was taken.
+    states: HashMap<Index, u64>,
 }
 
 impl Invariants {
@@ -62,7 +66,9 @@ impl Invariants {
         // (An entry committed in term 5 need not be in the log of a leader of term 3 that
         // a slow network lets win later in real time.)
         for (&index, &(t, h, seen_in)) in &self.committed {
-            if seen_in >= term {
+            // Entries below the log's start are covered by its snapshot (checked by
+            // `on_state_at`).
+            if seen_in >= term || index < core.first_index() {
                 continue;
             }
             match core.entry(index) {
@@ -116,7 +122,8 @@ impl Invariants {
         from: Index,
         to: Index,
     ) -> Result<(), Violation> {
-        for index in from..=to {
+        // Entries under the snapshot are not in the log; `on_state_at` covers them.
+        for index in from.max(core.first_index())..=to {
             let Some(e) = core.entry(index) else {
                 return Err(Violation(format!(
                     "node {node} reports commit index {to} but lacks entry {index}"
@@ -155,16 +162,14 @@ impl Invariants {
         }
     }
 
-    /// Durability: every committed entry is in the durable log of a majority.
-    pub fn check_durable_majority(&self, durable_logs: &[&[Entry]]) -> Result<(), Violation> {
-        let majority = durable_logs.len() / 2 + 1;
+    /// Durability: every committed entry is durable on a majority (in its log or covered
+    /// by its snapshot).
+    pub fn check_durable_majority(&self, disks: &[&DurableState]) -> Result<(), Violation> {
+        let majority = disks.len() / 2 + 1;
         for (&index, &(term, h, _)) in &self.committed {
-            let holders = durable_logs
+            let holders = disks
                 .iter()
-                .filter(|log| {
-                    log.get((index - 1) as usize)
-                        .is_some_and(|e| e.term == term && entry_hash(e) == h)
-                })
+                .filter(|d| d.holds(index, term, |e| entry_hash(e) == h))
                 .count();
             if holders < majority {
                 return Err(Violation(format!(
@@ -173,6 +178,31 @@ impl Invariants {
             }
         }
         Ok(())
+    }
+
+    /// State machine safety across snapshots: every node's state machine after index
+    /// `index` (built, restored or reached by applying) has the same contents.
+    pub fn on_state_at(
+        &mut self,
+        node: usize,
+        index: Index,
+        state_hash: u64,
+    ) -> Result<(), Violation> {
+        match self.states.get(&index) {
+            Some(&h) if h != state_hash => Err(Violation(format!(
+                "state machine safety: node {node}'s state after index {index} differs from another node's"
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.states.insert(index, state_hash);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether some node recorded its state after `index` (so others must compare).
+    pub fn has_state_at(&self, index: Index) -> bool {
+        self.states.contains_key(&index)
     }
 
     /// Highest index known committed.

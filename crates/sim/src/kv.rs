@@ -83,6 +83,43 @@ impl KvStore {
         }
     }
 
+    /// The store's contents as snapshot data (sorted, one `key\tvalue` line per key).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut keys: Vec<&String> = self.data.keys().collect();
+        keys.sort();
+        let mut out = String::new();
+        for k in keys {
+            out.push_str(k);
+            out.push('\t');
+            out.push_str(&self.data[k]);
+            out.push('\n');
+        }
+        out.into_bytes()
+    }
+
+    /// Replaces the contents with a snapshot's; `None` if the data is malformed.
+    pub fn restore(&mut self, data: &[u8]) -> Option<()> {
+        let text = std::str::from_utf8(data).ok()?;
+        let mut map = HashMap::new();
+        for line in text.lines() {
+            let (k, v) = line.split_once('\t')?;
+            map.insert(k.to_string(), v.to_string());
+        }
+        self.data = map;
+        self.previous.clear();
+        Some(())
+    }
+
+    /// A hash of the contents, to compare state machines across nodes.
+    pub fn state_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.snapshot() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
     /// Applies a command and returns what the client gets back.
     pub fn apply(&mut self, cmd: &Command) -> KvResult {
         let current = self.data.get(&cmd.key).cloned();

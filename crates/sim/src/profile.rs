@@ -86,6 +86,12 @@ pub struct FaultPlan {
     pub keys: usize,
     /// Chance (per mille) that a node crashes within 30 ms of becoming leader.
     pub crash_new_leader_per_mille: u64,
+    /// Snapshot every this many applied entries (0: never).
+    pub snapshot_threshold: u64,
+    /// Entries kept behind a snapshot.
+    pub log_compaction_min_entries: u64,
+    /// Snapshot chunk size (0: the default).
+    pub snapshot_chunk: usize,
     /// Flow-control window used by the nodes.
     pub max_inflight: usize,
     /// Entries per AppendEntries used by the nodes.
@@ -105,6 +111,9 @@ impl FaultPlan {
             disk_min_ms: 0,
             disk_max_ms: rng.gen_range(1, 5),
             crash_new_leader_per_mille: 0,
+            snapshot_threshold: [0, 5, 20, 100, 10_000][rng.gen_range(0, 5) as usize],
+            log_compaction_min_entries: [0, 3, 50][rng.gen_range(0, 3) as usize],
+            snapshot_chunk: [8, 100, 0][rng.gen_range(0, 3) as usize],
             clients: rng.gen_range(1, 7) as usize,
             keys: rng.gen_range(1, 6) as usize,
             max_inflight: [4, 16, 256][rng.gen_range(0, 3) as usize],

@@ -77,6 +77,12 @@ pub(crate) enum Event {
     },
     Fault,
     Restart(usize),
+    /// A node's snapshot became durable.
+    SnapshotSaved {
+        node: usize,
+        incarnation: u64,
+        snapshot: raftlock_raft::Snapshot,
+    },
     /// Crash this incarnation of a node (if it is still running).
     Crash {
         node: usize,
@@ -246,6 +252,9 @@ impl World {
         // catching up after healing fits the liveness bound.
         c.tuning.max_proposal_bytes = 1024;
         c.tuning.max_uncommitted_bytes = Some(16 * 1024);
+        c.options.snapshot_threshold = self.plan.snapshot_threshold;
+        c.options.log_compaction_min_entries = self.plan.log_compaction_min_entries;
+        c.tuning.max_snapshot_chunk_size = self.plan.snapshot_chunk;
         c
     }
 
@@ -293,6 +302,16 @@ impl World {
         } else {
             KvStore::default()
         };
+        if let Some(snap) = &node.disk.durable.snapshot {
+            if node.kv.restore(&snap.data).is_none() {
+                panic!(
+                    "node {i}: its own snapshot at {} is malformed",
+                    snap.meta.last_index
+                );
+            }
+            node.last_commit = snap.meta.last_index;
+            node.last_applied = snap.meta.last_index;
+        }
         match core {
             #[cfg(feature = "bug-injection")]
             Ok(mut core) => {
@@ -433,6 +452,21 @@ impl World {
                 }
                 Ok(())
             }
+            Event::SnapshotSaved {
+                node: i,
+                incarnation,
+                snapshot,
+            } => {
+                let node = &mut self.nodes[i];
+                if node.incarnation != incarnation {
+                    return Ok(()); // crashed while saving: the previous snapshot stays
+                }
+                node.disk.durable.save_snapshot(&snapshot);
+                if let Some(core) = node.core.as_mut() {
+                    core.on_snapshot_built(snapshot);
+                }
+                self.process(i)
+            }
             Event::Crash { node, incarnation } => {
                 if self.healed || self.nodes[node].incarnation != incarnation {
                     return Ok(());
@@ -498,14 +532,29 @@ impl World {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
             }
+            if let Some(snap) = &rd.snapshot {
+                self.restore_snapshot(i, snap)?;
+            }
+            if let Some(upto) = rd.compact_to {
+                self.nodes[i].disk.durable.log.retain(|e| e.index > upto);
+            }
             for e in &rd.committed_entries {
                 self.inv.on_apply(i, e)?;
                 self.apply_to_kv(i, e)?;
+                if self.inv.has_state_at(e.index) {
+                    let h = self.nodes[i].kv.state_hash();
+                    self.inv.on_state_at(i, e.index, h)?;
+                }
             }
             let node = &mut self.nodes[i];
             let Some(core) = node.core.as_mut() else {
                 return Ok(());
             };
+            if let Some(snap) = &rd.snapshot {
+                node.last_applied = node.last_applied.max(snap.meta.last_index);
+                node.last_commit = node.last_commit.max(snap.meta.last_index);
+                core.on_applied(snap.meta.last_index);
+            }
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
                 if last <= node.last_applied {
                     return Err(Violation(format!(
@@ -536,7 +585,63 @@ impl World {
             }
             let node = &mut self.nodes[i];
             node.last_role = node.core.as_ref().map_or(Role::Follower, |c| c.role());
+            if rd.snapshot_request.is_some() {
+                // After `on_applied`: the state machine is exactly at the applied index.
+                self.build_snapshot(i)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Restores node `i`'s state machine from a snapshot received from the leader.
+    fn restore_snapshot(
+        &mut self,
+        i: usize,
+        snap: &raftlock_raft::Snapshot,
+    ) -> Result<(), Violation> {
+        let index = snap.meta.last_index;
+        self.trace(|| format!("n{i} restores snapshot at {index}"));
+        if self.nodes[i].kv.restore(&snap.data).is_none() {
+            return Err(Violation(format!(
+                "node {i} received a malformed snapshot at {index}"
+            )));
+        }
+        let h = self.nodes[i].kv.state_hash();
+        self.inv.on_state_at(i, index, h)?;
+        self.clients_skip_to(i, index);
+        Ok(())
+    }
+
+    /// Node `i` was asked for a snapshot: it captures its state machine at its applied
+    /// index, and the snapshot becomes durable after a disk write (a crash first loses it).
+    fn build_snapshot(&mut self, i: usize) -> Result<(), Violation> {
+        let node = &mut self.nodes[i];
+        let Some(core) = node.core.as_mut() else {
+            return Ok(());
+        };
+        let index = core.applied_index();
+        let Some(meta) = core.snapshot_meta_at(index) else {
+            core.on_snapshot_failed();
+            return Ok(());
+        };
+        let snapshot = raftlock_raft::Snapshot {
+            meta,
+            data: node.kv.snapshot().into(),
+        };
+        let h = node.kv.state_hash();
+        let incarnation = node.incarnation;
+        self.inv.on_state_at(i, index, h)?;
+        let latency = self
+            .rng
+            .gen_range(self.plan.disk_min_ms, self.plan.disk_max_ms * 3 + 1);
+        self.schedule(
+            latency,
+            Event::SnapshotSaved {
+                node: i,
+                incarnation,
+                snapshot,
+            },
+        );
         Ok(())
     }
 

@@ -40,6 +40,7 @@ impl RaftCore {
         if self.timers.heartbeat_elapsed >= self.config.options.heartbeat_tick_count {
             self.timers.heartbeat_elapsed = 0;
             self.broadcast_heartbeat();
+            self.tick_snapshot_transfers();
         }
     }
 
@@ -94,7 +95,9 @@ impl RaftCore {
                     // carries the term the pre-candidate is about to use.
                     MessageBody::RequestVote(r) if r.pre_vote => {}
                     MessageBody::RequestVoteResponse(r) if r.pre_vote && r.granted => {}
-                    MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_) => {
+                    MessageBody::AppendEntries(_)
+                    | MessageBody::Heartbeat(_)
+                    | MessageBody::InstallSnapshot(_) => {
                         self.become_follower(m.term, Some(m.from.clone()));
                     }
                     _ => self.become_follower(m.term, None),
@@ -110,7 +113,9 @@ impl RaftCore {
                         });
                         self.send(m.from.clone(), body);
                     }
-                    MessageBody::AppendEntries(_) | MessageBody::Heartbeat(_)
+                    MessageBody::AppendEntries(_)
+                    | MessageBody::Heartbeat(_)
+                    | MessageBody::InstallSnapshot(_)
                         if self.config.feature_flags.check_quorum
                             || self.config.feature_flags.pre_vote_enabled =>
                     {

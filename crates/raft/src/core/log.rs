@@ -37,9 +37,14 @@ pub(crate) struct RaftLog {
 }
 
 impl RaftLog {
-    /// A log recovered from storage: `entries` follow the snapshot point
-    /// (`offset_index`, `offset_term`) and are all durable.
+    /// A log recovered from storage: the snapshot point (`offset_index`, `offset_term`)
+    /// and the durable entries after it (entries at or below the snapshot point, which
+    /// storage may keep until it compacts whole segments, are skipped).
     pub(crate) fn new(offset_index: Index, offset_term: Term, entries: Vec<Entry>) -> Self {
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .skip_while(|e| e.index <= offset_index)
+            .collect();
         debug_assert!(entries
             .iter()
             .enumerate()
@@ -217,6 +222,48 @@ impl RaftLog {
         for (_, last) in self.inflight_writes.iter_mut() {
             *last = (*last).min(from - 1);
         }
+    }
+
+    /// Drops entries up to and including `index` (all durable and covered by a snapshot);
+    /// the log then starts after (`index`, its term).
+    pub(crate) fn compact_to(&mut self, index: Index) {
+        let Some(term) = self.term(index) else {
+            return;
+        };
+        if index <= self.offset_index {
+            return;
+        }
+        debug_assert!(
+            index < self.unstable_from,
+            "compacting entries not yet written"
+        );
+        let drop = (index - self.offset_index) as usize;
+        self.entries.drain(..drop.min(self.entries.len()));
+        self.offset_index = index;
+        self.offset_term = term;
+    }
+
+    /// Installs a snapshot ending at (`index`, `term`) (Raft §7): if the log holds that
+    /// entry, the entries after it stay; otherwise the whole log is replaced by the
+    /// snapshot. Storage does the same when the write carrying the snapshot is executed,
+    /// so entries at or below `index` are never written after it.
+    pub(crate) fn install(&mut self, index: Index, term: Term) {
+        if self.matches(index, term) && index >= self.offset_index {
+            let drop = (index - self.offset_index) as usize;
+            self.entries.drain(..drop.min(self.entries.len()));
+        } else {
+            self.entries.clear();
+            self.durable = self.durable.min(index);
+            for (_, last) in self.inflight_writes.iter_mut() {
+                *last = (*last).min(index);
+            }
+        }
+        self.offset_index = index;
+        self.offset_term = term;
+        self.unstable_from = self.unstable_from.max(index + 1);
+        // A truncation at or below the snapshot point is implied by the snapshot (storage
+        // discards a log that does not hold the snapshot's last entry).
+        self.pending_truncate = self.pending_truncate.filter(|t| *t > index);
     }
 
     /// Whether there are writes not yet handed to the runtime.

@@ -30,6 +30,7 @@ mod log;
 mod progress;
 mod quorum;
 mod replication;
+mod snapshot;
 mod state;
 
 use std::collections::BTreeMap;
@@ -41,13 +42,14 @@ pub use self::bugs::InjectedBugs;
 pub use self::log::LogWrite;
 use self::log::RaftLog;
 use self::progress::Progress;
+pub use self::snapshot::{CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
 use crate::types::{
-    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, SnapshotMeta, Term,
+    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, Snapshot, Term,
 };
 
 /// What a node recovered from storage, to build its core from.
@@ -55,10 +57,10 @@ use crate::types::{
 pub struct InitialState {
     /// Persisted term and vote.
     pub hard_state: HardState,
-    /// The latest snapshot's metadata; the application's state machine has been restored
-    /// from that snapshot.
-    pub snapshot: Option<SnapshotMeta>,
-    /// The log entries after the snapshot, all durable.
+    /// The latest snapshot; the application's state machine has been restored from it.
+    /// The core keeps it to send to followers that need compacted entries.
+    pub snapshot: Option<Snapshot>,
+    /// The durable log entries; entries at or below the snapshot's index are skipped.
     pub entries: Vec<Entry>,
 }
 
@@ -68,6 +70,10 @@ pub struct InitialState {
 pub struct WriteBatch {
     /// Sequence number to acknowledge.
     pub seq: u64,
+    /// A snapshot received from the leader, to store first (with
+    /// [`Storage::save_snapshot`](crate::Storage::save_snapshot), which keeps or discards
+    /// the log as Raft §7 says).
+    pub snapshot: Option<Snapshot>,
     /// New term and vote, if they changed.
     pub hard_state: Option<HardState>,
     /// Truncation and appends.
@@ -77,7 +83,10 @@ pub struct WriteBatch {
 impl WriteBatch {
     /// Whether the batch writes nothing (it still orders the messages that wait on it).
     pub fn is_empty(&self) -> bool {
-        self.hard_state.is_none() && self.log.truncate_from.is_none() && self.log.entries.is_empty()
+        self.snapshot.is_none()
+            && self.hard_state.is_none()
+            && self.log.truncate_from.is_none()
+            && self.log.entries.is_empty()
     }
 }
 
@@ -99,9 +108,17 @@ pub struct Ready {
     pub write: Option<WriteBatch>,
     /// Messages to send now.
     pub messages: Vec<Message>,
+    /// A snapshot to restore the state machine from, before `committed_entries`
+    /// (an `ApplyMsg::Snapshot`); then report its index with `on_applied`.
+    pub snapshot: Option<Snapshot>,
     /// Committed entries to apply, in order (at most `max_apply_batch_size`). No-op
     /// entries are included so the applied index can advance past them.
     pub committed_entries: Vec<Entry>,
+    /// Build a snapshot of the state machine (it has applied at least this index), save
+    /// it durably, then call [`RaftCore::on_snapshot_built`] (or `on_snapshot_failed`).
+    pub snapshot_request: Option<Index>,
+    /// Storage may drop log entries up to this index ([`Storage::compact`](crate::Storage::compact)).
+    pub compact_to: Option<Index>,
     /// Role, term or leader changed since the last `Ready`.
     pub soft_state: Option<SoftState>,
 }
@@ -111,7 +128,10 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.write.is_none()
             && self.messages.is_empty()
+            && self.snapshot.is_none()
             && self.committed_entries.is_empty()
+            && self.snapshot_request.is_none()
+            && self.compact_to.is_none()
             && self.soft_state.is_none()
     }
 }
@@ -165,6 +185,17 @@ pub struct RaftCore {
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
+    /// The latest durable snapshot, kept to send to followers.
+    snapshot: Option<Snapshot>,
+    /// A snapshot was requested and not yet reported built.
+    snapshot_in_progress: bool,
+    /// Log compaction to hand to the runtime.
+    pending_compact: Option<Index>,
+    /// A snapshot received from the leader, to write and to restore.
+    pending_snapshot_write: Option<Snapshot>,
+    pending_restore: Option<Snapshot>,
+    /// A snapshot being received in chunks.
+    receiving: Option<snapshot::Receiving>,
     #[cfg(feature = "bug-injection")]
     bugs: InjectedBugs,
 }
@@ -189,7 +220,7 @@ impl RaftCore {
         let (snap_index, snap_term) = initial
             .snapshot
             .as_ref()
-            .map_or((0, 0), |s| (s.last_index, s.last_term));
+            .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
         let log = RaftLog::new(snap_index, snap_term, initial.entries);
         let voters: Vec<NodeId> = config.peers.iter().map(|p| p.id.clone()).collect();
         let state = State::new(initial.hard_state, snap_index);
@@ -218,6 +249,12 @@ impl RaftCore {
             outbox: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
+            snapshot: initial.snapshot,
+            snapshot_in_progress: false,
+            pending_compact: None,
+            pending_snapshot_write: None,
+            pending_restore: None,
+            receiving: None,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,
@@ -268,6 +305,12 @@ impl RaftCore {
     /// Highest index known committed.
     pub fn commit_index(&self) -> Index {
         self.state.commit
+    }
+
+    /// First index held in the in-memory log (entries before it are compacted into the
+    /// snapshot).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
     }
 
     /// Last index of the log (durable or not).
@@ -324,6 +367,10 @@ impl RaftCore {
             MessageBody::AppendEntriesResponse(resp) => self.handle_append_response(m.from, resp),
             MessageBody::Heartbeat(hb) => self.handle_heartbeat(m.from, hb),
             MessageBody::HeartbeatResponse(_) => self.handle_heartbeat_response(m.from),
+            MessageBody::InstallSnapshot(req) => self.handle_install_snapshot(m.from, req),
+            MessageBody::InstallSnapshotResponse(resp) => {
+                self.handle_install_snapshot_response(m.from, resp)
+            }
         }
     }
 
@@ -413,6 +460,10 @@ impl RaftCore {
         !self.outbox.is_empty()
             || self.state.hard_state_dirty
             || self.log.has_unstable()
+            || self.pending_snapshot_write.is_some()
+            || self.pending_restore.is_some()
+            || self.pending_compact.is_some()
+            || self.snapshot_due()
             || self.next_to_apply().is_some()
             || self.soft_state() != self.last_soft_state
     }
@@ -420,18 +471,22 @@ impl RaftCore {
     /// Drains everything the runtime has to do.
     pub fn ready(&mut self) -> Ready {
         let mut rd = Ready::default();
-        if self.state.hard_state_dirty || self.log.has_unstable() {
+        if self.has_unwritten_state() {
             let seq = self.next_seq;
             self.next_seq += 1;
             let hard_state = self.state.hard_state_dirty.then(|| self.state.hard_state());
             self.state.hard_state_dirty = false;
             rd.write = Some(WriteBatch {
                 seq,
+                snapshot: self.pending_snapshot_write.take(),
                 hard_state,
                 log: self.log.take_write(seq),
             });
         }
         rd.messages = std::mem::take(&mut self.outbox);
+        rd.snapshot = self.pending_restore.take();
+        rd.compact_to = self.pending_compact.take();
+        rd.snapshot_request = self.maybe_request_snapshot();
         if let Some((lo, hi)) = self.next_to_apply() {
             rd.committed_entries = self.log.range(lo, hi);
             self.state.handed_out = hi;
@@ -470,7 +525,10 @@ impl RaftCore {
         } else {
             BTreeMap::new()
         };
-        let (snapshot_index, snapshot_term) = self.log.offset();
+        let (snapshot_index, snapshot_term) = self
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
         RaftStatus {
             id: self.id.clone(),
             role: self.state.role,
@@ -519,7 +577,7 @@ impl RaftCore {
             self.outbox.push(m);
             return;
         }
-        let seq = if self.state.hard_state_dirty || self.log.has_unstable() {
+        let seq = if self.has_unwritten_state() {
             self.next_seq
         } else {
             self.next_seq - 1
@@ -529,6 +587,13 @@ impl RaftCore {
         } else {
             self.held_messages.push((seq, m));
         }
+    }
+
+    /// Whether state changed that the next write batch must carry.
+    fn has_unwritten_state(&self) -> bool {
+        self.state.hard_state_dirty
+            || self.log.has_unstable()
+            || self.pending_snapshot_write.is_some()
     }
 
     fn message(&self, to: NodeId, body: MessageBody) -> Message {

@@ -2,6 +2,7 @@
 //! with etcd's probe / replicate / snapshot flow-control states).
 
 use super::inflight::Inflights;
+use super::snapshot::Transfer;
 use crate::types::{Index, ReplicationMode};
 
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub(crate) struct Progress {
     /// commit), so an idle follower that missed a commit update gets one (etcd's
     /// `sentCommit`).
     pub(crate) sent_commit: Index,
+    /// The snapshot being sent, in snapshot mode.
+    pub(crate) transfer: Option<Transfer>,
 }
 
 impl Progress {
@@ -33,6 +36,7 @@ impl Progress {
             recent_active: false,
             last_response_tick: None,
             sent_commit: 0,
+            transfer: None,
         }
     }
 

@@ -38,9 +38,8 @@ impl RaftCore {
         }
         let prev_log_index = pr.next_index - 1;
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
-            // The entries this follower needs were compacted; snapshots come with the
-            // snapshot issue. Until then nothing can be sent.
-            tracing::warn!(peer = %peer, next = pr.next_index, "entries needed by follower are compacted");
+            // The entries this follower needs were compacted: send the snapshot.
+            self.start_snapshot_transfer(peer);
             return false;
         };
         let entries = if pr.next_index <= last_index {

@@ -10,7 +10,23 @@ use crate::config::Config;
 use crate::core::{InitialState, RaftCore, WriteBatch};
 use crate::message::{Message, MessageBody};
 use crate::rand::SeededRand;
-use crate::types::{Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Term};
+use crate::types::{Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Snapshot, Term};
+
+/// The harness's state machine is the list of applied commands; a snapshot stores it one
+/// command per line.
+pub fn encode_applied(applied: &[Entry]) -> Bytes {
+    let lines: Vec<&[u8]> = applied.iter().map(|e| e.data.as_ref()).collect();
+    Bytes::from(lines.join(&b'\n'))
+}
+
+pub fn decode_applied(data: &[u8]) -> Vec<Entry> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    data.split(|b| *b == b'\n')
+        .map(|line| Entry::normal(0, 0, Bytes::copy_from_slice(line)))
+        .collect()
+}
 
 pub fn id(i: usize) -> NodeId {
     NodeId::from(format!("n{i}"))
@@ -40,9 +56,13 @@ pub struct Node {
     /// What storage holds durably: the log and hard state as written.
     pub stored_log: Vec<Entry>,
     pub stored_hard_state: HardState,
+    pub stored_snapshot: Option<Snapshot>,
     /// Write batches not yet made durable (only when `hold_writes` is set).
     pub pending_writes: VecDeque<WriteBatch>,
     pub hold_writes: bool,
+    /// Snapshots requested are built but only reported with `finish_snapshot`.
+    pub defer_snapshots: bool,
+    pub deferred_snapshot: Option<Snapshot>,
     /// Normal entries applied, in order.
     pub applied: Vec<Entry>,
     /// Size of every batch of committed entries handed out.
@@ -79,6 +99,7 @@ impl Cluster {
             let init = initial(i);
             let stored_log = init.entries.clone();
             let stored_hard_state = init.hard_state.clone();
+            let stored_snapshot = init.snapshot.clone();
             let core = RaftCore::new(c, init, Box::new(SeededRand::new(seed * 1000 + i as u64)))
                 .expect("valid config");
             nodes.insert(
@@ -87,8 +108,11 @@ impl Cluster {
                     core,
                     stored_log,
                     stored_hard_state,
+                    stored_snapshot,
                     pending_writes: VecDeque::new(),
                     hold_writes: false,
+                    defer_snapshots: false,
+                    deferred_snapshot: None,
                     applied: Vec::new(),
                     apply_batches: Vec::new(),
                 },
@@ -128,8 +152,16 @@ impl Cluster {
                 self.sent.push(m.clone());
                 self.queue.push_back(m);
             }
+            let node = self.nodes.get_mut(who).expect("node exists");
+            if let Some(snap) = rd.snapshot {
+                // Restore the state machine: the snapshot holds the applied commands.
+                node.applied = decode_applied(&snap.data);
+                node.core.on_applied(snap.meta.last_index);
+            }
+            if let Some(upto) = rd.compact_to {
+                node.stored_log.retain(|e| e.index > upto);
+            }
             if !rd.committed_entries.is_empty() {
-                let node = self.nodes.get_mut(who).expect("node exists");
                 node.apply_batches.push(rd.committed_entries.len());
                 let last = rd.committed_entries.last().map(|e| e.index).unwrap_or(0);
                 node.applied.extend(
@@ -139,11 +171,65 @@ impl Cluster {
                 );
                 node.core.on_applied(last);
             }
+            if rd.snapshot_request.is_some() {
+                let applied = node.core.applied_index();
+                let meta = node
+                    .core
+                    .snapshot_meta_at(applied)
+                    .expect("applied entry is in the log");
+                let snap = Snapshot {
+                    meta,
+                    data: encode_applied(&node.applied),
+                };
+                if node.defer_snapshots {
+                    node.deferred_snapshot = Some(snap);
+                } else {
+                    node.stored_snapshot = Some(snap.clone());
+                    node.core.on_snapshot_built(snap);
+                }
+            }
         }
+    }
+
+    /// Completes node `i`'s deferred snapshot: it becomes durable and is reported built.
+    pub fn finish_snapshot(&mut self, i: usize) {
+        let node = self.node_mut(i);
+        if let Some(snap) = node.deferred_snapshot.take() {
+            node.stored_snapshot = Some(snap.clone());
+            node.core.on_snapshot_built(snap);
+        }
+        self.process(&id(i));
+    }
+
+    /// Crashes node `i` (held writes are lost) and restarts it from what it stored; its
+    /// state machine is restored from its stored snapshot.
+    pub fn restart(&mut self, i: usize, seed: u64) {
+        let node = self.node_mut(i);
+        node.pending_writes.clear();
+        node.deferred_snapshot = None;
+        let initial = InitialState {
+            hard_state: node.stored_hard_state.clone(),
+            snapshot: node.stored_snapshot.clone(),
+            entries: node.stored_log.clone(),
+        };
+        let cfg = node.core.config().clone();
+        node.applied = node
+            .stored_snapshot
+            .as_ref()
+            .map(|s| decode_applied(&s.data))
+            .unwrap_or_default();
+        node.core =
+            RaftCore::new(cfg, initial, Box::new(SeededRand::new(seed))).expect("valid config");
     }
 
     fn flush_writes(node: &mut Node) {
         while let Some(w) = node.pending_writes.pop_front() {
+            if let Some(snap) = &w.snapshot {
+                let (i, t) = (snap.meta.last_index, snap.meta.last_term);
+                let keep = node.stored_log.iter().any(|e| e.index == i && e.term == t);
+                node.stored_log.retain(|e| keep && e.index > i);
+                node.stored_snapshot = Some(snap.clone());
+            }
             if let Some(hs) = &w.hard_state {
                 node.stored_hard_state = hs.clone();
             }
@@ -294,6 +380,14 @@ impl Cluster {
         let core = self.node(i);
         (1..=core.last_index())
             .map(|idx| core.term_at(idx).expect("entry held"))
+            .collect()
+    }
+
+    /// (index, term) of the entries of node `i`'s log after its snapshot.
+    pub fn log_tail(&self, i: usize) -> Vec<(Index, Term)> {
+        let core = self.node(i);
+        ((core.snapshot_index() + 1)..=core.last_index())
+            .map(|idx| (idx, core.term_at(idx).expect("entry held")))
             .collect()
     }
 

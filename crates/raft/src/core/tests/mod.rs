@@ -10,4 +10,5 @@ mod persistence;
 mod prevote_check_quorum;
 mod proposals;
 mod replication;
+mod snapshots;
 mod terms;

@@ -1,0 +1,418 @@
+//! §7 log compaction: snapshot triggering, compaction that keeps a tail of entries,
+//! InstallSnapshot in chunks under loss, duplication and reordering, stale snapshots,
+//! keeping a matching log suffix, and restart from a snapshot plus a log suffix.
+
+use bytes::Bytes;
+
+use super::harness::*;
+use crate::config::Config;
+use crate::core::InitialState;
+use crate::message::{InstallSnapshot, InstallSnapshotResponse, MessageBody};
+use crate::types::{HardState, Role, Snapshot, SnapshotMeta};
+
+fn small_snapshots(c: &mut Config) {
+    c.options.snapshot_threshold = 20;
+    c.options.log_compaction_min_entries = 5;
+    c.tuning.max_snapshot_chunk_size = 16;
+}
+
+fn cluster(seed: u64) -> Cluster {
+    Cluster::with(3, seed, small_snapshots, |_| InitialState::default())
+}
+
+fn propose_n(c: &mut Cluster, leader: usize, n: usize, prefix: &str) {
+    for k in 0..n {
+        c.propose(leader, &format!("{prefix}{k}"));
+        c.deliver_all();
+    }
+}
+
+fn install_responses(c: &mut Cluster, to: usize) -> Vec<InstallSnapshotResponse> {
+    c.take(|m| m.to == id(to) && m.kind() == "InstallSnapshotResponse")
+        .into_iter()
+        .filter_map(|m| match m.body {
+            MessageBody::InstallSnapshotResponse(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_is_taken_at_the_threshold_and_the_log_keeps_a_tail() {
+    let mut c = cluster(1);
+    c.elect(1);
+    propose_n(&mut c, 1, 30, "x");
+    for i in 1..=3 {
+        let n = c.node(i);
+        let snap = n.snapshot_index();
+        assert!(snap >= 20, "node {i}: snapshot at {snap}");
+        // Entries after snapshot - log_compaction_min_entries are still in the log.
+        assert!(
+            n.term_at(snap - 5).is_some(),
+            "node {i} keeps 5 entries behind the snapshot"
+        );
+        assert!(
+            n.term_at(snap - 6).is_none(),
+            "node {i} dropped the older entries"
+        );
+        let stored = c.nodes[&id(i)]
+            .stored_snapshot
+            .as_ref()
+            .expect("stored")
+            .meta
+            .last_index;
+        assert_eq!(stored, snap);
+        let first_stored = c.nodes[&id(i)].stored_log.first().map(|e| e.index);
+        assert_eq!(
+            first_stored,
+            Some(snap - 4),
+            "storage compacted the same prefix"
+        );
+    }
+}
+
+#[test]
+fn lagging_follower_catches_up_through_a_snapshot() {
+    let mut c = cluster(2);
+    c.elect(1);
+    c.isolate(3);
+    propose_n(&mut c, 1, 60, "y");
+    assert!(
+        c.node(1).term_at(1).is_none(),
+        "the entries node 3 needs were compacted"
+    );
+    c.heal();
+    for _ in 0..20 {
+        c.tick(1);
+        c.deliver_all();
+    }
+    assert!(
+        c.count_sent("InstallSnapshot") >= 2,
+        "sent in several chunks"
+    );
+    assert_eq!(
+        c.applied(3),
+        c.applied(1),
+        "node 3's state machine equals the leader's"
+    );
+    assert_eq!(c.log_tail(3), c.log_tail(1));
+    assert_eq!(c.node(3).commit_index(), c.node(1).commit_index());
+    // Replication continues normally afterwards.
+    c.propose(1, "after");
+    c.deliver_all();
+    assert_eq!(c.applied(3).last().map(String::as_str), Some("after"));
+}
+
+#[test]
+fn snapshot_survives_lost_duplicated_and_reordered_chunks() {
+    for seed in 0..20u64 {
+        let mut c = cluster(3 + seed);
+        c.elect(1);
+        c.isolate(3);
+        propose_n(&mut c, 1, 60, "z");
+        c.heal();
+        let mut rng = crate::rand::SeededRand::new(seed);
+        for _ in 0..400 {
+            c.tick(1);
+            // Shuffle, duplicate and drop snapshot traffic; deliver everything else.
+            let mut chunks = c.take(|m| {
+                matches!(
+                    m.body,
+                    MessageBody::InstallSnapshot(_) | MessageBody::InstallSnapshotResponse(_)
+                )
+            });
+            c.deliver_all();
+            use crate::rand::Rand;
+            for k in (1..chunks.len()).rev() {
+                let j = rng.gen_range(0, k as u64 + 1) as usize;
+                chunks.swap(k, j);
+            }
+            for m in chunks {
+                match rng.gen_range(0, 10) {
+                    0..=1 => {} // lost
+                    2 => {
+                        c.deliver(m.clone());
+                        c.deliver(m);
+                    }
+                    _ => c.deliver(m),
+                }
+            }
+            c.deliver_all();
+            if c.applied(3) == c.applied(1) {
+                break;
+            }
+        }
+        assert_eq!(c.applied(3), c.applied(1), "seed {seed}");
+        assert_eq!(c.log_tail(3), c.log_tail(1), "seed {seed}");
+    }
+}
+
+#[test]
+fn corrupted_snapshot_is_rejected_and_sent_again() {
+    let mut c = cluster(4);
+    c.elect(1);
+    c.isolate(3);
+    propose_n(&mut c, 1, 60, "w");
+    c.heal();
+    let mut corrupted = false;
+    for _ in 0..200 {
+        c.tick(1);
+        // Deliver one message at a time so the first chunk can be damaged in flight.
+        while let Some(mut m) = c.queue.pop_front() {
+            if let MessageBody::InstallSnapshot(ref mut s) = m.body {
+                if !corrupted && !s.data.is_empty() {
+                    let mut data = s.data.to_vec();
+                    data[0] ^= 0xff;
+                    s.data = Bytes::from(data);
+                    corrupted = true;
+                }
+            }
+            c.deliver(m);
+        }
+        if c.applied(3) == c.applied(1) {
+            break;
+        }
+    }
+    assert!(corrupted);
+    assert_eq!(c.applied(3), c.applied(1), "installed after a clean resend");
+}
+
+#[test]
+fn stale_install_snapshot_is_ignored() {
+    let mut c = cluster(5);
+    c.elect(1);
+    propose_n(&mut c, 1, 10, "s");
+    let before = c.log_tail(2);
+    let commit = c.node(2).commit_index();
+    let term = c.node(1).term();
+    let stale = MessageBody::InstallSnapshot(InstallSnapshot {
+        meta: SnapshotMeta {
+            last_index: 3,
+            last_term: term,
+        },
+        offset: 0,
+        data: Bytes::from_static(b"old"),
+        done: true,
+        total_size: 3,
+        checksum: crc32c::crc32c(b"old"),
+    });
+    c.deliver(msg(1, 2, term, stale));
+    let r = install_responses(&mut c, 1);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].installed, "the follower's log already covers it");
+    assert_eq!(c.log_tail(2), before, "nothing was replaced");
+    assert_eq!(c.node(2).commit_index(), commit);
+    assert_eq!(c.node(2).snapshot_index(), 0);
+}
+
+fn snapshot_of(index: u64, term: u64, commands: &[&str]) -> Snapshot {
+    let data = commands.join("\n");
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: term,
+        },
+        data: Bytes::from(data),
+    }
+}
+
+fn deliver_whole(c: &mut Cluster, to: usize, term: u64, snap: &Snapshot) {
+    c.deliver(msg(
+        1,
+        to,
+        term,
+        MessageBody::InstallSnapshot(InstallSnapshot {
+            meta: snap.meta.clone(),
+            offset: 0,
+            data: snap.data.clone(),
+            done: true,
+            total_size: snap.data.len() as u64,
+            checksum: crc32c::crc32c(&snap.data),
+        }),
+    ));
+}
+
+#[test]
+fn follower_keeps_the_log_suffix_that_matches_the_snapshot() {
+    // Node 2 holds entries 1..=6 of term 1, none committed; the snapshot covers 1..=4.
+    let mut c = Cluster::with(3, 6, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: entries_with_terms(&[1, 1, 1, 1, 1, 1]),
+        ..Default::default()
+    });
+    let snap = snapshot_of(4, 1, &["0", "1", "2", "3"]);
+    deliver_whole(&mut c, 2, 1, &snap);
+    assert_eq!(c.node(2).snapshot_index(), 4);
+    assert_eq!(
+        c.node(2).last_index(),
+        6,
+        "entries 5 and 6 follow the snapshot and stay"
+    );
+    assert_eq!(c.applied(2), vec!["0", "1", "2", "3"]);
+    let r = install_responses(&mut c, 1);
+    assert!(r[0].installed);
+    assert_eq!(
+        c.nodes[&id(2)]
+            .stored_log
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+}
+
+#[test]
+fn follower_discards_a_log_that_conflicts_with_the_snapshot() {
+    let mut c = Cluster::with(3, 7, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 2,
+            voted_for: None,
+        },
+        entries: entries_with_terms(&[1, 1, 1, 1, 1, 1]),
+        ..Default::default()
+    });
+    let snap = snapshot_of(4, 2, &["a", "b", "c", "d"]);
+    deliver_whole(&mut c, 2, 2, &snap);
+    assert_eq!(c.node(2).snapshot_index(), 4);
+    assert_eq!(c.node(2).last_index(), 4, "the conflicting log is gone");
+    assert!(c.nodes[&id(2)].stored_log.is_empty());
+    assert_eq!(c.applied(2), vec!["a", "b", "c", "d"]);
+}
+
+#[test]
+fn snapshot_acknowledgement_waits_until_it_is_durable() {
+    let mut c = Cluster::with(3, 8, small_snapshots, |_| InitialState::default());
+    c.node_mut(2).hold_writes = true;
+    let snap = snapshot_of(4, 1, &["a", "b", "c", "d"]);
+    deliver_whole(&mut c, 2, 1, &snap);
+    assert!(
+        install_responses(&mut c, 1).is_empty(),
+        "no acknowledgement before the write"
+    );
+    c.persist(2);
+    let r = install_responses(&mut c, 1);
+    assert!(r.len() == 1 && r[0].installed);
+    assert_eq!(
+        c.nodes[&id(2)]
+            .stored_snapshot
+            .as_ref()
+            .map(|s| s.meta.last_index),
+        Some(4)
+    );
+}
+
+#[test]
+fn node_restarts_from_a_snapshot_and_a_log_suffix() {
+    // Every node restarts with a snapshot at 20 and entries 16..=25 in storage (storage
+    // may keep entries below the snapshot); the new leader commits and the state
+    // machines replay only what follows the snapshot.
+    let commands: Vec<String> = (0..20).map(|k| format!("c{k}")).collect();
+    let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
+    let mut c = Cluster::with(3, 9, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        snapshot: Some(snapshot_of(20, 1, &refs)),
+        entries: entries_with_terms(&[1; 25])[15..].to_vec(),
+    });
+    for i in 1..=3 {
+        assert_eq!(c.node(i).commit_index(), 20, "the snapshot is committed");
+        assert_eq!(c.node(i).last_index(), 25);
+    }
+    c.elect(1);
+    c.deliver_all();
+    for i in 1..=3 {
+        let applied = c.applied(i);
+        assert_eq!(
+            applied.len(),
+            5,
+            "node {i} applied only the entries after the snapshot"
+        );
+        assert_eq!(applied[0], "20");
+        assert_eq!(c.node(i).applied_index(), 26);
+        assert_eq!(c.node(i).role() == Role::Leader, i == 1);
+    }
+}
+
+#[test]
+fn in_memory_log_stays_bounded_under_sustained_writes() {
+    // threshold 20 + 5 kept behind the snapshot: the log never holds much more than that.
+    let mut c = cluster(10);
+    c.elect(1);
+    let mut longest = 0;
+    for k in 0..2000 {
+        c.propose(1, &format!("m{k}"));
+        c.deliver_all();
+        for i in 1..=3 {
+            let n = c.node(i);
+            longest = longest.max(n.last_index() + 1 - n.first_index());
+            let stored = c.nodes[&id(i)].stored_log.len() as u64;
+            assert!(stored <= 26, "node {i} stores {stored} entries");
+        }
+    }
+    assert!(
+        longest <= 20 + 5 + 1,
+        "the in-memory log reached {longest} entries"
+    );
+    assert_eq!(c.applied(2).len(), 2000);
+}
+
+#[test]
+fn replication_continues_while_a_snapshot_is_being_built() {
+    let mut c = cluster(11);
+    for i in 1..=3 {
+        c.node_mut(i).defer_snapshots = true;
+    }
+    c.elect(1);
+    propose_n(&mut c, 1, 25, "h");
+    assert!(
+        c.nodes[&id(1)].deferred_snapshot.is_some(),
+        "a snapshot was requested"
+    );
+    let commit = c.node(1).commit_index();
+    propose_n(&mut c, 1, 25, "more");
+    assert_eq!(
+        c.node(1).commit_index(),
+        commit + 25,
+        "commits go on while it is built"
+    );
+    assert_eq!(
+        c.node(1).snapshot_index(),
+        0,
+        "nothing compacted before it is durable"
+    );
+    c.finish_snapshot(1);
+    let snap = c.node(1).snapshot_index();
+    assert!(
+        snap >= 20 && snap <= commit,
+        "the snapshot covers what was applied when it was asked for"
+    );
+    assert_eq!(c.applied(1).len(), 50);
+}
+
+#[test]
+fn every_node_restarts_and_keeps_all_committed_data() {
+    let mut c = cluster(12);
+    c.elect(1);
+    propose_n(&mut c, 1, 47, "p");
+    let before = c.applied(1);
+    for i in 1..=3 {
+        c.restart(i, 100 + i as u64);
+    }
+    for _ in 0..60 {
+        c.tick_all();
+        c.deliver_all();
+    }
+    assert_eq!(c.leaders().len(), 1);
+    for i in 1..=3 {
+        assert_eq!(
+            c.applied(i),
+            before,
+            "node {i} recovered every committed command"
+        );
+    }
+}
