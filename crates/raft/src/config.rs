@@ -45,6 +45,8 @@ pub const DEFAULT_LOG_COMPACTION_MIN_ENTRIES: u64 = 5_000;
 pub const DEFAULT_APPLY_ENTRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound on fetching entries from storage.
 pub const DEFAULT_FETCH_ENTRIES_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on clock drift between nodes, in percent (leader lease).
+pub const DEFAULT_MAX_CLOCK_DRIFT_PERCENT: u32 = 5;
 /// Default cap on entries applied in one batch.
 pub const DEFAULT_MAX_APPLY_BATCH_SIZE: usize = 10;
 /// Default snapshot chunk size: 0 lets the transport choose.
@@ -107,6 +109,14 @@ pub struct Options {
     /// Longest time a read of entries from storage may take. Default 5 s.
     #[serde(with = "duration_text")]
     pub fetch_entries_timeout: Duration,
+    /// Bound on how much the tick rates (clocks) of two nodes may differ, in percent.
+    /// The leader lease relies on it: after a heartbeat round sent at tick `t` is
+    /// acknowledged by a majority, the leader serves reads alone until
+    /// `t + floor((E - 1)(100 - d)/(100 + d)) - 1` ticks (`E` = election_tick_count,
+    /// `d` = this value), which is shorter than the time any follower that acknowledged
+    /// the round refuses votes. If clocks drift apart by more, lease reads can be stale;
+    /// turn the lease off where that cannot be ruled out. Default 5.
+    pub max_clock_drift_percent: u32,
 }
 
 impl Default for Options {
@@ -120,6 +130,7 @@ impl Default for Options {
             log_compaction_min_entries: DEFAULT_LOG_COMPACTION_MIN_ENTRIES,
             apply_entry_timeout: DEFAULT_APPLY_ENTRY_TIMEOUT,
             fetch_entries_timeout: DEFAULT_FETCH_ENTRIES_TIMEOUT,
+            max_clock_drift_percent: DEFAULT_MAX_CLOCK_DRIFT_PERCENT,
         }
     }
 }
@@ -254,6 +265,15 @@ impl Config {
         }
         self.options.validate()?;
         self.feature_flags.validate()?;
+        if self.feature_flags.enable_leader_lease && self.options.lease_ticks() == 0 {
+            return Err(ConfigError::new(
+                "feature_flags.enable_leader_lease",
+                format!(
+                    "the lease would last 0 ticks with options.election_tick_count = {} and options.max_clock_drift_percent = {}; raise the election timeout or turn the lease off",
+                    self.options.election_tick_count, self.options.max_clock_drift_percent
+                ),
+            ));
+        }
         self.tuning.validate()
     }
 
@@ -264,8 +284,22 @@ impl Config {
 }
 
 impl Options {
+    /// Ticks the leader may serve reads alone after a confirmed heartbeat round (see
+    /// [`Options::max_clock_drift_percent`]).
+    pub fn lease_ticks(&self) -> u64 {
+        let e = self.election_tick_count.saturating_sub(1) as u64;
+        let d = self.max_clock_drift_percent.min(99) as u64;
+        (e * (100 - d) / (100 + d)).saturating_sub(1)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let o = self;
+        if o.max_clock_drift_percent >= 50 {
+            return Err(ConfigError::new(
+                "options.max_clock_drift_percent",
+                format!("must be below 50 (got {})", o.max_clock_drift_percent),
+            ));
+        }
         non_zero(
             "options.heartbeat_tick_count",
             o.heartbeat_tick_count as u64,

@@ -40,6 +40,10 @@ pub enum MessageBody {
     InstallSnapshot(InstallSnapshot),
     /// The answer to [`MessageBody::InstallSnapshot`].
     InstallSnapshotResponse(InstallSnapshotResponse),
+    /// A follower asks for a read index.
+    ReadIndex(ReadIndexRequest),
+    /// The leader's answer.
+    ReadIndexResponse(ReadIndexResponse),
 }
 
 /// RequestVote arguments (Figure 2), with the PreVote flag (thesis §9.6).
@@ -101,11 +105,14 @@ pub struct AppendEntriesResponse {
 }
 
 /// A leader heartbeat.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Heartbeat {
     /// The leader's commit index, capped at what this follower is known to hold, so a
     /// follower never marks as committed an entry it may not have.
     pub commit: Index,
+    /// Number of this heartbeat round; echoed in the answer so that the leader knows which
+    /// rounds a majority confirmed (ReadIndex and the lease).
+    pub read_seq: u64,
 }
 
 /// One chunk of a snapshot. Chunks are sent in order; the follower accepts only the chunk
@@ -139,7 +146,28 @@ pub struct InstallSnapshotResponse {
 
 /// The answer to a heartbeat.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeartbeatResponse {}
+pub struct HeartbeatResponse {
+    /// The round being answered.
+    pub read_seq: u64,
+}
+
+/// A follower asks the leader for a read index on behalf of a client (follower reads).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadIndexRequest {
+    /// Identifies the request; fresh for every attempt, so a late answer to an earlier
+    /// attempt can never satisfy a later one.
+    pub id: u64,
+}
+
+/// The leader's answer to a [`ReadIndexRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadIndexResponse {
+    /// The request answered.
+    pub id: u64,
+    /// The index to wait for before reading; `None` if the leader could not confirm its
+    /// leadership (the read fails).
+    pub index: Option<Index>,
+}
 
 impl Message {
     /// Short name of the message kind, for traces and metrics.
@@ -155,6 +183,8 @@ impl Message {
             MessageBody::HeartbeatResponse(_) => "HeartbeatResponse",
             MessageBody::InstallSnapshot(_) => "InstallSnapshot",
             MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
+            MessageBody::ReadIndex(_) => "ReadIndex",
+            MessageBody::ReadIndexResponse(_) => "ReadIndexResponse",
         }
     }
 }

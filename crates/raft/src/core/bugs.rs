@@ -12,4 +12,6 @@ pub struct InjectedBugs {
     pub ack_before_durable: bool,
     /// Grant votes without the up-to-date check of §5.4.1.
     pub vote_without_log_check: bool,
+    /// Serve ReadIndex reads before the new leader has committed an entry of its term.
+    pub read_before_noop_commit: bool,
 }

@@ -11,6 +11,9 @@ impl RaftCore {
     /// A follower or (pre-)candidate whose timeout expires starts an election.
     pub(super) fn tick_election(&mut self) {
         self.timers.election_elapsed += 1;
+        if self.timers.election_elapsed >= self.config.options.election_tick_count {
+            self.restart_vote_guard = false;
+        }
         if self.timers.election_elapsed >= self.timers.randomized_timeout {
             self.timers.election_elapsed = 0;
             self.campaign();
@@ -56,7 +59,7 @@ impl RaftCore {
     fn in_lease(&self) -> bool {
         let flags = &self.config.feature_flags;
         (flags.check_quorum || flags.pre_vote_enabled)
-            && self.state.leader.is_some()
+            && (self.state.leader.is_some() || self.restart_vote_guard)
             && self.timers.election_elapsed < self.config.options.election_tick_count
     }
 
@@ -206,11 +209,15 @@ impl RaftCore {
 
     /// Becomes a follower in `term` (entering it if newer) with the given leader.
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        let was_leader = self.state.role == Role::Leader;
         if term > self.state.term {
             self.state.enter_term(term);
         }
         self.state.role = Role::Follower;
         self.state.leader = leader;
+        if was_leader {
+            self.reads_on_step_down();
+        }
         self.votes.clear();
         self.progress.clear();
         self.uncommitted_bytes = 0;

@@ -29,6 +29,7 @@ mod inflight;
 mod log;
 mod progress;
 mod quorum;
+mod read;
 mod replication;
 mod snapshot;
 mod state;
@@ -42,6 +43,7 @@ pub use self::bugs::InjectedBugs;
 pub use self::log::LogWrite;
 use self::log::RaftLog;
 use self::progress::Progress;
+pub use self::read::{ReadFailure, ReadState};
 pub use self::snapshot::{CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
 use crate::config::Config;
@@ -119,6 +121,10 @@ pub struct Ready {
     pub snapshot_request: Option<Index>,
     /// Storage may drop log entries up to this index ([`Storage::compact`](crate::Storage::compact)).
     pub compact_to: Option<Index>,
+    /// Reads that may be served once the state machine has applied their index.
+    pub read_states: Vec<ReadState>,
+    /// Reads that failed, by the caller's id.
+    pub failed_reads: Vec<(u64, ReadFailure)>,
     /// Role, term or leader changed since the last `Ready`.
     pub soft_state: Option<SoftState>,
 }
@@ -132,6 +138,8 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.snapshot_request.is_none()
             && self.compact_to.is_none()
+            && self.read_states.is_empty()
+            && self.failed_reads.is_empty()
             && self.soft_state.is_none()
     }
 }
@@ -146,6 +154,7 @@ struct BugSet {
     grant_two_votes_per_term: bool,
     ack_before_durable: bool,
     vote_without_log_check: bool,
+    read_before_noop_commit: bool,
 }
 
 /// Election timing of this node, in ticks.
@@ -196,6 +205,11 @@ pub struct RaftCore {
     pending_restore: Option<Snapshot>,
     /// A snapshot being received in chunks.
     receiving: Option<snapshot::Receiving>,
+    /// ReadIndex, follower reads and the lease.
+    reads: read::Reads,
+    /// Refuse votes during the first election timeout after a restart: before the crash
+    /// this node may have acknowledged a leader whose lease is still running.
+    restart_vote_guard: bool,
     #[cfg(feature = "bug-injection")]
     bugs: InjectedBugs,
 }
@@ -223,6 +237,7 @@ impl RaftCore {
             .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
         let log = RaftLog::new(snap_index, snap_term, initial.entries);
         let voters: Vec<NodeId> = config.peers.iter().map(|p| p.id.clone()).collect();
+        let restarted = initial.hard_state.term > 0;
         let state = State::new(initial.hard_state, snap_index);
         let last_soft_state = SoftState {
             role: Role::Follower,
@@ -255,12 +270,22 @@ impl RaftCore {
             pending_snapshot_write: None,
             pending_restore: None,
             receiving: None,
+            reads: read::Reads::default(),
+            restart_vote_guard: false,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,
         };
+        core.restart_vote_guard = restarted && core.config.feature_flags.enable_leader_lease;
         core.reset_election_timer();
         Ok(core)
+    }
+
+    /// Lets a freshly built core vote at once even though it restarted with a term (tests
+    /// that build nodes in a mid-history state and elect one by ticking it alone).
+    #[cfg(test)]
+    pub(crate) fn skip_restart_vote_guard(&mut self) {
+        self.restart_vote_guard = false;
     }
 
     /// Turns on deliberate protocol bugs (simulator self-tests only).
@@ -342,6 +367,7 @@ impl RaftCore {
     /// from here.
     pub fn tick(&mut self) {
         self.timers.now += 1;
+        self.tick_reads();
         match self.state.role {
             Role::Leader => self.tick_leader(),
             _ => self.tick_election(),
@@ -366,11 +392,13 @@ impl RaftCore {
             MessageBody::AppendEntries(req) => self.handle_append_entries(m.from, req),
             MessageBody::AppendEntriesResponse(resp) => self.handle_append_response(m.from, resp),
             MessageBody::Heartbeat(hb) => self.handle_heartbeat(m.from, hb),
-            MessageBody::HeartbeatResponse(_) => self.handle_heartbeat_response(m.from),
+            MessageBody::HeartbeatResponse(resp) => self.handle_heartbeat_response(m.from, resp),
             MessageBody::InstallSnapshot(req) => self.handle_install_snapshot(m.from, req),
             MessageBody::InstallSnapshotResponse(resp) => {
                 self.handle_install_snapshot_response(m.from, resp)
             }
+            MessageBody::ReadIndex(req) => self.handle_read_index(m.from, req),
+            MessageBody::ReadIndexResponse(resp) => self.handle_read_index_response(resp),
         }
     }
 
@@ -463,6 +491,9 @@ impl RaftCore {
             || self.pending_snapshot_write.is_some()
             || self.pending_restore.is_some()
             || self.pending_compact.is_some()
+            || !self.reads.ready.is_empty()
+            || !self.reads.failed.is_empty()
+            || self.reads_need_round()
             || self.snapshot_due()
             || self.next_to_apply().is_some()
             || self.soft_state() != self.last_soft_state
@@ -483,7 +514,10 @@ impl RaftCore {
                 log: self.log.take_write(seq),
             });
         }
+        self.flush_read_round();
         rd.messages = std::mem::take(&mut self.outbox);
+        rd.read_states = std::mem::take(&mut self.reads.ready);
+        rd.failed_reads = std::mem::take(&mut self.reads.failed);
         rd.snapshot = self.pending_restore.take();
         rd.compact_to = self.pending_compact.take();
         rd.snapshot_request = self.maybe_request_snapshot();

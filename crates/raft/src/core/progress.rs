@@ -23,6 +23,8 @@ pub(crate) struct Progress {
     pub(crate) sent_commit: Index,
     /// The snapshot being sent, in snapshot mode.
     pub(crate) transfer: Option<Transfer>,
+    /// Highest heartbeat round the follower acknowledged.
+    pub(crate) read_acked: u64,
 }
 
 impl Progress {
@@ -37,6 +39,7 @@ impl Progress {
             last_response_tick: None,
             sent_commit: 0,
             transfer: None,
+            read_acked: 0,
         }
     }
 

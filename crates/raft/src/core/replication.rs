@@ -78,13 +78,14 @@ impl RaftCore {
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
+        let read_seq = self.start_read_round();
         for peer in self.peers() {
             let Some(pr) = self.progress.get_mut(&peer) else {
                 continue;
             };
             let commit = self.state.commit.min(pr.match_index);
             pr.sent_commit = pr.sent_commit.max(commit);
-            self.send(peer, MessageBody::Heartbeat(Heartbeat { commit }));
+            self.send(peer, MessageBody::Heartbeat(Heartbeat { commit, read_seq }));
         }
     }
 
@@ -230,13 +231,17 @@ impl RaftCore {
         // shorter if we lost a write in a crash, so cap at our last index as well.
         let commit = hb.commit.min(self.log.last_index());
         self.state.commit_to(commit);
-        self.send(from, MessageBody::HeartbeatResponse(HeartbeatResponse {}));
+        let answer = HeartbeatResponse {
+            read_seq: hb.read_seq,
+        };
+        self.send(from, MessageBody::HeartbeatResponse(answer));
     }
 
-    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId) {
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, resp: HeartbeatResponse) {
         if self.state.role != Role::Leader {
             return;
         }
+        self.read_round_acked(&from, resp.read_seq);
         let now = self.timers.now;
         let last = self.log.last_index();
         let Some(pr) = self.progress.get_mut(&from) else {
@@ -269,6 +274,7 @@ impl RaftCore {
         }
         let old = self.state.commit;
         self.state.commit_to(candidate);
+        self.reads_on_commit();
         let released: u64 = ((old + 1)..=candidate)
             .filter_map(|i| self.log.get(i))
             .filter(|e| e.term == self.state.term)

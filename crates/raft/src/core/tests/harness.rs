@@ -62,6 +62,9 @@ pub struct Node {
     pub hold_writes: bool,
     /// Snapshots requested are built but only reported with `finish_snapshot`.
     pub defer_snapshots: bool,
+    /// Reads answered and failed, in order.
+    pub read_states: Vec<crate::core::ReadState>,
+    pub failed_reads: Vec<(u64, crate::core::ReadFailure)>,
     pub deferred_snapshot: Option<Snapshot>,
     /// Normal entries applied, in order.
     pub applied: Vec<Entry>,
@@ -100,8 +103,12 @@ impl Cluster {
             let stored_log = init.entries.clone();
             let stored_hard_state = init.hard_state.clone();
             let stored_snapshot = init.snapshot.clone();
-            let core = RaftCore::new(c, init, Box::new(SeededRand::new(seed * 1000 + i as u64)))
-                .expect("valid config");
+            let mut core =
+                RaftCore::new(c, init, Box::new(SeededRand::new(seed * 1000 + i as u64)))
+                    .expect("valid config");
+            // These clusters start mid-history by construction; tests of the restart
+            // guard build their cores directly.
+            core.skip_restart_vote_guard();
             nodes.insert(
                 id(i),
                 Node {
@@ -112,6 +119,8 @@ impl Cluster {
                     pending_writes: VecDeque::new(),
                     hold_writes: false,
                     defer_snapshots: false,
+                    read_states: Vec::new(),
+                    failed_reads: Vec::new(),
                     deferred_snapshot: None,
                     applied: Vec::new(),
                     apply_batches: Vec::new(),
@@ -153,6 +162,8 @@ impl Cluster {
                 self.queue.push_back(m);
             }
             let node = self.nodes.get_mut(who).expect("node exists");
+            node.read_states.extend(rd.read_states);
+            node.failed_reads.extend(rd.failed_reads);
             if let Some(snap) = rd.snapshot {
                 // Restore the state machine: the snapshot holds the applied commands.
                 node.applied = decode_applied(&snap.data);
@@ -189,6 +200,15 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// Asks node `i` for a read with id `ctx`.
+    pub fn read(&mut self, i: usize, ctx: u64) {
+        self.node_mut(i)
+            .core
+            .read_index(ctx)
+            .expect("read accepted");
+        self.process(&id(i));
     }
 
     /// Completes node `i`'s deferred snapshot: it becomes durable and is reported built.

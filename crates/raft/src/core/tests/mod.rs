@@ -9,6 +9,7 @@ mod flow_control;
 mod persistence;
 mod prevote_check_quorum;
 mod proposals;
+mod reads;
 mod replication;
 mod snapshots;
 mod terms;

@@ -338,7 +338,10 @@ fn commit_index_never_decreases() {
         1,
         2,
         c.node(1).term(),
-        MessageBody::Heartbeat(crate::message::Heartbeat { commit: 0 }),
+        MessageBody::Heartbeat(crate::message::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        }),
     ));
     assert_eq!(c.node(2).commit_index(), committed);
 }

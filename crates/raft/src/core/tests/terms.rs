@@ -20,7 +20,13 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
                 leader_commit: 0,
             }),
         ),
-        ("Heartbeat", MessageBody::Heartbeat(Heartbeat { commit: 0 })),
+        (
+            "Heartbeat",
+            MessageBody::Heartbeat(Heartbeat {
+                commit: 0,
+                read_seq: 0,
+            }),
+        ),
         (
             "AppendEntriesResponse",
             MessageBody::AppendEntriesResponse(AppendEntriesResponse {
@@ -31,7 +37,7 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
         ),
         (
             "HeartbeatResponse",
-            MessageBody::HeartbeatResponse(HeartbeatResponse {}),
+            MessageBody::HeartbeatResponse(HeartbeatResponse { read_seq: 0 }),
         ),
         (
             "RequestVoteResponse",
@@ -154,7 +160,7 @@ fn leader_steps_down_on_a_response_with_a_newer_term() {
         2,
         1,
         term + 1,
-        MessageBody::HeartbeatResponse(HeartbeatResponse {}),
+        MessageBody::HeartbeatResponse(HeartbeatResponse { read_seq: 0 }),
     ));
     assert_eq!(c.node(1).role(), Role::Follower);
     assert_eq!(c.node(1).term(), term + 1);

@@ -1,0 +1,351 @@
+//! Linearizable reads without writing to the log: ReadIndex (thesis §6.4), follower reads,
+//! and the leader lease (§6.4.1).
+//!
+//! ReadIndex: the leader serves a read only once it has committed an entry of its term
+//! (its no-op); it records its commit index, confirms it is still leader with one
+//! heartbeat round acknowledged by a majority, and the read may be served once the state
+//! machine has applied that index. Reads that arrive between two `Ready`s share one round.
+//!
+//! Lease: a heartbeat round sent at tick `t` and acknowledged by a majority lets the leader
+//! answer reads without a round until tick `t + lease_ticks`, where
+//! `lease_ticks = floor((E - 1) × (100 - d) / (100 + d)) - 1` for an election timeout of
+//! `E` ticks and a clock drift bound of `d` percent. Why it is safe: every follower that
+//! acknowledged the round heard from the leader no earlier than `t` and refuses votes for
+//! `E` of its own ticks (at least `E - 1` whole ticks, at least `(E - 1)(1 - d)` in real
+//! time), and any new leader needs one of their votes; the leader's `lease_ticks + 1`
+//! ticks last at most `(lease_ticks + 1)(1 + d)` in real time, which is shorter. A node
+//! that restarts also refuses votes for its first election timeout, since it may have
+//! acknowledged a round before it crashed. The assumptions: clock rates differ by at most
+//! `d` percent, and CheckQuorum is on.
+
+use std::collections::VecDeque;
+
+use super::quorum;
+use super::RaftCore;
+use crate::error::{Error, Result};
+use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
+use crate::types::{Index, NodeId, Role};
+
+/// A read that may be served once the state machine has applied `index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's id for the read.
+    pub ctx: u64,
+    /// Serve the read once the applied index reaches this.
+    pub index: Index,
+}
+
+/// Why a read could not be served. The read may be retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// This node lost (or never had) leadership; `leader` is the one it knows of.
+    NotLeader {
+        /// The known leader, for redirects.
+        leader: Option<NodeId>,
+    },
+    /// The leader could not reach a majority within an election timeout.
+    QuorumUnreachable,
+    /// A follower got no answer from the leader within an election timeout.
+    Timeout,
+}
+
+impl From<ReadFailure> for Error {
+    fn from(f: ReadFailure) -> Self {
+        match f {
+            ReadFailure::NotLeader { leader } => Error::NotLeader { leader },
+            ReadFailure::QuorumUnreachable => Error::QuorumUnreachable,
+            ReadFailure::Timeout => Error::Timeout,
+        }
+    }
+}
+
+/// Who asked for a read the leader is confirming.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Requester {
+    Local(u64),
+    Remote { from: NodeId, id: u64 },
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    requester: Requester,
+    /// The commit index recorded when the read arrived; `None` while the leader has not
+    /// yet committed an entry of its term.
+    index: Option<Index>,
+    /// The heartbeat round that must be acknowledged by a majority (0: not yet sent).
+    seq: u64,
+    /// Ticks spent waiting.
+    age: u32,
+}
+
+/// Read bookkeeping of one node.
+#[derive(Debug, Default)]
+pub(crate) struct Reads {
+    /// Leader: reads waiting for their round.
+    pending: VecDeque<PendingRead>,
+    /// Leader: the last heartbeat round sent, and when (tick) each recent one was sent.
+    pub(crate) seq: u64,
+    sent_at: VecDeque<(u64, u64)>,
+    /// Leader: a round must be sent for reads that arrived since the last `Ready`.
+    need_round: bool,
+    /// Leader: reads may be served without a round until this tick (exclusive).
+    lease_until: u64,
+    /// Follower: reads forwarded to the leader: request id → (caller's ctx, age).
+    forwarded: Vec<(u64, u64, u32)>,
+    next_forward_id: u64,
+    /// Output.
+    pub(crate) ready: Vec<ReadState>,
+    pub(crate) failed: Vec<(u64, ReadFailure)>,
+}
+
+impl RaftCore {
+    /// Asks for a linearizable read. The answer comes in a later `Ready`: a
+    /// [`ReadState`] (serve the read once the state machine has applied its index) or a
+    /// [`ReadFailure`] for `ctx`. On a follower the read is forwarded to the leader.
+    pub fn read_index(&mut self, ctx: u64) -> Result<()> {
+        if !self.config.feature_flags.enable_read_index {
+            return Err(Error::Config(crate::error::ConfigError::new(
+                "feature_flags.enable_read_index",
+                "is off; read through the log instead",
+            )));
+        }
+        match self.state.role {
+            Role::Leader => {
+                self.leader_read(Requester::Local(ctx));
+                Ok(())
+            }
+            _ => {
+                let Some(leader) = self.state.leader.clone() else {
+                    return Err(Error::NotLeader { leader: None });
+                };
+                self.reads.next_forward_id += 1;
+                let id = self.reads.next_forward_id;
+                self.reads.forwarded.push((id, ctx, 0));
+                self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { id }));
+                Ok(())
+            }
+        }
+    }
+
+    /// Ticks in which a confirmed heartbeat round lets the leader serve reads alone.
+    pub(crate) fn lease_ticks(&self) -> u64 {
+        self.config.options.lease_ticks()
+    }
+
+    /// Whether the leader has committed an entry of its own term (so its commit index is
+    /// at least every index committed by earlier leaders).
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.state.commit) == Some(self.state.term)
+            || self.bug(|b| b.read_before_noop_commit)
+    }
+
+    fn lease_valid(&self) -> bool {
+        self.config.feature_flags.enable_leader_lease && self.timers.now < self.reads.lease_until
+    }
+
+    fn leader_read(&mut self, requester: Requester) {
+        let mut read = PendingRead {
+            requester,
+            index: None,
+            seq: 0,
+            age: 0,
+        };
+        if self.committed_in_term() {
+            read.index = Some(self.state.commit);
+            if self.lease_valid() || self.voters.len() == 1 {
+                self.release(read);
+                return;
+            }
+            self.reads.need_round = true;
+        }
+        self.reads.pending.push_back(read);
+    }
+
+    /// The commit index advanced: reads waiting for the leader's first commit in its term
+    /// can now record their index.
+    pub(super) fn reads_on_commit(&mut self) {
+        if self.state.role != Role::Leader || !self.committed_in_term() {
+            return;
+        }
+        let commit = self.state.commit;
+        let lease = self.lease_valid() || self.voters.len() == 1;
+        let mut waiting = false;
+        for r in self.reads.pending.iter_mut().filter(|r| r.index.is_none()) {
+            r.index = Some(commit);
+            waiting = true;
+        }
+        if waiting {
+            if lease {
+                self.release_confirmed(u64::MAX);
+            } else {
+                self.reads.need_round = true;
+            }
+        }
+    }
+
+    pub(super) fn reads_need_round(&self) -> bool {
+        self.reads.need_round && self.state.role == Role::Leader
+    }
+
+    /// Called from `ready()`: starts one heartbeat round for every read that needs one.
+    pub(super) fn flush_read_round(&mut self) {
+        if self.reads.need_round && self.state.role == Role::Leader {
+            self.reads.need_round = false;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// A new heartbeat round is being sent; returns its number. Reads with an index and no
+    /// round yet join it.
+    pub(super) fn start_read_round(&mut self) -> u64 {
+        self.reads.seq += 1;
+        let seq = self.reads.seq;
+        self.reads.sent_at.push_back((seq, self.timers.now));
+        while self.reads.sent_at.len() > 64 {
+            self.reads.sent_at.pop_front();
+        }
+        for r in self.reads.pending.iter_mut() {
+            if r.index.is_some() && r.seq == 0 {
+                r.seq = seq;
+            }
+        }
+        seq
+    }
+
+    /// A follower acknowledged round `seq`: reads (and the lease) confirmed by a majority
+    /// advance.
+    pub(super) fn read_round_acked(&mut self, from: &NodeId, seq: u64) {
+        let Some(pr) = self.progress.get_mut(from) else {
+            return;
+        };
+        pr.read_acked = pr.read_acked.max(seq);
+        let mut acked: Vec<u64> = self.progress.values().map(|p| p.read_acked).collect();
+        acked.push(self.reads.seq);
+        let confirmed = quorum::committed_index(acked);
+        if confirmed == 0 {
+            return;
+        }
+        if let Some(&(_, sent)) = self.reads.sent_at.iter().find(|(s, _)| *s == confirmed) {
+            self.reads.lease_until = self.reads.lease_until.max(sent + self.lease_ticks());
+        }
+        self.release_confirmed(confirmed);
+    }
+
+    /// Releases, in order, the reads whose round `<= confirmed`.
+    fn release_confirmed(&mut self, confirmed: u64) {
+        let lease = confirmed == u64::MAX;
+        let mut keep = VecDeque::new();
+        while let Some(r) = self.reads.pending.pop_front() {
+            let ready = r.index.is_some() && (lease || (r.seq != 0 && r.seq <= confirmed));
+            if ready {
+                self.release(r);
+            } else {
+                keep.push_back(r);
+            }
+        }
+        self.reads.pending = keep;
+    }
+
+    fn release(&mut self, r: PendingRead) {
+        let Some(index) = r.index else {
+            return;
+        };
+        match r.requester {
+            Requester::Local(ctx) => self.reads.ready.push(ReadState { ctx, index }),
+            Requester::Remote { from, id } => {
+                let body = MessageBody::ReadIndexResponse(ReadIndexResponse {
+                    id,
+                    index: Some(index),
+                });
+                self.send(from, body);
+            }
+        }
+    }
+
+    fn fail(&mut self, requester: Requester, failure: ReadFailure) {
+        match requester {
+            Requester::Local(ctx) => self.reads.failed.push((ctx, failure)),
+            Requester::Remote { from, id } => {
+                let body = MessageBody::ReadIndexResponse(ReadIndexResponse { id, index: None });
+                self.send(from, body);
+            }
+        }
+    }
+
+    /// Leader side of a follower's read.
+    pub(super) fn handle_read_index(&mut self, from: NodeId, req: ReadIndexRequest) {
+        let requester = Requester::Remote { from, id: req.id };
+        if self.state.role == Role::Leader {
+            self.leader_read(requester);
+        } else {
+            let leader = self.state.leader.clone();
+            self.fail(requester, ReadFailure::NotLeader { leader });
+        }
+    }
+
+    /// Follower side: the leader's answer to a forwarded read.
+    pub(super) fn handle_read_index_response(&mut self, resp: ReadIndexResponse) {
+        let Some(pos) = self
+            .reads
+            .forwarded
+            .iter()
+            .position(|(id, _, _)| *id == resp.id)
+        else {
+            return; // late or duplicate answer to an attempt that already ended
+        };
+        let (_, ctx, _) = self.reads.forwarded.remove(pos);
+        match resp.index {
+            Some(index) => self.reads.ready.push(ReadState { ctx, index }),
+            None => {
+                let leader = self.state.leader.clone();
+                self.reads
+                    .failed
+                    .push((ctx, ReadFailure::NotLeader { leader }));
+            }
+        }
+    }
+
+    /// Once per tick: reads that waited an election timeout fail, so a read never hangs.
+    pub(super) fn tick_reads(&mut self) {
+        let limit = self.config.options.election_tick_count;
+        let mut expired = Vec::new();
+        for r in self.reads.pending.iter_mut() {
+            r.age += 1;
+            if r.age >= limit {
+                expired.push(r.requester.clone());
+            }
+        }
+        self.reads.pending.retain(|r| r.age < limit);
+        for requester in expired {
+            self.fail(requester, ReadFailure::QuorumUnreachable);
+        }
+        let mut timed_out = Vec::new();
+        for f in self.reads.forwarded.iter_mut() {
+            f.2 += 1;
+            if f.2 >= limit {
+                timed_out.push(f.1);
+            }
+        }
+        self.reads.forwarded.retain(|f| f.2 < limit);
+        for ctx in timed_out {
+            self.reads.failed.push((ctx, ReadFailure::Timeout));
+        }
+    }
+
+    /// Leadership ended: every read the leader was confirming fails, and the lease is gone.
+    pub(super) fn reads_on_step_down(&mut self) {
+        let leader = self.state.leader.clone();
+        let pending: Vec<PendingRead> = self.reads.pending.drain(..).collect();
+        for r in pending {
+            self.fail(
+                r.requester,
+                ReadFailure::NotLeader {
+                    leader: leader.clone(),
+                },
+            );
+        }
+        self.reads.lease_until = 0;
+        self.reads.need_round = false;
+        self.reads.sent_at.clear();
+    }
+}
