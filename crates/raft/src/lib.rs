@@ -33,7 +33,9 @@ pub mod rand;
 pub mod storage;
 pub mod types;
 
-pub use self::core::{InitialState, RaftCore, Ready, SoftState, WriteBatch};
+pub use self::core::{
+    InitialState, RaftCore, ReadFailure, ReadState, Ready, SoftState, WriteBatch,
+};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
 pub use error::{ConfigError, Error, Result, StorageError};
 pub use message::Message;

@@ -19,7 +19,8 @@ use crate::kv::Command;
 use crate::linearizability::{self, CheckOptions, CheckResult, KvOp, KvOutcome, Operation};
 use crate::world::{Event, World, TICK_MS};
 
-/// A client gives up on an operation after this long (20 election timeouts).
+/// A client gives up on an operation after this long (20 election timeouts) unless the
+/// plan sets a shorter timeout.
 pub const CLIENT_TIMEOUT_MS: u64 = 2_000;
 /// Clients stop invoking new operations this long before the end of the run, so every
 /// operation invoked after healing has time to complete.
@@ -32,6 +33,21 @@ struct Pending {
     invoke: u64,
     /// Where the operation was accepted: (node, incarnation, index, term).
     placed: Option<(usize, u64, Index, Term)>,
+    /// How a Get is served.
+    via: ReadVia,
+    /// A read accepted by a node: (node, incarnation, read index once known).
+    read: Option<(usize, u64, Option<Index>)>,
+}
+
+/// How a client's Get is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadVia {
+    /// Through the log, like a write.
+    Log,
+    /// ReadIndex (or the lease) on the node the client believes leads.
+    Leader,
+    /// ReadIndex through a random node, which asks the leader.
+    AnyNode,
 }
 
 #[derive(Debug)]
@@ -129,14 +145,27 @@ impl World {
             },
             _ => KvOp::Delete,
         };
+        let n = self.nodes.len() as u64;
+        let via = match (&op, self.plan.read_index, self.rng.gen_range(0, 3)) {
+            (KvOp::Get, true, 0) => ReadVia::Leader,
+            (KvOp::Get, true, 1) => ReadVia::AnyNode,
+            _ => ReadVia::Log,
+        };
+        // Like a load balancer, clients sometimes start at any node.
+        if via == ReadVia::AnyNode || self.rng.gen_range(0, 4) == 0 {
+            self.clients.clients[c].target = self.rng.gen_range(0, n) as usize;
+        }
         let cmd = Command { op_id, key, op };
         self.clients.clients[c].pending = Some(Pending {
             op_id,
             cmd,
             invoke: self.now,
             placed: None,
+            via,
+            read: None,
         });
-        self.schedule(CLIENT_TIMEOUT_MS, Event::ClientTimeout { client: c, op_id });
+        let timeout = self.plan.client_timeout_ms;
+        self.schedule(timeout, Event::ClientTimeout { client: c, op_id });
         self.client_submit(c, op_id)
     }
 
@@ -145,8 +174,11 @@ impl World {
         let Some(p) = &self.clients.clients[c].pending else {
             return Ok(());
         };
-        if p.op_id != op_id || p.placed.is_some() {
+        if p.op_id != op_id || p.placed.is_some() || p.read.is_some() {
             return Ok(());
+        }
+        if p.via != ReadVia::Log {
+            return self.client_read(c, op_id);
         }
         let data = Bytes::from(p.cmd.encode());
         let n = self.nodes.len();
@@ -185,6 +217,97 @@ impl World {
         Ok(())
     }
 
+    /// Client `c` asks a node for a linearizable read (ReadIndex, follower read or lease).
+    fn client_read(&mut self, c: usize, op_id: u64) -> Result<(), Violation> {
+        let n = self.nodes.len();
+        let target = self.clients.clients[c].target;
+        let via = self.clients.clients[c].pending.as_ref().map(|p| p.via);
+        let node = &mut self.nodes[target];
+        let result = match node.core.as_mut() {
+            Some(core) if !node.paused => Some(core.read_index(op_id)),
+            _ => None,
+        };
+        match result {
+            Some(Ok(())) => {
+                let incarnation = self.nodes[target].incarnation;
+                if let Some(p) = self.clients.clients[c].pending.as_mut() {
+                    p.read = Some((target, incarnation, None));
+                }
+                self.process(target)?;
+            }
+            Some(Err(Error::NotLeader { leader: Some(l) })) if via == Some(ReadVia::Leader) => {
+                self.clients.clients[c].target = self.index_of(&l);
+                self.schedule(1, Event::ClientRetry { client: c, op_id });
+            }
+            _ => {
+                let next = (target + 1 + self.rng.gen_range(0, n as u64) as usize) % n;
+                self.clients.clients[c].target = next;
+                self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `i` answered reads: record their indices, retry the failed ones.
+    pub(crate) fn reads_answered(
+        &mut self,
+        i: usize,
+        states: &[raftlock_raft::ReadState],
+        failed: &[(u64, raftlock_raft::ReadFailure)],
+    ) {
+        let incarnation = self.nodes[i].incarnation;
+        for c in 0..self.clients.clients.len() {
+            let Some(p) = self.clients.clients[c].pending.as_mut() else {
+                continue;
+            };
+            let Some((node, inc, None)) = p.read else {
+                continue;
+            };
+            if (node, inc) != (i, incarnation) {
+                continue;
+            }
+            if let Some(rs) = states.iter().find(|rs| rs.ctx == p.op_id) {
+                p.read = Some((node, inc, Some(rs.index)));
+            } else if let Some((_, f)) = failed.iter().find(|(ctx, _)| *ctx == p.op_id) {
+                // A failed read had no effect: try again, following the leader hint.
+                p.read = None;
+                let op_id = p.op_id;
+                if let raftlock_raft::ReadFailure::NotLeader { leader: Some(l) } = f {
+                    let l = self.index_of(l);
+                    self.clients.clients[c].target = l;
+                }
+                self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
+            }
+        }
+    }
+
+    /// Completes the reads on node `i` whose index its state machine has reached.
+    pub(crate) fn complete_reads(&mut self, i: usize, applied: Index) {
+        let incarnation = self.nodes[i].incarnation;
+        for c in 0..self.clients.clients.len() {
+            let ready = self.clients.clients[c].pending.as_ref().is_some_and(|p| {
+                matches!(p.read, Some((node, inc, Some(index))) if (node, inc) == (i, incarnation) && index <= applied)
+            });
+            if !ready {
+                continue;
+            }
+            if let Some(p) = self.clients.clients[c].pending.take() {
+                let value = self.nodes[i].kv.read(&p.cmd.key);
+                let (op_id, key) = (p.op_id, p.cmd.key.clone());
+                self.trace(|| {
+                    format!(
+                        "client {c} op {op_id} read {key} at n{i} (applied {applied}) -> {value:?}"
+                    )
+                });
+                self.settle(
+                    c,
+                    p,
+                    KvOutcome::Ok(crate::linearizability::KvResult::Value(value)),
+                );
+            }
+        }
+    }
+
     /// Client `c` gives up waiting for `op_id`.
     pub(crate) fn client_timeout(&mut self, c: usize, op_id: u64) {
         let client = &mut self.clients.clients[c];
@@ -192,6 +315,9 @@ impl World {
             return;
         }
         if let Some(p) = client.pending.take() {
+            // The node did not answer: try another one next time.
+            let n = self.nodes.len() as u64;
+            self.clients.clients[c].target = self.rng.gen_range(0, n) as usize;
             self.settle(c, p, KvOutcome::Uncertain);
         }
     }
@@ -199,10 +325,10 @@ impl World {
     /// Node `i` crashed: clients waiting on it lose their connection.
     pub(crate) fn clients_lose_node(&mut self, i: usize) {
         for c in 0..self.clients.clients.len() {
-            let waiting = self.clients.clients[c]
-                .pending
-                .as_ref()
-                .is_some_and(|p| p.placed.is_some_and(|(node, ..)| node == i));
+            let waiting = self.clients.clients[c].pending.as_ref().is_some_and(|p| {
+                p.placed.is_some_and(|(node, ..)| node == i)
+                    || p.read.is_some_and(|(node, ..)| node == i)
+            });
             if waiting {
                 if let Some(p) = self.clients.clients[c].pending.take() {
                     self.settle(c, p, KvOutcome::Uncertain);
@@ -283,20 +409,27 @@ impl World {
 
     /// Records the outcome of an operation and lets the client move on.
     fn settle(&mut self, c: usize, p: Pending, outcome: KvOutcome) {
-        if p.placed.is_none() {
+        if p.placed.is_none() && p.read.is_none() {
             // Every attempt was refused before reaching a log: nothing can have happened.
             let think = self.rng.gen_range(0, 20);
             self.schedule(think, Event::ClientIssue(c));
             return;
         }
-        if outcome == KvOutcome::Uncertain && self.healed && p.invoke >= self.cfg.fault_ms {
+        // Liveness is only asked of clients patient enough to outlast an election.
+        let patient = self.plan.client_timeout_ms >= CLIENT_TIMEOUT_MS;
+        if outcome == KvOutcome::Uncertain
+            && patient
+            && self.healed
+            && p.invoke >= self.cfg.fault_ms
+        {
             self.clients.stuck_after_heal.push(format!(
                 "op {} of client {c} invoked at {}ms",
                 p.op_id, p.invoke
             ));
         }
         self.trace(|| format!("client {c} op {} {:?} -> {outcome:?}", p.op_id, p.cmd.op));
-        if matches!(outcome, KvOutcome::Ok(_)) {
+        if matches!(outcome, KvOutcome::Ok(_)) && p.placed.is_some() {
+            // Went through the log (reads served by ReadIndex are not log entries).
             self.clients.acked.push(p.op_id);
         }
         self.clients.history.push(Operation {
@@ -316,7 +449,8 @@ impl World {
     pub(crate) fn finish_clients(&mut self) -> Result<(), Violation> {
         for c in 0..self.clients.clients.len() {
             if let Some(p) = self.clients.clients[c].pending.take() {
-                if p.invoke >= self.cfg.fault_ms {
+                let patient = self.plan.client_timeout_ms >= CLIENT_TIMEOUT_MS;
+                if patient && p.invoke >= self.cfg.fault_ms {
                     self.clients.stuck_after_heal.push(format!(
                         "op {} of client {c} invoked at {}ms",
                         p.op_id, p.invoke

@@ -57,6 +57,19 @@ impl World {
                     self.trace(|| format!("leader n{l} reaches only n{keep}"));
                 }
             }
+            FaultKind::IsolateLeader => {
+                let leader = (0..n).find(|&i| {
+                    self.nodes[i]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| c.role() == Role::Leader)
+                });
+                if let Some(l) = leader {
+                    self.network.heal();
+                    self.network.partition(&[l], n);
+                    self.trace(|| format!("leader n{l} isolated"));
+                }
+            }
             FaultKind::Heal => {
                 self.network.heal();
                 self.trace(|| "links healed".to_string());

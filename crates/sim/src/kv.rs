@@ -83,6 +83,14 @@ impl KvStore {
         }
     }
 
+    /// Reads a key directly (a ReadIndex or lease read served from local state).
+    pub fn read(&self, key: &str) -> Option<String> {
+        if self.stale_reads {
+            return self.previous.get(key).cloned().flatten();
+        }
+        self.data.get(key).cloned()
+    }
+
     /// The store's contents as snapshot data (sorted, one `key\tvalue` line per key).
     pub fn snapshot(&self) -> Vec<u8> {
         let mut keys: Vec<&String> = self.data.keys().collect();

@@ -54,7 +54,7 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.trace = true,
             "--bug" => args.bug = Some(value("--bug")?),
             "--help" | "-h" => {
-                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check]".into())
+                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|drift-beyond-bound]".into())
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -67,6 +67,7 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
     match bug {
         None => Ok(World::new(cfg)),
         Some("stale-reads") => Ok(World::with_stale_reads(cfg)),
+        Some("drift-beyond-bound") => Ok(World::with_drift_beyond_bound(cfg)),
         #[cfg(feature = "bug-injection")]
         Some(name) => {
             let mut bugs = raftlock_raft::core::InjectedBugs::default();
@@ -75,6 +76,7 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
                 "two-votes" => bugs.grant_two_votes_per_term = true,
                 "ack-before-durable" => bugs.ack_before_durable = true,
                 "vote-without-log-check" => bugs.vote_without_log_check = true,
+                "read-before-noop" => bugs.read_before_noop_commit = true,
                 other => return Err(format!("unknown bug {other:?}")),
             }
             Ok(World::with_bugs(cfg, bugs))
@@ -130,7 +132,7 @@ fn main() -> ExitCode {
                 println!("seed {seed} FAILED ({nodes} nodes, {profile:?}): {v}");
                 println!(
                     "  replay: cargo run -p raftlock-sim --release{} -- --seeds {seed}..{} --nodes {nodes} --profile {profile:?} --fault-ms {}{} --trace",
-                    if args.bug.as_deref().is_some_and(|b| b != "stale-reads") { " --features bug-injection" } else { "" },
+                    if args.bug.as_deref().is_some_and(|b| b != "stale-reads" && b != "drift-beyond-bound") { " --features bug-injection" } else { "" },
                     seed + 1,
                     args.fault_ms,
                     args.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),

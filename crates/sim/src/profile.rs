@@ -53,6 +53,8 @@ pub enum FaultKind {
     OneWay,
     /// The leader keeps contact with a single follower.
     LeaderReachesOne,
+    /// The leader loses contact with everyone (the old-leader case of lease reads).
+    IsolateLeader,
     /// Restore every link.
     Heal,
     /// Kill a node, losing unsynced writes; it restarts later.
@@ -92,6 +94,15 @@ pub struct FaultPlan {
     pub log_compaction_min_entries: u64,
     /// Snapshot chunk size (0: the default).
     pub snapshot_chunk: usize,
+    /// How long a client waits for an operation before it gives up (outcome unknown).
+    pub client_timeout_ms: u64,
+    /// Clients read through ReadIndex (leader and any node) as well as through the log.
+    pub read_index: bool,
+    /// The leader lease is on.
+    pub lease: bool,
+    /// Configure this clock drift bound instead of one that covers the real skew (the
+    /// beyond-the-bound test).
+    pub drift_bound_override: Option<u32>,
     /// Flow-control window used by the nodes.
     pub max_inflight: usize,
     /// Entries per AppendEntries used by the nodes.
@@ -111,6 +122,10 @@ impl FaultPlan {
             disk_min_ms: 0,
             disk_max_ms: rng.gen_range(1, 5),
             crash_new_leader_per_mille: 0,
+            client_timeout_ms: crate::clients::CLIENT_TIMEOUT_MS,
+            read_index: rng.gen_range(0, 4) != 0,
+            lease: rng.gen_range(0, 2) == 0,
+            drift_bound_override: None,
             snapshot_threshold: [0, 5, 20, 100, 10_000][rng.gen_range(0, 5) as usize],
             log_compaction_min_entries: [0, 3, 50][rng.gen_range(0, 3) as usize],
             snapshot_chunk: [8, 100, 0][rng.gen_range(0, 3) as usize],
@@ -129,7 +144,15 @@ impl FaultPlan {
             Profile::Calm => {}
             Profile::Lossy => plan.network = lossy(rng),
             Profile::Partitions => {
-                plan.fault_kinds = vec![Partition, Partition, OneWay, LeaderReachesOne, Heal, Heal];
+                plan.fault_kinds = vec![
+                    Partition,
+                    Partition,
+                    OneWay,
+                    LeaderReachesOne,
+                    IsolateLeader,
+                    Heal,
+                    Heal,
+                ];
                 plan.fault_interval_ms = rng.gen_range(200, 1500);
             }
             Profile::Crashes => {
@@ -144,6 +167,7 @@ impl FaultPlan {
                     Partition,
                     OneWay,
                     LeaderReachesOne,
+                    IsolateLeader,
                     Heal,
                     Crash,
                     CrashLeader,

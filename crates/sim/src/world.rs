@@ -17,7 +17,7 @@ use crate::disk::SimDisk;
 use crate::invariants::{Invariants, Violation};
 use crate::kv::KvStore;
 use crate::network::Network;
-use crate::profile::{FaultPlan, Profile};
+use crate::profile::{FaultKind, FaultPlan, Profile};
 
 /// Virtual milliseconds per nominal tick.
 pub const TICK_MS: u64 = 10;
@@ -147,6 +147,8 @@ pub struct World {
     events: u64,
     pub(crate) healed: bool,
     stale_reads: bool,
+    /// Tick periods (leader, others) set whenever a node becomes leader.
+    adversarial_clocks: Option<(u64, u64)>,
     #[cfg(feature = "bug-injection")]
     bugs: raftlock_raft::core::InjectedBugs,
 }
@@ -154,8 +156,47 @@ pub struct World {
 impl World {
     /// Builds the world for `cfg`.
     pub fn new(cfg: RunConfig) -> Self {
+        Self::build(cfg, |_| {})
+    }
+
+    /// Builds a world whose clocks drift far beyond the configured bound (1%): every new
+    /// leader's clock runs at a third of the others' speed. Lease reads of a cut-off old
+    /// leader can then be stale, and the history check must notice (proof that it is not
+    /// vacuous).
+    pub fn with_drift_beyond_bound(cfg: RunConfig) -> Self {
+        Self::with_adversarial_clocks(cfg, 15, 5, 1)
+    }
+
+    /// Builds a world where an adversary picks clock rates: each new leader ticks every
+    /// `leader_tick_ms`, every other node every `other_tick_ms`, and the nodes are
+    /// configured with a drift bound of `drift_bound_percent`. The lease and ReadIndex
+    /// reads are on, and the old leader is cut off again and again, with contention on
+    /// one key and clients that move on quickly.
+    pub fn with_adversarial_clocks(
+        cfg: RunConfig,
+        leader_tick_ms: u64,
+        other_tick_ms: u64,
+        drift_bound_percent: u32,
+    ) -> Self {
+        let mut world = Self::build(cfg, |plan| {
+            plan.tick_skew_pct = 0;
+            plan.drift_bound_override = Some(drift_bound_percent);
+            plan.lease = true;
+            plan.read_index = true;
+            plan.clients = 6;
+            plan.keys = 1;
+            plan.fault_kinds = vec![FaultKind::IsolateLeader, FaultKind::Heal];
+            plan.fault_interval_ms = 300;
+            plan.client_timeout_ms = 50;
+        });
+        world.adversarial_clocks = Some((leader_tick_ms, other_tick_ms));
+        world
+    }
+
+    fn build(cfg: RunConfig, tweak: impl FnOnce(&mut FaultPlan)) -> Self {
         let mut rng = SeededRand::new(cfg.seed);
-        let plan = FaultPlan::for_profile(cfg.profile, &mut rng);
+        let mut plan = FaultPlan::for_profile(cfg.profile, &mut rng);
+        tweak(&mut plan);
         let ids: Vec<NodeId> = (0..cfg.nodes)
             .map(|i| NodeId::from(format!("n{i}")))
             .collect();
@@ -195,6 +236,7 @@ impl World {
             events: 0,
             healed: false,
             stale_reads: false,
+            adversarial_clocks: None,
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         };
@@ -255,6 +297,12 @@ impl World {
         c.options.snapshot_threshold = self.plan.snapshot_threshold;
         c.options.log_compaction_min_entries = self.plan.log_compaction_min_entries;
         c.tuning.max_snapshot_chunk_size = self.plan.snapshot_chunk;
+        c.feature_flags.enable_leader_lease = self.plan.lease;
+        // Two nodes' tick rates differ by up to about twice the per-node skew.
+        c.options.max_clock_drift_percent = self
+            .plan
+            .drift_bound_override
+            .unwrap_or(2 * self.plan.tick_skew_pct as u32 + 1);
         c
     }
 
@@ -535,6 +583,9 @@ impl World {
             if let Some(snap) = &rd.snapshot {
                 self.restore_snapshot(i, snap)?;
             }
+            if !rd.read_states.is_empty() || !rd.failed_reads.is_empty() {
+                self.reads_answered(i, &rd.read_states, &rd.failed_reads);
+            }
             if let Some(upto) = rd.compact_to {
                 self.nodes[i].disk.durable.log.retain(|e| e.index > upto);
             }
@@ -582,9 +633,16 @@ impl World {
                 self.inv.on_leader(i, core)?;
                 self.trace(|| format!("n{i} became leader of term {term}"));
                 self.maybe_crash_new_leader(i);
+                if let Some((slow, fast)) = self.adversarial_clocks {
+                    for (k, n) in self.nodes.iter_mut().enumerate() {
+                        n.tick_ms = if k == i { slow } else { fast };
+                    }
+                }
             }
             let node = &mut self.nodes[i];
             node.last_role = node.core.as_ref().map_or(Role::Follower, |c| c.role());
+            let applied = node.last_applied;
+            self.complete_reads(i, applied);
             if rd.snapshot_request.is_some() {
                 // After `on_applied`: the state machine is exactly at the applied index.
                 self.build_snapshot(i)?;

@@ -102,3 +102,39 @@ fn correct_core_passes_the_same_seeds() {
         }
     }
 }
+
+#[test]
+fn catches_reads_served_before_the_new_leaders_noop_commits() {
+    let bugs = InjectedBugs {
+        read_before_noop_commit: true,
+        ..Default::default()
+    };
+    assert_caught(
+        "read before no-op commit",
+        300,
+        "linearizability violated",
+        |seed| World::with_bugs(config(seed, Profile::Crashes), bugs),
+    );
+}
+
+#[test]
+fn catches_stale_lease_reads_when_clocks_drift_beyond_the_bound() {
+    assert_caught(
+        "drift beyond the lease bound",
+        300,
+        "linearizability violated",
+        |seed| World::with_drift_beyond_bound(config(seed, Profile::Partitions)),
+    );
+}
+
+#[test]
+fn lease_reads_stay_linearizable_when_drift_is_within_the_bound() {
+    // The control for the test above: the same adversary, but the leader's clock is only
+    // 10% slower than the others' and the nodes are configured for 11%.
+    for seed in 0..100 {
+        let world = World::with_adversarial_clocks(config(seed, Profile::Partitions), 21, 19, 11);
+        if let Some(v) = world.run().violation {
+            panic!("seed {seed}: {v}");
+        }
+    }
+}
