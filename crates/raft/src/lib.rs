@@ -8,7 +8,8 @@
 //! exists today: the core [`types`], [`Config`] with validation and TOML loading, [`Error`],
 //! durable [`storage`] ([`FileStorage`], [`MemStorage`]) and the sans-IO consensus state
 //! machine [`RaftCore`] (elections with PreVote and CheckQuorum, pipelined replication,
-//! commit). The tokio runtime, gRPC transport, snapshots and reads come next.
+//! commit, snapshots with chunked InstallSnapshot, ReadIndex, follower reads and a leader
+//! lease). The tokio runtime, the public `Raft` handle and the gRPC transport come next.
 //!
 //! ```
 //! use raftlock_raft::{Entry, FileStorage, FileStorageOptions, HardState, NodeId, Storage};
@@ -40,7 +41,9 @@ pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTER
 pub use error::{ConfigError, Error, Result, StorageError};
 pub use message::Message;
 pub use rand::{Rand, SeededRand, StandardRand};
-pub use storage::{FileStorage, FileStorageOptions, MemStorage, Storage, SyncPolicy};
+pub use storage::{
+    load_initial_state, FileStorage, FileStorageOptions, MemStorage, Storage, SyncPolicy,
+};
 pub use types::{
     ApplyMsg, Entry, EntryKind, HardState, Index, NodeId, PeerConfig, PeerReplicationState,
     RaftStatus, ReplicationMode, Role, Snapshot, SnapshotMeta, Term,

@@ -82,6 +82,27 @@ pub trait Storage: Send + 'static {
     fn compact(&mut self, upto: Index) -> Result<(), StorageError>;
 }
 
+/// Reads everything a node needs to start from `storage`: hard state, the latest snapshot
+/// and the log. The runtime restores the application from the snapshot and builds its
+/// [`RaftCore`](crate::RaftCore) from the result; committed entries after the snapshot are
+/// applied again once the node learns the commit index.
+pub fn load_initial_state<S: Storage + ?Sized>(
+    storage: &S,
+) -> Result<crate::core::InitialState, StorageError> {
+    let snapshot = storage.load_snapshot()?;
+    let (first, last) = (storage.first_index(), storage.last_index());
+    let entries = if last >= first {
+        storage.entries(first, last + 1, u64::MAX)?
+    } else {
+        Vec::new()
+    };
+    Ok(crate::core::InitialState {
+        hard_state: storage.hard_state(),
+        snapshot,
+        entries,
+    })
+}
+
 /// Checks the shape of an append against the log's current last index and term, so that
 /// every implementation refuses the same malformed requests before writing anything.
 pub(crate) fn check_append(
