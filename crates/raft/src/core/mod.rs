@@ -194,8 +194,9 @@ pub struct RaftCore {
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
-    /// The latest durable snapshot, kept to send to followers.
+    /// The latest durable snapshot, kept to send to followers, and its CRC32C.
     snapshot: Option<Snapshot>,
+    snapshot_checksum: u32,
     /// A snapshot was requested and not yet reported built.
     snapshot_in_progress: bool,
     /// Log compaction to hand to the runtime.
@@ -264,7 +265,8 @@ impl RaftCore {
             outbox: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
-            snapshot: initial.snapshot,
+            snapshot: None,
+            snapshot_checksum: 0,
             snapshot_in_progress: false,
             pending_compact: None,
             pending_snapshot_write: None,
@@ -276,6 +278,9 @@ impl RaftCore {
             bugs: InjectedBugs::default(),
             config,
         };
+        if let Some(snapshot) = initial.snapshot {
+            core.hold_snapshot(snapshot);
+        }
         core.restart_vote_guard = restarted && core.config.feature_flags.enable_leader_lease;
         core.reset_election_timer();
         Ok(core)

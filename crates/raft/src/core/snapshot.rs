@@ -54,6 +54,12 @@ impl RaftCore {
         })
     }
 
+    /// Keeps `snapshot` (to send to followers) with its checksum, computed once.
+    pub(super) fn hold_snapshot(&mut self, snapshot: Snapshot) {
+        self.snapshot_checksum = crc32c::crc32c(&snapshot.data);
+        self.snapshot = Some(snapshot);
+    }
+
     /// Index of the latest durable snapshot (0 if none).
     pub fn snapshot_index(&self) -> Index {
         self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
@@ -68,7 +74,7 @@ impl RaftCore {
             return;
         }
         debug_assert_eq!(self.log.term(index), Some(snapshot.meta.last_term));
-        self.snapshot = Some(snapshot);
+        self.hold_snapshot(snapshot);
         let compact_to = index.saturating_sub(self.config.options.log_compaction_min_entries);
         if compact_to > self.log.offset().0 {
             self.log.compact_to(compact_to);
@@ -129,7 +135,7 @@ impl RaftCore {
             n => n,
         } as u64;
         let total = snapshot.data.len() as u64;
-        let checksum = crc32c::crc32c(&snapshot.data);
+        let checksum = self.snapshot_checksum;
         loop {
             let Some(t) = self
                 .progress
@@ -309,7 +315,7 @@ impl RaftCore {
         self.state.handed_out = self.state.handed_out.max(meta.last_index);
         self.pending_snapshot_write = Some(snapshot.clone());
         self.pending_restore = Some(snapshot.clone());
-        self.snapshot = Some(snapshot);
+        self.hold_snapshot(snapshot);
         self.snapshot_in_progress = false;
     }
 }
