@@ -183,6 +183,7 @@ impl World {
         let data = Bytes::from(p.cmd.encode());
         let n = self.nodes.len();
         let target = self.clients.clients[c].target;
+        self.sync_clock(target);
         let node = &mut self.nodes[target];
         let result = match node.core.as_mut() {
             Some(core) if !node.paused => Some(core.propose(vec![data])),
@@ -222,6 +223,7 @@ impl World {
         let n = self.nodes.len();
         let target = self.clients.clients[c].target;
         let via = self.clients.clients[c].pending.as_ref().map(|p| p.via);
+        self.sync_clock(target);
         let node = &mut self.nodes[target];
         let result = match node.core.as_mut() {
             Some(core) if !node.paused => Some(core.read_index(op_id)),

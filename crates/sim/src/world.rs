@@ -121,8 +121,12 @@ pub(crate) struct SimNode {
     pub(crate) kv: KvStore,
     pub(crate) incarnation: u64,
     pub(crate) paused: bool,
-    /// Tick period of this node (skewed around `TICK_MS`).
-    tick_ms: u64,
+    /// Tick period of this node (skewed around `TICK_MS`): its clock runs at
+    /// `TICK_MS / tick_ms` of real speed.
+    pub(crate) tick_ms: u64,
+    /// The node's monotonic clock, in microseconds, and the virtual time it was read at.
+    clock_us: u64,
+    clock_read_at: u64,
     /// Time the disk finishes its last queued write (writes complete in order).
     pub(crate) disk_busy_until: u64,
     last_commit: u64,
@@ -211,6 +215,8 @@ impl World {
                     incarnation: 0,
                     paused: false,
                     tick_ms: tick_ms.max(1),
+                    clock_us: 0,
+                    clock_read_at: 0,
                     disk_busy_until: 0,
                     last_commit: 0,
                     last_applied: 0,
@@ -288,6 +294,9 @@ impl World {
             })
             .collect();
         let mut c = Config::new(self.ids[i].clone(), peers);
+        // Ticks are TICK_MS of a node's own clock: the lease (measured with the clock) and
+        // the election timeout (counted in ticks) must agree on the unit.
+        c.options.nominal_tick_interval = std::time::Duration::from_millis(TICK_MS);
         c.tuning.max_inflight_msgs = self.plan.max_inflight;
         c.options.max_log_entries_per_request = self.plan.max_entries_per_request;
         // Bound the backlog a partition can build up, as a real deployment would, so that
@@ -327,6 +336,20 @@ impl World {
                 self.trace_hash ^= b as u64;
                 self.trace_hash = self.trace_hash.wrapping_mul(0x0100_0000_01b3);
             }
+        }
+    }
+
+    /// Advances node `i`'s local clock to now (at its own rate, even while it is paused or
+    /// down: a monotonic clock keeps running) and hands the reading to its core.
+    pub(crate) fn sync_clock(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        let elapsed_us = (now - node.clock_read_at) * 1000;
+        node.clock_us += elapsed_us * TICK_MS / node.tick_ms;
+        node.clock_read_at = now;
+        let reading = std::time::Duration::from_micros(node.clock_us);
+        if let Some(core) = node.core.as_mut() {
+            core.set_now(reading);
         }
     }
 
@@ -370,6 +393,7 @@ impl World {
             Ok(core) => node.core = Some(core),
             Err(e) => panic!("simulated config is invalid: {e}"),
         }
+        self.sync_clock(i);
         let tick = self.nodes[i].tick_ms;
         self.schedule(tick, Event::Tick(i));
     }
@@ -417,8 +441,10 @@ impl World {
                     return Ok(()); // crashed: the restart schedules new ticks
                 }
                 let tick = node.tick_ms;
-                if !node.paused {
-                    if let Some(core) = node.core.as_mut() {
+                let paused = node.paused;
+                self.sync_clock(i);
+                if !paused {
+                    if let Some(core) = self.nodes[i].core.as_mut() {
                         core.tick();
                     }
                 }
@@ -445,6 +471,7 @@ impl World {
                         m.from, m.to, m.term
                     );
                 }
+                self.sync_clock(to);
                 if let Some(core) = self.nodes[to].core.as_mut() {
                     core.step(m);
                 }
@@ -469,6 +496,8 @@ impl World {
                     );
                     return Ok(());
                 }
+                self.sync_clock(i);
+                let node = &mut self.nodes[i];
                 if let Some(seq) = node.disk.complete() {
                     if let Some(core) = node.core.as_mut() {
                         core.on_persisted(seq);
@@ -510,6 +539,8 @@ impl World {
                     return Ok(()); // crashed while saving: the previous snapshot stays
                 }
                 node.disk.durable.save_snapshot(&snapshot);
+                self.sync_clock(i);
+                let node = &mut self.nodes[i];
                 if let Some(core) = node.core.as_mut() {
                     core.on_snapshot_built(snapshot);
                 }
@@ -634,8 +665,10 @@ impl World {
                 self.trace(|| format!("n{i} became leader of term {term}"));
                 self.maybe_crash_new_leader(i);
                 if let Some((slow, fast)) = self.adversarial_clocks {
-                    for (k, n) in self.nodes.iter_mut().enumerate() {
-                        n.tick_ms = if k == i { slow } else { fast };
+                    for k in 0..self.nodes.len() {
+                        // Settle each clock at its old rate before changing the rate.
+                        self.sync_clock(k);
+                        self.nodes[k].tick_ms = if k == i { slow } else { fast };
                     }
                 }
             }

@@ -208,6 +208,8 @@ pub struct RaftCore {
     receiving: Option<snapshot::Receiving>,
     /// ReadIndex, follower reads and the lease.
     reads: read::Reads,
+    /// Latest monotonic clock reading given with `set_now`.
+    clock: Option<std::time::Duration>,
     /// Refuse votes during the first election timeout after a restart: before the crash
     /// this node may have acknowledged a leader whose lease is still running.
     restart_vote_guard: bool,
@@ -273,6 +275,7 @@ impl RaftCore {
             pending_restore: None,
             receiving: None,
             reads: read::Reads::default(),
+            clock: None,
             restart_vote_guard: false,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),

@@ -6,19 +6,28 @@
 //! heartbeat round acknowledged by a majority, and the read may be served once the state
 //! machine has applied that index. Reads that arrive between two `Ready`s share one round.
 //!
-//! Lease: a heartbeat round sent at tick `t` and acknowledged by a majority lets the leader
-//! answer reads without a round until tick `t + lease_ticks`, where
+//! Lease: a heartbeat round sent at monotonic clock time `t` and acknowledged by a majority
+//! lets the leader answer reads without a round until `t + lease_ticks × tick`, where
 //! `lease_ticks = floor((E - 1) × (100 - d) / (100 + d)) - 1` for an election timeout of
-//! `E` ticks and a clock drift bound of `d` percent. Why it is safe: every follower that
-//! acknowledged the round heard from the leader no earlier than `t` and refuses votes for
-//! `E` of its own ticks (at least `E - 1` whole ticks, at least `(E - 1)(1 - d)` in real
-//! time), and any new leader needs one of their votes; the leader's `lease_ticks + 1`
-//! ticks last at most `(lease_ticks + 1)(1 + d)` in real time, which is shorter. A node
-//! that restarts also refuses votes for its first election timeout, since it may have
-//! acknowledged a round before it crashed. The assumptions: clock rates differ by at most
-//! `d` percent, and CheckQuorum is on.
+//! `E` ticks of `tick = nominal_tick_interval` and a clock drift bound of `d` percent.
+//! Why it is safe: every follower that acknowledged the round heard from the leader no
+//! earlier than `t` and refuses votes for `E` of its own ticks (at least `E - 1` whole
+//! tick intervals of its clock, at least `(E - 1)(1 - d)` real intervals), and any new
+//! leader needs one of their votes; the leader's lease lasts at most
+//! `lease_ticks × (1 + d)` real intervals, which is shorter by more than a tick.
+//!
+//! The leader measures its lease with the injected monotonic clock ([`RaftCore::set_now`]),
+//! never with its tick count: a leader whose process was paused (GC, SIGSTOP) ticks no more
+//! while real time goes on, and a lease counted in ticks would outlive the followers'
+//! patience. Followers count ticks, which only makes them more patient when paused. So the
+//! runtime must tick every `nominal_tick_interval` of the same clock and never fire missed
+//! ticks in a burst (the simulator found a stale lease read when the two disagreed). A node that restarts also refuses votes
+//! for its first election timeout, since it may have acknowledged a round before it
+//! crashed. Without a clock reading the lease is never used. The assumptions: clock rates
+//! differ by at most `d` percent, and CheckQuorum is on.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use super::quorum;
 use super::RaftCore;
@@ -83,13 +92,13 @@ struct PendingRead {
 pub(crate) struct Reads {
     /// Leader: reads waiting for their round.
     pending: VecDeque<PendingRead>,
-    /// Leader: the last heartbeat round sent, and when (tick) each recent one was sent.
+    /// Leader: the last heartbeat round sent, and when (clock) each recent one was sent.
     pub(crate) seq: u64,
-    sent_at: VecDeque<(u64, u64)>,
+    sent_at: VecDeque<(u64, Option<Duration>)>,
     /// Leader: a round must be sent for reads that arrived since the last `Ready`.
     need_round: bool,
-    /// Leader: reads may be served without a round until this tick (exclusive).
-    lease_until: u64,
+    /// Leader: reads may be served without a round until this clock time (exclusive).
+    lease_until: Option<Duration>,
     /// Follower: reads forwarded to the leader: request id → (caller's ctx, age).
     forwarded: Vec<(u64, u64, u32)>,
     next_forward_id: u64,
@@ -127,9 +136,22 @@ impl RaftCore {
         }
     }
 
-    /// Ticks in which a confirmed heartbeat round lets the leader serve reads alone.
-    pub(crate) fn lease_ticks(&self) -> u64 {
-        self.config.options.lease_ticks()
+    /// How long a confirmed heartbeat round lets the leader serve reads alone.
+    pub(crate) fn lease_duration(&self) -> Duration {
+        let ticks = self.config.options.lease_ticks().min(u32::MAX as u64) as u32;
+        self.config
+            .options
+            .nominal_tick_interval
+            .saturating_mul(ticks)
+    }
+
+    /// Gives the core the current reading of the monotonic clock (the injected `Clock`),
+    /// which measures the leader lease. Call it before each input; readings that go
+    /// backwards are ignored.
+    pub fn set_now(&mut self, now: Duration) {
+        if self.clock.is_none_or(|c| now > c) {
+            self.clock = Some(now);
+        }
     }
 
     /// Whether the leader has committed an entry of its own term (so its commit index is
@@ -140,7 +162,8 @@ impl RaftCore {
     }
 
     fn lease_valid(&self) -> bool {
-        self.config.feature_flags.enable_leader_lease && self.timers.now < self.reads.lease_until
+        self.config.feature_flags.enable_leader_lease
+            && matches!((self.clock, self.reads.lease_until), (Some(now), Some(until)) if now < until)
     }
 
     fn leader_read(&mut self, requester: Requester) {
@@ -200,7 +223,7 @@ impl RaftCore {
     pub(super) fn start_read_round(&mut self) -> u64 {
         self.reads.seq += 1;
         let seq = self.reads.seq;
-        self.reads.sent_at.push_back((seq, self.timers.now));
+        self.reads.sent_at.push_back((seq, self.clock));
         while self.reads.sent_at.len() > 64 {
             self.reads.sent_at.pop_front();
         }
@@ -225,8 +248,15 @@ impl RaftCore {
         if confirmed == 0 {
             return;
         }
-        if let Some(&(_, sent)) = self.reads.sent_at.iter().find(|(s, _)| *s == confirmed) {
-            self.reads.lease_until = self.reads.lease_until.max(sent + self.lease_ticks());
+        let sent = self
+            .reads
+            .sent_at
+            .iter()
+            .find(|(s, _)| *s == confirmed)
+            .and_then(|(_, at)| *at);
+        if let Some(sent) = sent {
+            let until = sent + self.lease_duration();
+            self.reads.lease_until = Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
         }
         self.release_confirmed(confirmed);
     }
@@ -344,7 +374,7 @@ impl RaftCore {
                 },
             );
         }
-        self.reads.lease_until = 0;
+        self.reads.lease_until = None;
         self.reads.need_round = false;
         self.reads.sent_at.clear();
     }

@@ -62,6 +62,8 @@ pub struct Node {
     pub hold_writes: bool,
     /// Snapshots requested are built but only reported with `finish_snapshot`.
     pub defer_snapshots: bool,
+    /// This node's monotonic clock, advanced one interval per tick.
+    pub clock: std::time::Duration,
     /// Reads answered and failed, in order.
     pub read_states: Vec<crate::core::ReadState>,
     pub failed_reads: Vec<(u64, crate::core::ReadFailure)>,
@@ -109,6 +111,7 @@ impl Cluster {
             // These clusters start mid-history by construction; tests of the restart
             // guard build their cores directly.
             core.skip_restart_vote_guard();
+            core.set_now(std::time::Duration::ZERO);
             nodes.insert(
                 id(i),
                 Node {
@@ -119,6 +122,7 @@ impl Cluster {
                     pending_writes: VecDeque::new(),
                     hold_writes: false,
                     defer_snapshots: false,
+                    clock: std::time::Duration::ZERO,
                     read_states: Vec::new(),
                     failed_reads: Vec::new(),
                     deferred_snapshot: None,
@@ -275,15 +279,22 @@ impl Cluster {
         }
     }
 
+    /// One tick of node `i`; its clock advances by the nominal tick interval.
     pub fn tick(&mut self, i: usize) {
-        self.node_mut(i).core.tick();
+        Self::advance(self.node_mut(i));
         self.process(&id(i));
+    }
+
+    fn advance(node: &mut Node) {
+        node.clock += node.core.config().options.nominal_tick_interval;
+        node.core.set_now(node.clock);
+        node.core.tick();
     }
 
     pub fn tick_all(&mut self) {
         let ids: Vec<NodeId> = self.nodes.keys().cloned().collect();
         for who in ids {
-            self.nodes.get_mut(&who).expect("node exists").core.tick();
+            Self::advance(self.nodes.get_mut(&who).expect("node exists"));
             self.process(&who);
         }
     }

@@ -312,3 +312,23 @@ fn reads_are_refused_when_read_index_is_off() {
     c.elect(1);
     assert!(c.node_mut(1).core.read_index(1).is_err());
 }
+
+#[test]
+fn lease_expires_across_a_process_pause() {
+    // A leader frozen for a while ticks no more, but its clock goes on: after the pause its
+    // lease is over even though it counted no ticks, so it needs a round before reading.
+    let mut c = Cluster::new(3, 11);
+    c.elect(1);
+    c.tick(1);
+    c.deliver_all();
+    c.read(1, 1);
+    assert_eq!(reads(&c, 1).len(), 1, "lease read before the pause");
+    let node = c.node_mut(1);
+    node.clock += std::time::Duration::from_secs(2);
+    let now = node.clock;
+    node.core.set_now(now);
+    c.isolate(1);
+    c.read(1, 2);
+    c.deliver_all();
+    assert_eq!(reads(&c, 1).len(), 1, "no lease read after the pause");
+}
