@@ -39,12 +39,7 @@ impl World {
                 self.trace(|| format!("cut link n{a} -> n{b}"));
             }
             FaultKind::LeaderReachesOne => {
-                let leader = (0..n).find(|&i| {
-                    self.nodes[i]
-                        .core
-                        .as_ref()
-                        .is_some_and(|c| c.role() == Role::Leader)
-                });
+                let leader = self.current_leader();
                 if let Some(l) = leader {
                     let keep = (l + 1 + self.rng.gen_range(0, n as u64 - 1) as usize) % n;
                     self.network.heal();
@@ -58,12 +53,7 @@ impl World {
                 }
             }
             FaultKind::IsolateLeader => {
-                let leader = (0..n).find(|&i| {
-                    self.nodes[i]
-                        .core
-                        .as_ref()
-                        .is_some_and(|c| c.role() == Role::Leader)
-                });
+                let leader = self.current_leader();
                 if let Some(l) = leader {
                     self.network.heal();
                     self.network.partition(&[l], n);
@@ -75,12 +65,7 @@ impl World {
                 self.trace(|| "links healed".to_string());
             }
             FaultKind::Crash | FaultKind::CrashLeader => {
-                let leader = (0..n).find(|&i| {
-                    self.nodes[i]
-                        .core
-                        .as_ref()
-                        .is_some_and(|c| c.role() == Role::Leader)
-                });
+                let leader = self.current_leader();
                 let i = match (kind, leader) {
                     (FaultKind::CrashLeader, Some(l)) => l,
                     _ => self.rng.gen_range(0, n as u64) as usize,
@@ -101,6 +86,16 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A node that believes it leads (the first, if several do).
+    pub(crate) fn current_leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .core
+                .as_ref()
+                .is_some_and(|c| c.role() == Role::Leader)
+        })
     }
 
     /// Kills node `i` (losing its unsynced writes, maybe tearing the last one) and

@@ -97,14 +97,8 @@ impl RaftCore {
                 tracing::error!(from = %from, term = self.state.term, "AppendEntries from another leader of my term");
                 return;
             }
-            Role::Candidate | Role::PreCandidate => {
-                // Someone won this term: §5.2, a candidate steps down.
-                self.become_follower(self.state.term, Some(from.clone()));
-            }
-            Role::Follower => {}
+            Role::Candidate | Role::PreCandidate | Role::Follower => self.accept_leader(&from),
         }
-        self.state.leader = Some(from.clone());
-        self.timers.election_elapsed = 0;
 
         let commit = self.state.commit;
         let mut req = req;
@@ -221,12 +215,18 @@ impl RaftCore {
         }
     }
 
-    pub(super) fn handle_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
+    /// A message from the leader of our term: follow it and restart the election timer.
+    pub(super) fn accept_leader(&mut self, from: &NodeId) {
         if self.state.role != Role::Follower {
+            // Someone won this term: §5.2, a (pre-)candidate steps down.
             self.become_follower(self.state.term, Some(from.clone()));
         }
         self.state.leader = Some(from.clone());
         self.timers.election_elapsed = 0;
+    }
+
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
+        self.accept_leader(&from);
         // The leader caps the commit index at what it knows we hold; our log can also be
         // shorter if we lost a write in a crash, so cap at our last index as well.
         let commit = hb.commit.min(self.log.last_index());

@@ -239,11 +239,7 @@ impl RaftCore {
 
     /// Follower side: a chunk of the leader's snapshot.
     pub(super) fn handle_install_snapshot(&mut self, from: NodeId, req: InstallSnapshot) {
-        if self.state.role != Role::Follower {
-            self.become_follower(self.state.term, Some(from.clone()));
-        }
-        self.state.leader = Some(from.clone());
-        self.timers.election_elapsed = 0;
+        self.accept_leader(&from);
         let index = req.meta.last_index;
         let answer = |next_offset, installed| {
             MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
