@@ -1,0 +1,187 @@
+//! [`Raft`]: the cheap, cloneable handle applications use (the original's `Raft`
+//! interface).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::node::{self, Command, Observed, Parts};
+use crate::types::{ApplyMsg, Index, NodeId, RaftStatus, Role, Term};
+
+/// Parts waiting for `start`.
+type Unstarted = (Parts, mpsc::Receiver<Command>, watch::Sender<Observed>);
+
+struct Inner {
+    id: NodeId,
+    commands: mpsc::Sender<Command>,
+    observed: watch::Receiver<Observed>,
+    unstarted: Mutex<Option<Unstarted>>,
+    apply_rx: Mutex<Option<mpsc::Receiver<ApplyMsg>>>,
+    result_timeout: Duration,
+}
+
+/// A handle to a Raft node. Clones share the node. Build one with
+/// [`RaftBuilder`](crate::RaftBuilder), then [`Raft::start`] it inside a tokio runtime.
+#[derive(Clone)]
+pub struct Raft {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Raft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Raft {
+    pub(crate) fn new(
+        id: NodeId,
+        parts: Parts,
+        apply_rx: Option<mpsc::Receiver<ApplyMsg>>,
+        result_timeout: Duration,
+    ) -> Self {
+        let (commands, commands_rx) = mpsc::channel(4096);
+        let (observed_tx, observed) = watch::channel(Observed::default());
+        Raft {
+            inner: Arc::new(Inner {
+                id,
+                commands,
+                observed,
+                unstarted: Mutex::new(Some((parts, commands_rx, observed_tx))),
+                apply_rx: Mutex::new(apply_rx),
+                result_timeout,
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.id
+    }
+
+    /// Starts the node on the current tokio runtime: its event loop, its storage and
+    /// applier threads, and its transport. Fails if already started.
+    pub fn start(&self) -> Result<()> {
+        let taken = self
+            .inner
+            .unstarted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some((parts, commands, observed)) = taken else {
+            return Err(Error::NotFound("node already started".into()));
+        };
+        node::spawn(parts, commands, observed)
+    }
+
+    /// Stops the node gracefully: in-flight writes and applications finish, pending
+    /// proposals and reads fail with [`Error::ShuttingDown`], the data directory is
+    /// released. Returns once all of that is done.
+    pub async fn stop(&self) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .inner
+            .commands
+            .send(Command::Stop { reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+    }
+
+    /// Advances the node's logical clock by one tick, for nodes built with
+    /// [`RaftBuilder::with_external_ticks`](crate::RaftBuilder::with_external_ticks). Tick
+    /// every `nominal_tick_interval`: the leader lease assumes it.
+    pub fn tick(&self) {
+        let _ = self.inner.commands.try_send(Command::Tick);
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Proposes a command. On the leader it is appended to the log and its index and term
+    /// are returned (it is not committed yet); elsewhere it fails with
+    /// [`Error::NotLeader`] naming the leader.
+    pub async fn propose(&self, command: impl Into<Bytes>) -> Result<(Index, Term)> {
+        let data = command.into();
+        self.ask(|reply| Command::Propose {
+            data,
+            result: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Proposes a command and waits until the application applied it; returns what the
+    /// [`Applier`](crate::Applier) returned. Fails with [`Error::LeadershipLost`] if
+    /// another entry took its place, and [`Error::Timeout`] after `apply_entry_timeout`
+    /// (its outcome is then unknown).
+    pub async fn propose_and_wait(&self, command: impl Into<Bytes>) -> Result<Bytes> {
+        let data = command.into();
+        let (result_tx, result_rx) = oneshot::channel();
+        self.ask(|reply| Command::Propose {
+            data,
+            result: Some(result_tx),
+            reply,
+        })
+        .await??;
+        match tokio::time::timeout(self.inner.result_timeout, result_rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// A linearizable read: returns an index once this node's state machine has applied
+    /// it and no write that completed before the call is missing from it. Read the
+    /// application's state after this returns. Works on followers (they ask the leader).
+    pub async fn read_index(&self) -> Result<Index> {
+        self.ask(|reply| Command::ReadIndex { reply }).await?
+    }
+
+    /// A report of the node's state.
+    pub async fn status(&self) -> Result<RaftStatus> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// The current term and whether this node believes it is the leader.
+    pub fn get_state(&self) -> (Term, bool) {
+        let o = self.inner.observed.borrow();
+        (o.term, o.role == Role::Leader)
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.observed.borrow().leader.clone()
+    }
+
+    /// Watches role, term and leader; the receiver always sees the latest value.
+    pub fn leader_change_channel(&self) -> watch::Receiver<Observed> {
+        self.inner.observed.clone()
+    }
+
+    /// Every applied command and installed snapshot, in order, if the node was built with
+    /// [`RaftBuilder::with_apply_channel`](crate::RaftBuilder::with_apply_channel). A slow
+    /// reader slows application (backpressure); nothing is dropped. Returns `None` after
+    /// the first call.
+    pub fn apply_channel(&self) -> Option<mpsc::Receiver<ApplyMsg>> {
+        self.inner
+            .apply_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}

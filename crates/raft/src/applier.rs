@@ -1,0 +1,50 @@
+//! The [`Applier`] trait: the application's state machine (the original's `Applier`).
+
+use bytes::Bytes;
+
+use crate::types::{Index, SnapshotMeta, Term};
+
+/// An error of the application's state machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("applier: {0}")]
+pub struct ApplierError(pub String);
+
+/// The replicated state machine. The node calls it from one dedicated thread, in log order,
+/// so a slow state machine never stalls replication; calls never overlap.
+///
+/// ```
+/// use bytes::Bytes;
+/// use raftlock_raft::{Applier, ApplierError, Index, SnapshotMeta, Term};
+///
+/// #[derive(Default)]
+/// struct Counter { value: u64, applied: Index }
+///
+/// impl Applier for Counter {
+///     fn apply(&mut self, index: Index, _term: Term, command: &Bytes) -> Result<Bytes, ApplierError> {
+///         self.value += command.len() as u64;
+///         self.applied = index;
+///         Ok(Bytes::from(self.value.to_string()))
+///     }
+///     fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError> {
+///         Ok((self.applied, Bytes::from(self.value.to_string())))
+///     }
+///     fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError> {
+///         let text = std::str::from_utf8(data).map_err(|e| ApplierError(e.to_string()))?;
+///         self.value = text.parse().map_err(|e| ApplierError(format!("{e}")))?;
+///         self.applied = meta.last_index;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Applier: Send + 'static {
+    /// Applies a committed command. The returned bytes are handed to the proposer that
+    /// waits for its command's result.
+    fn apply(&mut self, index: Index, term: Term, command: &Bytes) -> Result<Bytes, ApplierError>;
+
+    /// Serializes the state machine; returns the index of the last entry applied to it
+    /// (the snapshot covers everything up to that index).
+    fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError>;
+
+    /// Replaces the state machine with a snapshot.
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError>;
+}

@@ -1,0 +1,29 @@
+//! Peer transport: the [`NetworkManager`] trait and [`LocalNetwork`], an in-process
+//! implementation for tests and benchmarks that can cut and heal links.
+//!
+//! The protocol core exchanges one-way [`Message`]s; a transport carries them in order per
+//! peer when it can, and may lose them (the protocol recovers). It never blocks the node.
+
+mod local;
+
+pub use local::{LocalNetwork, LocalTransport};
+
+use tokio::sync::mpsc;
+
+use crate::message::Message;
+
+/// Where a transport delivers messages addressed to this node.
+pub type Inbound = mpsc::Sender<Message>;
+
+/// A peer transport (the original's `NetworkManager`).
+pub trait NetworkManager: Send + Sync + 'static {
+    /// Starts delivering inbound messages to `inbound`. Called once, when the node starts.
+    fn start(&self, inbound: Inbound) -> Result<(), crate::Error>;
+
+    /// Sends messages to their recipients, best effort and without blocking: a message to
+    /// an unreachable peer may be dropped.
+    fn send(&self, messages: Vec<Message>);
+
+    /// Stops the transport; no message is delivered afterwards.
+    fn stop(&self);
+}

@@ -1,0 +1,406 @@
+//! The runtime (the original's `raftNode`): one tokio task owns the [`RaftCore`] and drives
+//! it from channels — commands from [`Raft`](crate::Raft) handles, inbound peer messages,
+//! ticks, and completions from the storage and applier threads (`workers.rs`) — carrying
+//! out each `Ready` as the core's persistence contract says.
+
+mod workers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+
+use self::workers::{ApplyJob, StorageJob, WorkerEvent};
+use crate::clock::Clock;
+use crate::core::{RaftCore, Ready};
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::metrics::{Metrics, ProposalResult};
+use crate::network::NetworkManager;
+use crate::types::{Index, NodeId, RaftStatus, Role, Term};
+
+/// Requests from [`Raft`](crate::Raft) handles to the event loop.
+pub(crate) enum Command {
+    Propose {
+        data: Bytes,
+        /// Also wait for the applier's result.
+        result: Option<oneshot::Sender<Result<Bytes>>>,
+        reply: oneshot::Sender<Result<(Index, Term)>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<Index>>,
+    },
+    Tick,
+    Status {
+        reply: oneshot::Sender<RaftStatus>,
+    },
+    Stop {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What a handle can read without asking the event loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Current term.
+    pub term: Term,
+    /// Current role.
+    pub role: Role,
+    /// Known leader.
+    pub leader: Option<NodeId>,
+}
+
+/// Everything the event loop needs, assembled by the builder.
+pub(crate) struct Parts {
+    pub core: RaftCore,
+    pub storage: Box<dyn crate::storage::Storage>,
+    pub applier: Box<dyn crate::applier::Applier>,
+    pub network: Arc<dyn NetworkManager>,
+    pub metrics: Arc<dyn Metrics>,
+    pub clock: Arc<dyn Clock>,
+    pub external_ticks: bool,
+    pub apply_tx: Option<mpsc::Sender<ApplyMsg>>,
+    pub restore_on_start: Option<crate::types::Snapshot>,
+}
+
+use crate::types::ApplyMsg;
+
+/// Starts the node's threads and event loop on the current tokio runtime.
+pub(crate) fn spawn(
+    parts: Parts,
+    commands: mpsc::Receiver<Command>,
+    observed: watch::Sender<Observed>,
+) -> Result<()> {
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (storage_tx, storage_rx) = std_mpsc::channel();
+    let (apply_tx, apply_rx) = std_mpsc::channel();
+    let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
+    let storage_thread =
+        workers::spawn_storage(parts.storage, storage_rx, events_tx.clone()).map_err(io)?;
+    let applier_thread =
+        workers::spawn_applier(parts.applier, apply_rx, events_tx, parts.apply_tx).map_err(io)?;
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    parts.network.start(inbound_tx)?;
+    let applied = parts
+        .restore_on_start
+        .as_ref()
+        .map_or(0, |s| s.meta.last_index);
+    if let Some(snap) = parts.restore_on_start {
+        let _ = apply_tx.send(ApplyJob::Restore(snap));
+    }
+    let node = Node {
+        core: parts.core,
+        network: parts.network,
+        metrics: parts.metrics,
+        clock: parts.clock,
+        external_ticks: parts.external_ticks,
+        storage_tx: Some(storage_tx),
+        apply_tx: Some(apply_tx),
+        threads: vec![storage_thread, applier_thread],
+        observed,
+        applied,
+        waiting_results: BTreeMap::new(),
+        reads: HashMap::new(),
+        next_read: 0,
+        reads_waiting_apply: Vec::new(),
+        snapshot_started: None,
+    };
+    tokio::spawn(node.run(commands, inbound_rx, events_rx));
+    Ok(())
+}
+
+struct Node {
+    core: RaftCore,
+    network: Arc<dyn NetworkManager>,
+    metrics: Arc<dyn Metrics>,
+    clock: Arc<dyn Clock>,
+    external_ticks: bool,
+    storage_tx: Option<std_mpsc::Sender<StorageJob>>,
+    apply_tx: Option<std_mpsc::Sender<ApplyJob>>,
+    threads: Vec<JoinHandle<()>>,
+    observed: watch::Sender<Observed>,
+    /// Highest index the applier reported applied.
+    applied: Index,
+    /// Proposers waiting for the applier's result: index → (term, reply).
+    waiting_results: BTreeMap<Index, (Term, oneshot::Sender<Result<Bytes>>)>,
+    /// Reads asked of the core: ctx → (reply, started).
+    reads: HashMap<u64, (oneshot::Sender<Result<Index>>, Instant)>,
+    next_read: u64,
+    /// Reads that are safe once the applied index reaches theirs.
+    reads_waiting_apply: Vec<(Index, oneshot::Sender<Result<Index>>, Instant)>,
+    snapshot_started: Option<Instant>,
+}
+
+impl Node {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<Message>,
+        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+    ) {
+        let interval = self.core.config().options.nominal_tick_interval;
+        let mut ticker = tokio::time::interval(interval);
+        // Missed ticks are not fired in a burst: followers count ticks to refuse votes, and
+        // a burst would shorten their patience below the leader's lease.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut stop_reply = None;
+        loop {
+            self.core.set_now(self.clock.now());
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Stop { reply }) => { stop_reply = Some(reply); break; }
+                    Some(cmd) => self.handle_command(cmd),
+                    None => break,
+                },
+                Some(m) = inbound.recv() => {
+                    self.core.step(m);
+                    // Drain what else arrived, so one Ready carries the whole batch.
+                    while let Ok(m) = inbound.try_recv() {
+                        self.core.step(m);
+                    }
+                }
+                Some(ev) = events.recv() => {
+                    if let Err(e) = self.handle_event(ev) {
+                        tracing::error!(error = %e, "node stops after a fatal error");
+                        break;
+                    }
+                }
+                _ = ticker.tick(), if !self.external_ticks => self.core.tick(),
+            }
+            while let Ok(cmd) = commands.try_recv() {
+                match cmd {
+                    Command::Stop { reply } => {
+                        stop_reply = Some(reply);
+                        break;
+                    }
+                    cmd => self.handle_command(cmd),
+                }
+            }
+            self.drain_ready();
+            if stop_reply.is_some() {
+                break;
+            }
+        }
+        self.shutdown(events).await;
+        if let Some(reply) = stop_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Propose {
+                data,
+                result,
+                reply,
+            } => {
+                let outcome = self.core.propose(vec![data]);
+                self.metrics.observe_proposal(match &outcome {
+                    Ok(_) => ProposalResult::Accepted,
+                    Err(Error::NotLeader { .. }) => ProposalResult::NotLeader,
+                    Err(_) => ProposalResult::Refused,
+                });
+                if let (Ok((index, term)), Some(result)) = (&outcome, result) {
+                    self.waiting_results.insert(*index, (*term, result));
+                }
+                let _ = reply.send(outcome);
+            }
+            Command::ReadIndex { reply } => {
+                self.next_read += 1;
+                let ctx = self.next_read;
+                match self.core.read_index(ctx) {
+                    Ok(()) => {
+                        self.reads.insert(ctx, (reply, Instant::now()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Tick => self.core.tick(),
+            Command::Status { reply } => {
+                let mut status = self.core.status();
+                status.last_applied = self.applied;
+                let _ = reply.send(status);
+            }
+            Command::Stop { .. } => {}
+        }
+    }
+
+    fn handle_event(&mut self, ev: WorkerEvent) -> Result<()> {
+        match ev {
+            WorkerEvent::Persisted {
+                seq,
+                entries,
+                started,
+            } => {
+                self.metrics.observe_persist(entries, started.elapsed());
+                self.core.on_persisted(seq);
+            }
+            WorkerEvent::Applied { index, results } => {
+                self.applied = self.applied.max(index);
+                self.core.on_applied(index);
+                self.metrics.observe_applied_index(index);
+                for (i, term, result) in results {
+                    if let Some((t, reply)) = self.waiting_results.remove(&i) {
+                        let outcome = if t == term {
+                            result.map_err(|e| Error::NotFound(e.to_string()))
+                        } else {
+                            Err(Error::LeadershipLost)
+                        };
+                        let _ = reply.send(outcome);
+                    }
+                }
+                // An entry of another term took the index of a proposal: it is lost.
+                let lost: Vec<Index> = self
+                    .waiting_results
+                    .range(..=index)
+                    .map(|(i, _)| *i)
+                    .collect();
+                for i in lost {
+                    if let Some((_, reply)) = self.waiting_results.remove(&i) {
+                        let _ = reply.send(Err(Error::LeadershipLost));
+                    }
+                }
+                self.release_reads();
+            }
+            WorkerEvent::SnapshotBuilt { index, data } => match self.core.snapshot_meta_at(index) {
+                Some(meta) => {
+                    let snap = crate::types::Snapshot { meta, data };
+                    self.send_to_storage(StorageJob::SaveSnapshot(snap));
+                }
+                None => self.core.on_snapshot_failed(),
+            },
+            WorkerEvent::SnapshotSaved(snap) => {
+                if let Some(started) = self.snapshot_started.take() {
+                    self.metrics
+                        .observe_snapshot(snap.meta.last_index, started.elapsed());
+                }
+                self.core.on_snapshot_built(snap);
+            }
+            WorkerEvent::SnapshotFailed(reason) => {
+                tracing::warn!(%reason, "snapshot failed; another is taken later");
+                self.snapshot_started = None;
+                self.core.on_snapshot_failed();
+            }
+            WorkerEvent::StorageFailed(e) => return Err(Error::Storage(e)),
+            WorkerEvent::ApplierFailed(e) => return Err(Error::NotFound(e.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Carries out every `Ready` the core has.
+    fn drain_ready(&mut self) {
+        while self.core.has_ready() {
+            let rd = self.core.ready();
+            self.carry_out(rd);
+        }
+    }
+
+    fn carry_out(&mut self, rd: Ready) {
+        if let Some(w) = rd.write {
+            self.send_to_storage(StorageJob::Write(w));
+        }
+        // The leader's AppendEntries go out while its own write is in flight; messages that
+        // need durable state were held by the core until it was.
+        if !rd.messages.is_empty() {
+            self.network.send(rd.messages);
+        }
+        if let Some(snap) = rd.snapshot {
+            self.send_to_applier(ApplyJob::Restore(snap));
+        }
+        if !rd.committed_entries.is_empty() {
+            if let Some(last) = rd.committed_entries.last() {
+                self.metrics.observe_commit_index(last.index);
+            }
+            self.send_to_applier(ApplyJob::Apply(rd.committed_entries));
+        }
+        if rd.snapshot_request.is_some() {
+            self.snapshot_started = Some(Instant::now());
+            self.send_to_applier(ApplyJob::BuildSnapshot);
+        }
+        if let Some(upto) = rd.compact_to {
+            self.send_to_storage(StorageJob::Compact(upto));
+        }
+        for rs in rd.read_states {
+            if let Some((reply, started)) = self.reads.remove(&rs.ctx) {
+                self.reads_waiting_apply.push((rs.index, reply, started));
+            }
+        }
+        for (ctx, failure) in rd.failed_reads {
+            if let Some((reply, _)) = self.reads.remove(&ctx) {
+                let _ = reply.send(Err(failure.into()));
+            }
+        }
+        self.release_reads();
+        if let Some(soft) = rd.soft_state {
+            self.metrics.observe_term(soft.term);
+            self.metrics
+                .observe_leader_change(soft.leader.as_ref(), soft.term);
+            let _ = self.observed.send(Observed {
+                term: soft.term,
+                role: soft.role,
+                leader: soft.leader,
+            });
+        }
+    }
+
+    fn release_reads(&mut self) {
+        let applied = self.applied;
+        let mut still = Vec::new();
+        for (index, reply, started) in std::mem::take(&mut self.reads_waiting_apply) {
+            if index <= applied {
+                self.metrics.observe_read_index(started.elapsed());
+                let _ = reply.send(Ok(index));
+            } else {
+                still.push((index, reply, started));
+            }
+        }
+        self.reads_waiting_apply = still;
+    }
+
+    fn send_to_storage(&mut self, job: StorageJob) {
+        if let Some(tx) = &self.storage_tx {
+            let _ = tx.send(job);
+        }
+    }
+
+    fn send_to_applier(&mut self, job: ApplyJob) {
+        if let Some(tx) = &self.apply_tx {
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Graceful stop: pending proposals and reads fail with `ShuttingDown`, queued writes
+    /// and applications finish, the threads end (dropping the storage releases its
+    /// directory lock), and the transport stops.
+    async fn shutdown(mut self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
+        self.network.stop();
+        for (_, (_, reply)) in std::mem::take(&mut self.waiting_results) {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        for (_, (reply, _)) in self.reads.drain() {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        for (_, reply, _) in self.reads_waiting_apply.drain(..) {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        // Closing the job channels lets each worker finish its queue and exit.
+        self.storage_tx = None;
+        self.apply_tx = None;
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        let _ = joined.await;
+        while events.try_recv().is_ok() {}
+        let _ = self.observed.send(Observed::default());
+    }
+}

@@ -1,0 +1,202 @@
+//! The two worker threads of a node: the storage writer (group commit: every write batch
+//! queued since the last flush goes to disk with one `sync`) and the applier (the
+//! application's state machine, in log order, in batches). Both report back to the node's
+//! event loop through one channel, so the event loop itself never blocks on I/O.
+
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::applier::{Applier, ApplierError};
+use crate::core::WriteBatch;
+use crate::error::StorageError;
+use crate::storage::Storage;
+use crate::types::{ApplyMsg, Entry, EntryKind, Index, Snapshot, Term};
+
+/// What the workers tell the event loop.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    /// Every write batch up to this sequence number is durable.
+    Persisted {
+        seq: u64,
+        entries: usize,
+        started: Instant,
+    },
+    /// A snapshot the node built is durable.
+    SnapshotSaved(Snapshot),
+    /// Entries up to `index` are applied; `results` are the application's answers.
+    Applied {
+        index: Index,
+        results: Vec<(Index, Term, Result<Bytes, ApplierError>)>,
+    },
+    /// The state machine captured its state at `index`.
+    SnapshotBuilt { index: Index, data: Bytes },
+    /// Building or saving a snapshot failed.
+    SnapshotFailed(String),
+    /// Storage failed: the node must stop (its durable state is unknown).
+    StorageFailed(StorageError),
+    /// The application failed to apply or restore: the node must stop.
+    ApplierFailed(ApplierError),
+}
+
+pub(crate) enum StorageJob {
+    Write(WriteBatch),
+    SaveSnapshot(Snapshot),
+    Compact(Index),
+}
+
+pub(crate) enum ApplyJob {
+    Restore(Snapshot),
+    Apply(Vec<Entry>),
+    BuildSnapshot,
+}
+
+/// Runs the storage writer until its job channel closes; returns the storage so the node
+/// can drop it (releasing the data directory) when it stops.
+pub(crate) fn spawn_storage(
+    mut storage: Box<dyn Storage>,
+    jobs: std_mpsc::Receiver<StorageJob>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("raft-storage".into())
+        .spawn(move || {
+            while let Ok(first) = jobs.recv() {
+                // Group commit: take everything queued, write it all, sync once.
+                let started = Instant::now();
+                let mut batch = vec![first];
+                while let Ok(more) = jobs.try_recv() {
+                    batch.push(more);
+                }
+                if let Err(e) = run_storage_batch(storage.as_mut(), batch, &events, started) {
+                    let _ = events.send(WorkerEvent::StorageFailed(e));
+                    return;
+                }
+            }
+        })
+}
+
+fn run_storage_batch(
+    storage: &mut dyn Storage,
+    batch: Vec<StorageJob>,
+    events: &mpsc::UnboundedSender<WorkerEvent>,
+    started: Instant,
+) -> Result<(), StorageError> {
+    let mut last_seq = None;
+    let mut entries = 0;
+    let mut saved = Vec::new();
+    for job in batch {
+        match job {
+            StorageJob::Write(w) => {
+                if let Some(snap) = &w.snapshot {
+                    storage.save_snapshot(snap)?;
+                }
+                if let Some(hs) = &w.hard_state {
+                    storage.set_hard_state(hs)?;
+                }
+                if let Some(from) = w.log.truncate_from {
+                    storage.truncate_suffix(from)?;
+                }
+                if !w.log.entries.is_empty() {
+                    storage.append(&w.log.entries)?;
+                    entries += w.log.entries.len();
+                }
+                last_seq = Some(w.seq);
+            }
+            StorageJob::SaveSnapshot(snap) => {
+                // A snapshot the node built itself: newer than the stored one unless a
+                // leader's snapshot overtook it, which is harmless to skip.
+                match storage.save_snapshot(&snap) {
+                    Ok(()) => saved.push(snap),
+                    Err(StorageError::InvalidRequest(reason)) => {
+                        let _ = events.send(WorkerEvent::SnapshotFailed(reason));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            StorageJob::Compact(upto) => storage.compact(upto)?,
+        }
+    }
+    storage.sync()?;
+    if let Some(seq) = last_seq {
+        let _ = events.send(WorkerEvent::Persisted {
+            seq,
+            entries,
+            started,
+        });
+    }
+    for snap in saved {
+        let _ = events.send(WorkerEvent::SnapshotSaved(snap));
+    }
+    Ok(())
+}
+
+/// Runs the applier until its job channel closes. `apply_tx`, if set, receives every
+/// command and snapshot in order (backpressure: a slow consumer slows application, it
+/// never loses a message).
+pub(crate) fn spawn_applier(
+    mut applier: Box<dyn Applier>,
+    jobs: std_mpsc::Receiver<ApplyJob>,
+    events: mpsc::UnboundedSender<WorkerEvent>,
+    apply_tx: Option<mpsc::Sender<ApplyMsg>>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("raft-applier".into())
+        .spawn(move || {
+            let mut applied: Index = 0;
+            while let Ok(job) = jobs.recv() {
+                match job {
+                    ApplyJob::Restore(snap) => {
+                        if let Err(e) = applier.restore(&snap.meta, &snap.data) {
+                            let _ = events.send(WorkerEvent::ApplierFailed(e));
+                            return;
+                        }
+                        applied = snap.meta.last_index;
+                        if let Some(tx) = &apply_tx {
+                            let _ = tx.blocking_send(ApplyMsg::Snapshot {
+                                index: snap.meta.last_index,
+                                term: snap.meta.last_term,
+                                data: snap.data.clone(),
+                            });
+                        }
+                        let _ = events.send(WorkerEvent::Applied {
+                            index: applied,
+                            results: Vec::new(),
+                        });
+                    }
+                    ApplyJob::Apply(entries) => {
+                        let mut results = Vec::with_capacity(entries.len());
+                        for e in &entries {
+                            if e.kind == EntryKind::Normal {
+                                let result = applier.apply(e.index, e.term, &e.data);
+                                if let Some(tx) = &apply_tx {
+                                    let _ = tx.blocking_send(ApplyMsg::Command {
+                                        index: e.index,
+                                        term: e.term,
+                                        data: e.data.clone(),
+                                    });
+                                }
+                                results.push((e.index, e.term, result));
+                            }
+                            applied = e.index;
+                        }
+                        let _ = events.send(WorkerEvent::Applied {
+                            index: applied,
+                            results,
+                        });
+                    }
+                    ApplyJob::BuildSnapshot => match applier.snapshot() {
+                        Ok((index, data)) => {
+                            let _ = events.send(WorkerEvent::SnapshotBuilt { index, data });
+                        }
+                        Err(e) => {
+                            let _ = events.send(WorkerEvent::SnapshotFailed(e.to_string()));
+                        }
+                    },
+                }
+            }
+        })
+}

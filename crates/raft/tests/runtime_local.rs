@@ -1,0 +1,243 @@
+//! The runtime end to end in one process: three nodes on a `LocalNetwork` with real
+//! threads and timers. Every wait is bounded; no assertion depends on speed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raftlock_raft::{
+    Applier, ApplierError, Config, Error, FileStorage, FileStorageOptions, Index, LocalNetwork,
+    MemStorage, NodeId, PeerConfig, Raft, RaftBuilder, SnapshotMeta, Storage, SyncPolicy, Term,
+};
+
+/// A state machine that records the commands it applied.
+#[derive(Clone, Default)]
+struct Recorder {
+    applied: Arc<Mutex<Vec<String>>>,
+    last: Arc<Mutex<Index>>,
+}
+
+impl Recorder {
+    fn commands(&self) -> Vec<String> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+impl Applier for Recorder {
+    fn apply(&mut self, index: Index, _term: Term, command: &Bytes) -> Result<Bytes, ApplierError> {
+        let text = String::from_utf8_lossy(command).into_owned();
+        let mut applied = self.applied.lock().unwrap();
+        applied.push(text);
+        *self.last.lock().unwrap() = index;
+        Ok(Bytes::from(format!("applied {} commands", applied.len())))
+    }
+
+    fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError> {
+        let data = self.applied.lock().unwrap().join("\n");
+        Ok((*self.last.lock().unwrap(), Bytes::from(data)))
+    }
+
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError> {
+        let text = String::from_utf8_lossy(data);
+        *self.applied.lock().unwrap() = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('\n').map(str::to_string).collect()
+        };
+        *self.last.lock().unwrap() = meta.last_index;
+        Ok(())
+    }
+}
+
+fn id(i: usize) -> NodeId {
+    NodeId::from(format!("node-{i}"))
+}
+
+fn config(i: usize, tweak: impl Fn(&mut Config)) -> Config {
+    let peers = (1..=3)
+        .map(|k| PeerConfig {
+            id: id(k),
+            address: format!("127.0.0.1:{}", 7100 + k),
+        })
+        .collect();
+    let mut c = Config::new(id(i), peers);
+    c.options.nominal_tick_interval = Duration::from_millis(10);
+    tweak(&mut c);
+    c
+}
+
+fn build(
+    i: usize,
+    net: &LocalNetwork,
+    storage: impl Storage,
+    applier: Recorder,
+    tweak: impl Fn(&mut Config),
+) -> Raft {
+    let node = RaftBuilder::new()
+        .with_config(config(i, tweak))
+        .with_storage(storage)
+        .with_applier(applier)
+        .with_network(net.transport(id(i)))
+        .build()
+        .unwrap();
+    node.start().unwrap();
+    node
+}
+
+/// Waits (bounded) until exactly one of `nodes` leads; returns its position.
+async fn leader_of(nodes: &[Raft]) -> usize {
+    for _ in 0..500 {
+        let leaders: Vec<usize> = (0..nodes.len())
+            .filter(|&k| nodes[k].get_state().1)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no single leader within 5 s");
+}
+
+/// Waits (bounded) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_read() {
+    let net = LocalNetwork::new();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &net, MemStorage::new(), appliers[i - 1].clone(), |_| {}))
+        .collect();
+    let l = leader_of(&nodes).await;
+    let result = nodes[l]
+        .propose_and_wait("SET greeting=hello")
+        .await
+        .unwrap();
+    assert_eq!(result, Bytes::from("applied 1 commands"));
+    // A follower refuses proposals and names the leader.
+    let f = (l + 1) % 3;
+    match nodes[f].propose("x").await {
+        Err(Error::NotLeader { leader }) => assert_eq!(leader, Some(id(l + 1))),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // A linearizable read on a follower sees the write.
+    nodes[f].read_index().await.unwrap();
+    assert_eq!(appliers[f].commands(), vec!["SET greeting=hello"]);
+    let status = nodes[l].status().await.unwrap();
+    assert_eq!(status.replication.len(), 2);
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_on_the_same_directories_recovers_everything() {
+    let net = LocalNetwork::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let opts = FileStorageOptions {
+        sync: SyncPolicy::UnsafeNoSync,
+        ..Default::default()
+    };
+    let small_snapshots = |c: &mut Config| {
+        c.options.snapshot_threshold = 5;
+        c.options.log_compaction_min_entries = 2;
+    };
+    let open = |k: usize| FileStorage::open(dirs[k].path(), opts.clone()).unwrap();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &net, open(i - 1), Recorder::default(), small_snapshots))
+        .collect();
+    let l = leader_of(&nodes).await;
+    for k in 0..12 {
+        nodes[l].propose_and_wait(format!("cmd-{k}")).await.unwrap();
+    }
+    for n in &nodes {
+        n.stop().await; // releases the directory locks
+    }
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            build(
+                i,
+                &net,
+                open(i - 1),
+                appliers[i - 1].clone(),
+                small_snapshots,
+            )
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    nodes[l].read_index().await.unwrap();
+    let expected: Vec<String> = (0..12).map(|k| format!("cmd-{k}")).collect();
+    assert_eq!(
+        appliers[l].commands(),
+        expected,
+        "snapshot restored and log replayed"
+    );
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_through_a_snapshot() {
+    let net = LocalNetwork::new();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let tweak = |c: &mut Config| {
+        c.options.snapshot_threshold = 10;
+        c.options.log_compaction_min_entries = 0;
+        c.tuning.max_snapshot_chunk_size = 64;
+    };
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &net, MemStorage::new(), appliers[i - 1].clone(), tweak))
+        .collect();
+    let l = leader_of(&nodes).await;
+    let lagging = (l + 1) % 3;
+    net.isolate(&id(lagging + 1));
+    for k in 0..40 {
+        nodes[l].propose_and_wait(format!("w{k}")).await.unwrap();
+    }
+    net.heal();
+    let want = appliers[l].commands();
+    let follower = appliers[lagging].clone();
+    eventually("the follower caught up", || follower.commands() == want).await;
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_fails_pending_proposals_with_shutting_down() {
+    let net = LocalNetwork::new();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &net, MemStorage::new(), Recorder::default(), |_| {}))
+        .collect();
+    let l = leader_of(&nodes).await;
+    net.isolate(&id(l + 1));
+    let leader = nodes[l].clone();
+    let pending = tokio::spawn(async move { leader.propose_and_wait("never commits").await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    nodes[l].stop().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::ShuttingDown) | Err(Error::NotLeader { .. })
+        ),
+        "{outcome:?}"
+    );
+    for n in &nodes {
+        n.stop().await;
+    }
+}
