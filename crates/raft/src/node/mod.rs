@@ -114,6 +114,14 @@ pub(crate) fn spawn(
     Ok(())
 }
 
+/// One input of the event loop.
+enum Input {
+    Command(Option<Command>),
+    Message(Message),
+    Worker(WorkerEvent),
+    Tick,
+}
+
 struct Node {
     core: RaftCore,
     network: Arc<dyn NetworkManager>,
@@ -150,27 +158,35 @@ impl Node {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stop_reply = None;
         loop {
+            let input = tokio::select! {
+                cmd = commands.recv() => Input::Command(cmd),
+                Some(m) = inbound.recv() => Input::Message(m),
+                Some(ev) = events.recv() => Input::Worker(ev),
+                _ = ticker.tick(), if !self.external_ticks => Input::Tick,
+            };
+            // Read the clock after the wait, so the lease is judged at the time of the input.
             self.core.set_now(self.clock.now());
-            tokio::select! {
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Stop { reply }) => { stop_reply = Some(reply); break; }
-                    Some(cmd) => self.handle_command(cmd),
-                    None => break,
-                },
-                Some(m) = inbound.recv() => {
+            match input {
+                Input::Command(Some(Command::Stop { reply })) => {
+                    stop_reply = Some(reply);
+                    break;
+                }
+                Input::Command(Some(cmd)) => self.handle_command(cmd),
+                Input::Command(None) => break,
+                Input::Message(m) => {
                     self.core.step(m);
                     // Drain what else arrived, so one Ready carries the whole batch.
                     while let Ok(m) = inbound.try_recv() {
                         self.core.step(m);
                     }
                 }
-                Some(ev) = events.recv() => {
+                Input::Worker(ev) => {
                     if let Err(e) = self.handle_event(ev) {
                         tracing::error!(error = %e, "node stops after a fatal error");
                         break;
                     }
                 }
-                _ = ticker.tick(), if !self.external_ticks => self.core.tick(),
+                Input::Tick => self.core.tick(),
             }
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
@@ -242,7 +258,11 @@ impl Node {
                 self.metrics.observe_persist(entries, started.elapsed());
                 self.core.on_persisted(seq);
             }
-            WorkerEvent::Applied { index, results } => {
+            WorkerEvent::Applied {
+                index,
+                results,
+                restored,
+            } => {
                 self.applied = self.applied.max(index);
                 self.core.on_applied(index);
                 self.metrics.observe_applied_index(index);
@@ -256,15 +276,22 @@ impl Node {
                         let _ = reply.send(outcome);
                     }
                 }
-                // An entry of another term took the index of a proposal: it is lost.
-                let lost: Vec<Index> = self
+                // Proposals at or below `index` not answered above: after a snapshot their
+                // outcome is unknown (they may be inside it); otherwise an entry of another
+                // term took their index, so they are lost.
+                let passed: Vec<Index> = self
                     .waiting_results
                     .range(..=index)
                     .map(|(i, _)| *i)
                     .collect();
-                for i in lost {
+                for i in passed {
                     if let Some((_, reply)) = self.waiting_results.remove(&i) {
-                        let _ = reply.send(Err(Error::LeadershipLost));
+                        let error = if restored {
+                            Error::Timeout
+                        } else {
+                            Error::LeadershipLost
+                        };
+                        let _ = reply.send(Err(error));
                     }
                 }
                 self.release_reads();

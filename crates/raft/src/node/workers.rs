@@ -31,6 +31,8 @@ pub(crate) enum WorkerEvent {
     Applied {
         index: Index,
         results: Vec<(Index, Term, Result<Bytes, ApplierError>)>,
+        /// The state machine was replaced by a snapshot up to `index`.
+        restored: bool,
     },
     /// The state machine captured its state at `index`.
     SnapshotBuilt { index: Index, data: Bytes },
@@ -165,6 +167,7 @@ pub(crate) fn spawn_applier(
                         let _ = events.send(WorkerEvent::Applied {
                             index: applied,
                             results: Vec::new(),
+                            restored: true,
                         });
                     }
                     ApplyJob::Apply(entries) => {
@@ -186,6 +189,7 @@ pub(crate) fn spawn_applier(
                         let _ = events.send(WorkerEvent::Applied {
                             index: applied,
                             results,
+                            restored: false,
                         });
                     }
                     ApplyJob::BuildSnapshot => match applier.snapshot() {
