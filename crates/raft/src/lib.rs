@@ -6,8 +6,9 @@
 //!
 //! See `docs/ARCHITECTURE.md` for the map. The pieces: [`RaftBuilder`] assembles a node
 //! from a [`Config`], a [`Storage`] ([`FileStorage`] or [`MemStorage`]), an [`Applier`]
-//! (your state machine) and a [`NetworkManager`] ([`LocalNetwork`] in one process; the gRPC
-//! transport comes next); [`Raft`] is the handle you use. Underneath, [`RaftCore`] is the
+//! (your state machine) and a [`NetworkManager`] ([`GrpcNetwork`] between processes,
+//! feature `grpc`, on by default; [`LocalNetwork`] in one process); [`Raft`] is the handle
+//! you use. Underneath, [`RaftCore`] is the
 //! sans-IO protocol state machine that the simulator (`raftlock-sim`) tests under faults.
 //!
 //! A single-node cluster, in one process:
@@ -104,6 +105,8 @@ pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTER
 pub use error::{ConfigError, Error, Result, StorageError};
 pub use message::Message;
 pub use metrics::{ElectionReason, Metrics, NoOpMetrics, ProposalResult};
+#[cfg(feature = "grpc")]
+pub use network::{GrpcNetwork, GrpcOptions};
 pub use network::{Inbound, LocalNetwork, LocalTransport, NetworkManager};
 pub use node::Observed;
 pub use rand::{Rand, SeededRand, StandardRand};

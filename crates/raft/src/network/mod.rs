@@ -4,8 +4,12 @@
 //! The protocol core exchanges one-way [`Message`]s; a transport carries them in order per
 //! peer when it can, and may lose them (the protocol recovers). It never blocks the node.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod local;
 
+#[cfg(feature = "grpc")]
+pub use grpc::{GrpcNetwork, GrpcOptions};
 pub use local::{LocalNetwork, LocalTransport};
 
 use tokio::sync::mpsc;

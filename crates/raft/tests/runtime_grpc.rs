@@ -1,0 +1,510 @@
+//! The runtime end to end over the gRPC transport: three nodes in one process, each with
+//! its own gRPC server on an ephemeral loopback port. Every wait is bounded; no assertion
+//! depends on speed.
+#![cfg(feature = "grpc")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raftlock_raft::network::grpc::proto;
+use raftlock_raft::{
+    Applier, ApplierError, Config, Error, FileStorage, FileStorageOptions, GrpcNetwork,
+    GrpcOptions, Index, MemStorage, Message, NetworkManager, NodeId, PeerConfig, Raft, RaftBuilder,
+    SnapshotMeta, Storage, SyncPolicy, Term,
+};
+use tokio::sync::mpsc;
+
+/// A state machine that records the commands it applied.
+#[derive(Clone, Default)]
+struct Recorder {
+    applied: Arc<Mutex<Vec<String>>>,
+    last: Arc<Mutex<Index>>,
+}
+
+impl Recorder {
+    fn commands(&self) -> Vec<String> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+impl Applier for Recorder {
+    fn apply(&mut self, index: Index, _term: Term, command: &Bytes) -> Result<Bytes, ApplierError> {
+        let text = String::from_utf8_lossy(command).into_owned();
+        let mut applied = self.applied.lock().unwrap();
+        applied.push(text);
+        *self.last.lock().unwrap() = index;
+        Ok(Bytes::from(format!("applied {} commands", applied.len())))
+    }
+
+    fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError> {
+        let data = self.applied.lock().unwrap().join("\n");
+        Ok((*self.last.lock().unwrap(), Bytes::from(data)))
+    }
+
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError> {
+        let text = String::from_utf8_lossy(data);
+        *self.applied.lock().unwrap() = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split('\n').map(str::to_string).collect()
+        };
+        *self.last.lock().unwrap() = meta.last_index;
+        Ok(())
+    }
+}
+
+fn id(i: usize) -> NodeId {
+    NodeId::from(format!("node-{i}"))
+}
+
+/// Binds `n` listeners on ephemeral loopback ports (kept open, so no other process can
+/// take the ports) and the peer list naming them `node-1` .. `node-n`.
+fn bind(n: usize) -> (Vec<TcpListener>, Vec<PeerConfig>) {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peers = listeners
+        .iter()
+        .enumerate()
+        .map(|(k, l)| PeerConfig {
+            id: id(k + 1),
+            address: l.local_addr().unwrap().to_string(),
+        })
+        .collect();
+    (listeners, peers)
+}
+
+fn network(
+    i: usize,
+    listener: TcpListener,
+    peers: &[PeerConfig],
+    cluster: &str,
+) -> Arc<GrpcNetwork> {
+    let listen = listener.local_addr().unwrap();
+    let mut options = GrpcOptions::new(id(i), listen, peers.to_vec(), cluster);
+    options.connect_timeout = Duration::from_millis(500);
+    Arc::new(GrpcNetwork::with_listener(options, listener))
+}
+
+/// Hands a shared transport to the builder, so the test keeps a handle on it.
+struct Shared(Arc<GrpcNetwork>);
+
+impl NetworkManager for Shared {
+    fn start(&self, inbound: raftlock_raft::Inbound) -> Result<(), Error> {
+        self.0.start(inbound)
+    }
+    fn send(&self, messages: Vec<Message>) {
+        self.0.send(messages)
+    }
+    fn stop(&self) {
+        self.0.stop()
+    }
+}
+
+fn build(
+    i: usize,
+    peers: &[PeerConfig],
+    net: &Arc<GrpcNetwork>,
+    applier: impl Applier,
+    tweak: impl Fn(&mut Config),
+) -> Raft {
+    build_on(i, peers, net, MemStorage::new(), applier, tweak)
+}
+
+fn build_on(
+    i: usize,
+    peers: &[PeerConfig],
+    net: &Arc<GrpcNetwork>,
+    storage: impl Storage,
+    applier: impl Applier,
+    tweak: impl Fn(&mut Config),
+) -> Raft {
+    let mut config = Config::new(id(i), peers.to_vec());
+    config.options.nominal_tick_interval = Duration::from_millis(15);
+    tweak(&mut config);
+    let node = RaftBuilder::new()
+        .with_config(config)
+        .with_storage(storage)
+        .with_applier(applier)
+        .with_network(Shared(net.clone()))
+        .build()
+        .unwrap();
+    node.start().unwrap();
+    node
+}
+
+/// Waits (bounded) until exactly one of `nodes` leads; returns its position.
+async fn leader_of(nodes: &[Raft]) -> usize {
+    for _ in 0..1000 {
+        let leaders: Vec<usize> = (0..nodes.len())
+            .filter(|&k| nodes[k].get_state().1)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no single leader within 10 s");
+}
+
+/// Waits (bounded) until `f` holds.
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_and_read_over_grpc() {
+    let (listeners, peers) = bind(3);
+    let nets: Vec<Arc<GrpcNetwork>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| network(k + 1, l, &peers, "test-cluster"))
+        .collect();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &peers, &nets[i - 1], appliers[i - 1].clone(), |_| {}))
+        .collect();
+    let l = leader_of(&nodes).await;
+    let result = nodes[l]
+        .propose_and_wait("SET greeting=hello")
+        .await
+        .unwrap();
+    assert_eq!(result, Bytes::from("applied 1 commands"));
+    for k in 0..20 {
+        nodes[l].propose_and_wait(format!("cmd-{k}")).await.unwrap();
+    }
+    // A follower refuses proposals and names the leader.
+    let f = (l + 1) % 3;
+    match nodes[f].propose("x").await {
+        Err(Error::NotLeader { leader }) => assert_eq!(leader, Some(id(l + 1))),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    // A linearizable read on a follower (ReadIndex over gRPC) sees every write.
+    nodes[f].read_index().await.unwrap();
+    let commands = appliers[f].commands();
+    assert_eq!(commands.len(), 21);
+    assert_eq!(commands[0], "SET greeting=hello");
+    let status = nodes[l].status().await.unwrap();
+    assert_eq!(status.replication.len(), 2);
+    for net in &nets {
+        assert_eq!(net.rejected_messages(), 0);
+        assert!(net.local_addr().is_some());
+    }
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused() {
+    // node-1..3 form cluster "alpha"; node-4 believes it belongs to a four-node cluster
+    // with them, but is configured with cluster id "beta".
+    let (listeners, peers) = bind(4);
+    let alpha_peers = &peers[..3];
+    let mut listeners = listeners.into_iter();
+    let nets: Vec<Arc<GrpcNetwork>> = (1..=3)
+        .map(|i| network(i, listeners.next().unwrap(), alpha_peers, "alpha"))
+        .collect();
+    let rogue_net = network(4, listeners.next().unwrap(), &peers, "beta");
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, alpha_peers, &nets[i - 1], Recorder::default(), |_| {}))
+        .collect();
+    let rogue_applier = Recorder::default();
+    let rogue = build(4, &peers, &rogue_net, rogue_applier.clone(), |_| {});
+    let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("alpha only").await.unwrap();
+    // The rogue campaigns; every one of its (pre-)vote requests is refused at the door.
+    let nets_ref = &nets;
+    eventually("the rogue's messages were rejected", || {
+        nets_ref.iter().all(|n| n.rejected_messages() > 0)
+    })
+    .await;
+    nodes[l].propose_and_wait("still alpha").await.unwrap();
+    let (_, rogue_leads) = rogue.get_state();
+    assert!(
+        !rogue_leads,
+        "the rogue cannot win a four-node election alone"
+    );
+    let rogue_status = rogue.status().await.unwrap();
+    assert_eq!(
+        rogue_status.leader_id, None,
+        "the rogue never learns a leader"
+    );
+    assert_eq!(rogue_status.commit_index, 0);
+    assert!(rogue_applier.commands().is_empty());
+    let status = nodes[l].status().await.unwrap();
+    assert!(!status.replication.contains_key(&id(4)));
+    assert!(
+        nodes.iter().any(|n| n.get_state().1),
+        "alpha still has a leader"
+    );
+    rogue.stop().await;
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+fn envelope(cluster: &str, from: &str, to: &str, body: proto::envelope::Body) -> proto::Envelope {
+    proto::Envelope {
+        cluster_id: cluster.into(),
+        from: from.into(),
+        to: to.into(),
+        term: 3,
+        body: Some(body),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_envelopes_are_rejected_and_counted() {
+    use proto::envelope::Body;
+    let (mut listeners, peers) = bind(2);
+    let net = network(1, listeners.remove(0), &peers, "c1");
+    let (tx, mut rx) = mpsc::channel(16);
+    net.start(tx).unwrap();
+    let heartbeat = || {
+        Body::Heartbeat(proto::Heartbeat {
+            commit: 1,
+            read_seq: 9,
+        })
+    };
+    let bad_entry = Body::AppendEntries(proto::AppendEntries {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![proto::Entry {
+            index: 1,
+            term: 1,
+            kind: 77,
+            data: Bytes::from_static(b"x"),
+        }],
+        leader_commit: 0,
+    });
+    let envelopes = vec![
+        envelope("other", "node-2", "node-1", heartbeat()), // wrong cluster
+        envelope("c1", "node-9", "node-1", heartbeat()),    // unknown sender
+        envelope("c1", "node-2", "node-3", heartbeat()),    // not for this node
+        envelope("c1", "node-2", "node-1", bad_entry),      // unknown entry kind
+        proto::Envelope {
+            body: None,
+            ..envelope("c1", "node-2", "node-1", heartbeat())
+        }, // no body
+        envelope("c1", "node-2", "node-1", heartbeat()),    // valid
+    ];
+    let addr = net.local_addr().unwrap();
+    let mut client =
+        proto::raft_transport_client::RaftTransportClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let summary = client
+        .stream(tokio_stream::iter(envelopes))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.accepted, summary.rejected), (1, 5));
+    assert_eq!(net.rejected_messages(), 5);
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (m.from.clone(), m.to.clone(), m.term, m.kind()),
+        (id(2), id(1), 3, "Heartbeat")
+    );
+    // Sending to an unknown peer drops and counts, never blocks.
+    let before = net.dropped_messages();
+    net.send(vec![Message { to: id(7), ..m }]);
+    assert_eq!(net.dropped_messages(), before + 1);
+    net.stop();
+    // After stop, nothing more is delivered.
+    let late = client
+        .stream(tokio_stream::iter(vec![envelope(
+            "c1",
+            "node-2",
+            "node-1",
+            heartbeat(),
+        )]))
+        .await;
+    drop(late);
+    assert!(rx.try_recv().is_err());
+}
+
+/// Size of the snapshots of [`Bulky`]: 64 MiB.
+const SNAPSHOT_BYTES: usize = 64 * 1024 * 1024;
+
+/// A state machine whose snapshot is always 64 MiB: the applied commands, a NUL, then a
+/// fixed filler that `restore` checks byte for byte.
+#[derive(Clone, Default)]
+struct Bulky {
+    inner: Recorder,
+    /// Sizes of the snapshots restored.
+    restored: Arc<Mutex<Vec<usize>>>,
+}
+
+fn filler() -> &'static Bytes {
+    static FILLER: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        let mut v = vec![0u8; SNAPSHOT_BYTES];
+        for (i, b) in v.iter_mut().enumerate() {
+            *b = (i % 251) as u8 | 1;
+        }
+        Bytes::from(v)
+    })
+}
+
+impl Applier for Bulky {
+    fn apply(&mut self, index: Index, term: Term, command: &Bytes) -> Result<Bytes, ApplierError> {
+        self.inner.apply(index, term, command)
+    }
+
+    fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError> {
+        let (index, commands) = self.inner.snapshot()?;
+        let mut data = Vec::with_capacity(SNAPSHOT_BYTES);
+        data.extend_from_slice(&commands);
+        data.push(0);
+        data.extend_from_slice(&filler()[..SNAPSHOT_BYTES - data.len()]);
+        Ok((index, Bytes::from(data)))
+    }
+
+    fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError> {
+        assert_eq!(data.len(), SNAPSHOT_BYTES);
+        let nul = data.iter().position(|b| *b == 0).unwrap();
+        assert_eq!(
+            data[nul + 1..],
+            filler()[..SNAPSHOT_BYTES - nul - 1],
+            "snapshot filler arrived intact"
+        );
+        self.restored.lock().unwrap().push(data.len());
+        self.inner.restore(meta, &data.slice(..nul))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_follower_installs_a_64_mib_snapshot_over_grpc() {
+    let (listeners, peers) = bind(3);
+    let nets: Vec<Arc<GrpcNetwork>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| network(k + 1, l, &peers, "snap"))
+        .collect();
+    let tweak = |c: &mut Config| {
+        c.options.snapshot_threshold = 20;
+        c.options.log_compaction_min_entries = 0;
+    };
+    filler(); // build it before the clock matters
+    let appliers: Vec<Bulky> = (0..3).map(|_| Bulky::default()).collect();
+    // Only node-1 and node-2 run at first (a quorum); node-3 is down.
+    let mut nodes: Vec<Raft> = (1..=2)
+        .map(|i| build(i, &peers, &nets[i - 1], appliers[i - 1].clone(), tweak))
+        .collect();
+    let l = leader_of(&nodes).await;
+    for k in 0..30 {
+        nodes[l].propose_and_wait(format!("w{k}")).await.unwrap();
+    }
+    let leader = nodes[l].clone();
+    let mut compacted = false;
+    for _ in 0..1000 {
+        let s = leader.status().await.unwrap();
+        if s.snapshot_index >= 20 {
+            compacted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        compacted,
+        "the leader took a snapshot and compacted its log"
+    );
+    // node-3 starts empty: the entries it needs are gone, so it gets the snapshot.
+    let started = std::time::Instant::now();
+    nodes.push(build(3, &peers, &nets[2], appliers[2].clone(), tweak));
+    let want = appliers[l].inner.commands();
+    let late = appliers[2].clone();
+    for _ in 0..3000 {
+        if late.inner.commands() == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(late.inner.commands(), want, "caught up within 30 s");
+    assert_eq!(*late.restored.lock().unwrap(), vec![SNAPSHOT_BYTES]);
+    eprintln!("64 MiB snapshot installed in {:?}", started.elapsed());
+    // The cluster keeps working with the new member.
+    nodes[l].propose_and_wait("after").await.unwrap();
+    let late = appliers[2].clone();
+    eventually("node-3 applies new entries", || {
+        late.inner.commands().last().map(String::as_str) == Some("after")
+    })
+    .await;
+    for net in &nets {
+        assert_eq!(net.rejected_messages(), 0);
+    }
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_is_reconnected_and_catches_up() {
+    let (listeners, peers) = bind(3);
+    let mut nets: Vec<Arc<GrpcNetwork>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| network(k + 1, l, &peers, "restart"))
+        .collect();
+    // Durable storage: a restarted node keeps its log and vote, as Raft requires.
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let opts = FileStorageOptions {
+        sync: SyncPolicy::UnsafeNoSync,
+        ..Default::default()
+    };
+    let open = |k: usize| FileStorage::open(dirs[k].path(), opts.clone()).unwrap();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let mut nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            let applier = appliers[i - 1].clone();
+            build_on(i, &peers, &nets[i - 1], open(i - 1), applier, |_| {})
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("before").await.unwrap();
+    // Stop a follower: its server goes away and the others' streams to it break.
+    let f = (l + 1) % 3;
+    nodes[f].stop().await;
+    for k in 0..10 {
+        nodes[l]
+            .propose_and_wait(format!("while-down-{k}"))
+            .await
+            .unwrap();
+    }
+    // Restart it on its directory and the same port (bounded retries while the old socket closes).
+    let addr = nets[f].local_addr().unwrap();
+    let mut listener = None;
+    for _ in 0..500 {
+        if let Ok(l) = TcpListener::bind(addr) {
+            listener = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listener = listener.expect("the stopped transport released its port");
+    nets[f] = network(f + 1, listener, &peers, "restart");
+    let restarted = Recorder::default();
+    nodes[f] = build_on(f + 1, &peers, &nets[f], open(f), restarted.clone(), |_| {});
+    let want = appliers[l].commands();
+    assert_eq!(want.len(), 11);
+    eventually("the restarted follower caught up", || {
+        restarted.commands() == want
+    })
+    .await;
+    for n in &nodes {
+        n.stop().await;
+    }
+}
