@@ -241,3 +241,90 @@ async fn stop_fails_pending_proposals_with_shutting_down() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_leader_is_replaced_within_three_election_timeouts_and_catches_up_on_restart() {
+    // Ticks are driven by the test (external ticks), so the bound is in ticks, not seconds:
+    // after each round of ticks the nodes get a moment to exchange messages.
+    let net = LocalNetwork::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let opts = FileStorageOptions {
+        sync: SyncPolicy::UnsafeNoSync,
+        ..Default::default()
+    };
+    let open = |k: usize| FileStorage::open(dirs[k].path(), opts.clone()).unwrap();
+    let start = |i: usize, applier: Recorder| {
+        let node = RaftBuilder::new()
+            .with_config(config(i, |_| {}))
+            .with_storage(open(i - 1))
+            .with_applier(applier)
+            .with_network(net.transport(id(i)))
+            .with_external_ticks()
+            .build()
+            .unwrap();
+        node.start().unwrap();
+        node
+    };
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let mut nodes: Vec<Option<Raft>> = (1..=3)
+        .map(|i| Some(start(i, appliers[i - 1].clone())))
+        .collect();
+    async fn tick_round(nodes: &[Option<Raft>]) {
+        for n in nodes.iter().flatten() {
+            n.tick();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let leader = |nodes: &[Option<Raft>]| -> Option<usize> {
+        let l: Vec<usize> = (0..3)
+            .filter(|&k| nodes[k].as_ref().is_some_and(|n| n.get_state().1))
+            .collect();
+        (l.len() == 1).then(|| l[0])
+    };
+    let mut old = None;
+    for _ in 0..200 {
+        tick_round(&nodes).await;
+        if let Some(l) = leader(&nodes) {
+            old = Some(l);
+            break;
+        }
+    }
+    let old = old.expect("a first leader");
+    let first = nodes[old].clone().unwrap();
+    first.propose_and_wait("before").await.unwrap();
+    first.stop().await;
+    nodes[old] = None;
+    let election_ticks = 10;
+    let mut ticks = 0;
+    let new = loop {
+        tick_round(&nodes).await;
+        ticks += 1;
+        if let Some(l) = leader(&nodes) {
+            break l;
+        }
+        assert!(
+            ticks <= 3 * election_ticks,
+            "no new leader within three election timeouts"
+        );
+    };
+    assert_ne!(new, old);
+    let leader_node = nodes[new].clone().unwrap();
+    let writer = tokio::spawn(async move { leader_node.propose_and_wait("after").await });
+    while !writer.is_finished() {
+        tick_round(&nodes).await;
+    }
+    writer.await.unwrap().unwrap();
+    // The old leader restarts on its directory and catches up.
+    let restarted = Recorder::default();
+    nodes[old] = Some(start(old + 1, restarted.clone()));
+    for _ in 0..300 {
+        tick_round(&nodes).await;
+        if restarted.commands() == ["before", "after"] {
+            break;
+        }
+    }
+    assert_eq!(restarted.commands(), vec!["before", "after"]);
+    for n in nodes.iter().flatten() {
+        n.stop().await;
+    }
+}
