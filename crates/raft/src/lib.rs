@@ -104,6 +104,8 @@ pub use clock::{Clock, StandardClock};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
 pub use error::{ConfigError, Error, Result, StorageError};
 pub use message::Message;
+#[cfg(feature = "prometheus")]
+pub use metrics::PrometheusMetrics;
 pub use metrics::{ElectionReason, Metrics, NoOpMetrics, ProposalResult};
 #[cfg(feature = "grpc")]
 pub use network::{GrpcNetwork, GrpcOptions};

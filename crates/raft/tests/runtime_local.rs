@@ -328,3 +328,40 @@ async fn stopped_leader_is_replaced_within_three_election_timeouts_and_catches_u
         n.stop().await;
     }
 }
+
+#[cfg(feature = "prometheus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_follow_a_running_node() {
+    use raftlock_raft::PrometheusMetrics;
+    let net = LocalNetwork::new();
+    let metrics: Vec<PrometheusMetrics> = (0..3).map(|_| PrometheusMetrics::new()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            let node = RaftBuilder::new()
+                .with_config(config(i, |_| {}))
+                .with_storage(MemStorage::new())
+                .with_applier(Recorder::default())
+                .with_network(net.transport(id(i)))
+                .with_metrics(metrics[i - 1].clone())
+                .build()
+                .unwrap();
+            node.start().unwrap();
+            node
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("m").await.unwrap();
+    nodes[l].read_index().await.unwrap();
+    let text = metrics[l].encode();
+    for needle in [
+        "raft_role 3",
+        "raft_proposals_total{result=\"accepted\"} 1",
+        "raft_read_index_seconds_count 1",
+        "raft_applied_index 2",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    for n in &nodes {
+        n.stop().await;
+    }
+}

@@ -367,8 +367,11 @@ impl Node {
         self.release_reads();
         if let Some(soft) = rd.soft_state {
             self.metrics.observe_term(soft.term);
-            self.metrics
-                .observe_leader_change(soft.leader.as_ref(), soft.term);
+            self.metrics.observe_role(soft.role);
+            if self.observed.borrow().leader != soft.leader {
+                self.metrics
+                    .observe_leader_change(soft.leader.as_ref(), soft.term);
+            }
             let _ = self.observed.send(Observed {
                 term: soft.term,
                 role: soft.role,

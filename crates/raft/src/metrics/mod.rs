@@ -2,9 +2,14 @@
 //! `Metrics`), and [`NoOpMetrics`]. Every method has an empty default, so an
 //! implementation records only what it cares about.
 
+#[cfg(feature = "prometheus")]
+mod prometheus;
+
 use std::time::Duration;
 
-use crate::types::{Index, NodeId, Term};
+#[cfg(feature = "prometheus")]
+pub use self::prometheus::PrometheusMetrics;
+use crate::types::{Index, NodeId, Role, Term};
 
 /// Why an election started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +41,14 @@ pub trait Metrics: Send + Sync + 'static {
     fn observe_term(&self, _term: Term) {}
     /// The known leader changed.
     fn observe_leader_change(&self, _leader: Option<&NodeId>, _term: Term) {}
+    /// This node's role changed.
+    fn observe_role(&self, _role: Role) {}
     /// An election started.
     fn observe_election_start(&self, _term: Term, _reason: ElectionReason) {}
     /// A proposal was handled.
     fn observe_proposal(&self, _result: ProposalResult) {}
-    /// A batch of writes was made durable: how many bytes of entries and how long it took.
+    /// A batch of writes was made durable: how many entries it held and how long the
+    /// writes and the fsync took (group commit).
     fn observe_persist(&self, _entries: usize, _latency: Duration) {}
     /// A read completed: how long from request to being safe to serve.
     fn observe_read_index(&self, _latency: Duration) {}
