@@ -150,17 +150,27 @@ impl RaftCore {
         }
     }
 
-    /// Leader side of an AppendEntries answer.
-    pub(super) fn handle_append_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+    /// A follower answered (CheckQuorum and status count it): its progress, if this node
+    /// leads and knows the follower.
+    pub(super) fn note_response(
+        &mut self,
+        from: &NodeId,
+    ) -> Option<&mut super::progress::Progress> {
         if self.state.role != Role::Leader {
-            return;
+            return None;
         }
         let now = self.timers.now;
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
+        let pr = self.progress.get_mut(from)?;
         pr.recent_active = true;
         pr.last_response_tick = Some(now);
+        Some(pr)
+    }
+
+    /// Leader side of an AppendEntries answer.
+    pub(super) fn handle_append_response(&mut self, from: NodeId, resp: AppendEntriesResponse) {
+        let Some(pr) = self.note_response(&from) else {
+            return;
+        };
         if !resp.success {
             let hinted_next = match resp.conflict {
                 Some(ConflictHint {
@@ -242,13 +252,10 @@ impl RaftCore {
             return;
         }
         self.read_round_acked(&from, resp.read_seq);
-        let now = self.timers.now;
         let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.note_response(&from) else {
             return;
         };
-        pr.recent_active = true;
-        pr.last_response_tick = Some(now);
         pr.probe_sent = false;
         if pr.mode == ReplicationMode::Replicate && pr.inflights.full() {
             // A response was probably lost: free a slot so replication can continue.

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::RaftCore;
 use crate::message::{InstallSnapshot, InstallSnapshotResponse, MessageBody};
-use crate::types::{Index, NodeId, ReplicationMode, Role, Snapshot, SnapshotMeta};
+use crate::types::{Index, NodeId, ReplicationMode, Snapshot, SnapshotMeta};
 
 /// Chunk size used when `max_snapshot_chunk_size` is 0: well under gRPC's default 4 MiB
 /// message limit.
@@ -180,15 +180,9 @@ impl RaftCore {
         from: NodeId,
         resp: InstallSnapshotResponse,
     ) {
-        if self.state.role != Role::Leader {
-            return;
-        }
-        let now = self.timers.now;
-        let Some(pr) = self.progress.get_mut(&from) else {
+        let Some(pr) = self.note_response(&from) else {
             return;
         };
-        pr.recent_active = true;
-        pr.last_response_tick = Some(now);
         if pr.mode != ReplicationMode::Snapshot {
             return;
         }
