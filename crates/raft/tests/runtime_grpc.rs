@@ -18,7 +18,7 @@ use raftlock_raft::{
 use tokio::sync::mpsc;
 
 mod common;
-use common::Recorder;
+use common::{eventually, leader_of, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -98,31 +98,6 @@ fn build_on(
         .unwrap();
     node.start().unwrap();
     node
-}
-
-/// Waits (bounded) until exactly one of `nodes` leads; returns its position.
-async fn leader_of(nodes: &[Raft]) -> usize {
-    for _ in 0..1000 {
-        let leaders: Vec<usize> = (0..nodes.len())
-            .filter(|&k| nodes[k].get_state().1)
-            .collect();
-        if leaders.len() == 1 {
-            return leaders[0];
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no single leader within 10 s");
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use raftlock_raft::{
 };
 
 mod common;
-use common::Recorder;
+use common::{eventually, leader_of, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -46,31 +46,6 @@ fn build(
         .unwrap();
     node.start().unwrap();
     node
-}
-
-/// Waits (bounded) until exactly one of `nodes` leads; returns its position.
-async fn leader_of(nodes: &[Raft]) -> usize {
-    for _ in 0..500 {
-        let leaders: Vec<usize> = (0..nodes.len())
-            .filter(|&k| nodes[k].get_state().1)
-            .collect();
-        if leaders.len() == 1 {
-            return leaders[0];
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no single leader within 5 s");
-}
-
-/// Waits (bounded) until `f` holds.
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::{check_append, check_range, Storage};
+use super::{check_append, check_range, check_snapshot_newer, Storage};
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
@@ -143,13 +143,7 @@ impl Storage for MemStorage {
 
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let meta = &snapshot.meta;
-        if meta.last_index <= self.snapshot_index() {
-            return Err(StorageError::InvalidRequest(format!(
-                "snapshot at {} is not newer than the current one at {}",
-                meta.last_index,
-                self.snapshot_index()
-            )));
-        }
+        check_snapshot_newer(meta.last_index, self.snapshot_index())?;
         let matches = self
             .slot(meta.last_index)
             .is_some_and(|e| e.term == meta.last_term);

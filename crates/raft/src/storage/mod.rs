@@ -129,6 +129,16 @@ pub(crate) fn check_append(
     Ok(())
 }
 
+/// Refuses a snapshot that is not newer than the current one (at `current`).
+pub(crate) fn check_snapshot_newer(index: Index, current: Index) -> Result<(), StorageError> {
+    if index <= current {
+        return Err(StorageError::InvalidRequest(format!(
+            "snapshot at {index} is not newer than the current one at {current}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a range read against the held range `[first, last]`; `Ok(false)` for an empty range.
 pub(crate) fn check_range(
     lo: Index,

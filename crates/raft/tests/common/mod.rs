@@ -2,9 +2,10 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use raftlock_raft::{Applier, ApplierError, Index, SnapshotMeta, Term};
+use raftlock_raft::{Applier, ApplierError, Index, Raft, SnapshotMeta, Term};
 
 /// A state machine that records the commands it applied.
 #[derive(Clone, Default)]
@@ -43,4 +44,29 @@ impl Applier for Recorder {
         *self.last.lock().unwrap() = meta.last_index;
         Ok(())
     }
+}
+
+/// Waits (bounded, 10 s) until exactly one of `nodes` leads; returns its position.
+pub async fn leader_of(nodes: &[Raft]) -> usize {
+    for _ in 0..1000 {
+        let leaders: Vec<usize> = (0..nodes.len())
+            .filter(|&k| nodes[k].get_state().1)
+            .collect();
+        if leaders.len() == 1 {
+            return leaders[0];
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no single leader within 10 s");
+}
+
+/// Waits (bounded, 10 s) until `f` holds.
+pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
 }

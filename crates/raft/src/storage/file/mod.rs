@@ -39,7 +39,7 @@ use self::index::{ByteBudget, EntryCache, TermRuns};
 use self::lock::DirLock;
 use self::log::SegmentLog;
 pub use self::options::{FileStorageOptions, SyncPolicy};
-use super::{check_append, check_range, Storage};
+use super::{check_append, check_range, check_snapshot_newer, Storage};
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
@@ -365,13 +365,7 @@ impl Storage for FileStorage {
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.check_usable()?;
         let meta = &snapshot.meta;
-        if meta.last_index <= self.snapshot_index() {
-            return Err(StorageError::InvalidRequest(format!(
-                "snapshot at {} is not newer than the current one at {}",
-                meta.last_index,
-                self.snapshot_index()
-            )));
-        }
+        check_snapshot_newer(meta.last_index, self.snapshot_index())?;
         let dir = self.snapshot_dir();
         let result = snapshot_file::write(&dir, snapshot, self.sync_enabled());
         self.note(result)?;
