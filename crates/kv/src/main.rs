@@ -1,0 +1,218 @@
+//! `raftkv`: run a replicated key-value node, a local demo cluster, or talk to a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use raftlock_kv::client::{CasResult, Client, ClientError};
+use raftlock_kv::config::NodeArgs;
+use raftlock_kv::{demo, server};
+
+/// A replicated key-value store on raftlock-raft.
+#[derive(Parser, Debug)]
+#[command(name = "raftkv", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// Client endpoints shared by the client subcommands.
+#[derive(clap::Args, Debug)]
+struct Endpoints {
+    /// Client addresses of the cluster's nodes; redirects to the leader are followed.
+    #[arg(
+        long,
+        env = "RAFTKV_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+    )]
+    endpoints: Vec<String>,
+    /// Per-request timeout in milliseconds.
+    #[arg(long, default_value_t = 6000)]
+    timeout_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node (one per process).
+    Node(NodeArgs),
+    /// Start a local 3-node cluster, kill its leader, restart it, and show what happens.
+    Demo {
+        /// Where data and logs go (wiped at start, kept at the end).
+        #[arg(long, default_value = "./raftkv-demo")]
+        dir: PathBuf,
+        /// Writes per phase.
+        #[arg(long, default_value_t = 100)]
+        writes: usize,
+    },
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Read a key (linearizable unless --stale).
+    Get {
+        /// The key.
+        key: String,
+        /// Read from the first node that answers, without asking the leader.
+        #[arg(long)]
+        stale: bool,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Compare-and-swap: set KEY to --to if it holds --from (absent if --from is omitted).
+    Cas {
+        /// The key.
+        key: String,
+        /// The value the key must hold; omit to require that it is absent.
+        #[arg(long)]
+        from: Option<String>,
+        /// The new value.
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Remove a key.
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Show every endpoint's Raft status.
+    Status {
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+fn client(e: &Endpoints) -> Result<Client, ClientError> {
+    Client::new(&e.endpoints, Duration::from_millis(e.timeout_ms))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
+    if multi {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+}
+
+async fn run_client(cmd: Cmd) -> Result<ExitCode, ClientError> {
+    match cmd {
+        Cmd::Put {
+            key,
+            value,
+            endpoints,
+        } => {
+            let index = client(&endpoints)?.put(&key, &value).await?;
+            println!("OK (index {index})");
+        }
+        Cmd::Get {
+            key,
+            stale,
+            endpoints,
+        } => match client(&endpoints)?.get(&key, stale).await? {
+            Some(value) => println!("{value}"),
+            None => {
+                eprintln!("key not found: {key}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Cmd::Cas {
+            key,
+            from,
+            to,
+            endpoints,
+        } => match client(&endpoints)?.cas(&key, from.as_deref(), &to).await? {
+            CasResult::Swapped(index) => println!("swapped (index {index})"),
+            CasResult::Conflict(current) => {
+                eprintln!(
+                    "not swapped: current value is {}",
+                    current.map_or("absent".to_string(), |c| format!("{c:?}"))
+                );
+                return Ok(ExitCode::from(1));
+            }
+        },
+        Cmd::Delete { key, endpoints } => {
+            let existed = client(&endpoints)?.delete(&key).await?;
+            println!(
+                "{}",
+                if existed {
+                    "deleted"
+                } else {
+                    "not found (nothing to delete)"
+                }
+            );
+        }
+        Cmd::Status { endpoints } => {
+            let c = client(&endpoints)?;
+            for e in c.endpoints().to_vec() {
+                match c.get_json(&e, "/status").await {
+                    Ok(status) => println!(
+                        "{e}: {}",
+                        serde_json::to_string_pretty(&status).unwrap_or_default()
+                    ),
+                    Err(err) => println!("{e}: {err}"),
+                }
+            }
+        }
+        Cmd::Node(_) | Cmd::Demo { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Cmd::Node(args) => {
+            init_tracing();
+            let settings = match args.resolve() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("raftkv node: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime(true).map_err(|e| e.to_string()).and_then(|rt| {
+                rt.block_on(server::run(settings))
+                    .map(|()| ExitCode::SUCCESS)
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Cmd::Demo { dir, writes } => runtime(true).map_err(|e| e.to_string()).and_then(|rt| {
+            rt.block_on(demo::run(demo::DemoOptions {
+                dir,
+                writes: writes.max(1),
+            }))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string())
+        }),
+        other => runtime(false)
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(run_client(other)).map_err(|e| e.to_string())),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
