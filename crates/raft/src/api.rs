@@ -8,15 +8,26 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
+use crate::message::Message;
 use crate::node::{self, Command, Observed, Parts};
+use crate::rpc::RpcHandler;
 use crate::types::{ApplyMsg, Index, NodeId, RaftStatus, Role, Term};
 
+/// Inbound peer messages queued before the node's event loop takes them.
+const INBOUND_CAPACITY: usize = 4096;
+
 /// Parts waiting for `start`.
-type Unstarted = (Parts, mpsc::Receiver<Command>, watch::Sender<Observed>);
+struct Unstarted {
+    parts: Parts,
+    commands: mpsc::Receiver<Command>,
+    inbound: mpsc::Receiver<Message>,
+    observed: watch::Sender<Observed>,
+}
 
 struct Inner {
     id: NodeId,
     commands: mpsc::Sender<Command>,
+    rpc: RpcHandler,
     observed: watch::Receiver<Observed>,
     unstarted: Mutex<Option<Unstarted>>,
     apply_rx: Mutex<Option<mpsc::Receiver<ApplyMsg>>>,
@@ -47,12 +58,22 @@ impl Raft {
     ) -> Self {
         let (commands, commands_rx) = mpsc::channel(4096);
         let (observed_tx, observed) = watch::channel(Observed::default());
+        let members = parts.core.config().peers.iter().map(|p| p.id.clone());
+        let (rpc, inbound) =
+            RpcHandler::new(id.clone(), members, INBOUND_CAPACITY, parts.metrics.clone());
+        let unstarted = Unstarted {
+            parts,
+            commands: commands_rx,
+            inbound,
+            observed: observed_tx,
+        };
         Raft {
             inner: Arc::new(Inner {
                 id,
                 commands,
+                rpc,
                 observed,
-                unstarted: Mutex::new(Some((parts, commands_rx, observed_tx))),
+                unstarted: Mutex::new(Some(unstarted)),
                 apply_rx: Mutex::new(apply_rx),
                 result_timeout,
             }),
@@ -73,10 +94,23 @@ impl Raft {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some((parts, commands, observed)) = taken else {
+        let Some(u) = taken else {
             return Err(Error::NotFound("node already started".into()));
         };
-        node::spawn(parts, commands, observed)
+        let inbound = (self.inner.rpc.clone(), u.inbound);
+        node::spawn(u.parts, u.commands, inbound, u.observed)
+    }
+
+    /// The entrance for inbound peer RPCs, for a transport of your own: deliver every
+    /// message a peer sends to this node through it. (A [`NetworkManager`] gets the same
+    /// handler in [`NetworkManager::start`].) Messages delivered before
+    /// [`Raft::start`] wait in the node's queue; after [`Raft::stop`] delivery fails with
+    /// [`Error::ShuttingDown`].
+    ///
+    /// [`NetworkManager`]: crate::NetworkManager
+    /// [`NetworkManager::start`]: crate::NetworkManager::start
+    pub fn rpc_handler(&self) -> RpcHandler {
+        self.inner.rpc.clone()
     }
 
     /// Stops the node gracefully: in-flight writes and applications finish, pending

@@ -62,12 +62,69 @@ pub enum Error {
         /// The configured limit.
         limit: u64,
     },
+    /// An inbound peer message was refused (see [`RpcHandler`](crate::RpcHandler)): it
+    /// was misaddressed, came from a node that is not a peer, was malformed, or found the
+    /// node's inbound queue full. Nothing reached the protocol.
+    #[error("raft: peer message rejected: {0}")]
+    Rejected(#[from] RejectReason),
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Durable storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Why an inbound peer message was refused. Each case is counted (see
+/// [`Metrics::observe_message_rejected`](crate::Metrics::observe_message_rejected)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The message is stamped with another cluster's id (checked by transports that carry
+    /// one, such as the gRPC transport).
+    #[error("it belongs to cluster {cluster_id:?}, not to this one")]
+    WrongCluster {
+        /// The cluster id the message carried.
+        cluster_id: String,
+    },
+    /// The message is addressed to another node.
+    #[error("it is addressed to {to:?}, not to this node")]
+    WrongRecipient {
+        /// The recipient the message named.
+        to: String,
+    },
+    /// The sender is not a peer of this node (an unknown node, or this node itself).
+    #[error("its sender {from:?} is not a peer of this node")]
+    UnknownSender {
+        /// The sender the message named.
+        from: String,
+    },
+    /// The message is larger than the transport accepts.
+    #[error("it is too large: {0}")]
+    Oversized(String),
+    /// The message is not well formed (e.g. AppendEntries with entries that do not follow
+    /// `prev_log_index`, an unknown entry kind, a snapshot chunk past its total size).
+    #[error("it is malformed: {0}")]
+    Malformed(String),
+    /// The node's inbound queue is full; the message was dropped, as a congested network
+    /// would. The sender retries as the protocol does for any lost message.
+    #[error("the node's inbound queue is full")]
+    QueueFull,
+}
+
+impl RejectReason {
+    /// A short stable name of the case, for metric labels: `wrong_cluster`,
+    /// `wrong_recipient`, `unknown_sender`, `oversized`, `malformed`, `queue_full`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::WrongCluster { .. } => "wrong_cluster",
+            RejectReason::WrongRecipient { .. } => "wrong_recipient",
+            RejectReason::UnknownSender { .. } => "unknown_sender",
+            RejectReason::Oversized(_) => "oversized",
+            RejectReason::Malformed(_) => "malformed",
+            RejectReason::QueueFull => "queue_full",
+        }
+    }
 }
 
 /// A configuration setting that breaks a rule. `field` is the path of the setting as it
@@ -179,6 +236,18 @@ mod tests {
         );
         let e = Error::NotLeader { leader: None };
         assert!(e.to_string().contains("unknown"));
+    }
+
+    #[test]
+    fn rejections_say_why() {
+        let e = Error::from(RejectReason::UnknownSender {
+            from: "node-9".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "raft: peer message rejected: its sender \"node-9\" is not a peer of this node"
+        );
+        assert_eq!(RejectReason::QueueFull.label(), "queue_full");
     }
 
     #[test]

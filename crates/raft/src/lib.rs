@@ -91,19 +91,22 @@ pub mod metrics;
 pub mod network;
 mod node;
 pub mod rand;
+pub mod rpc;
 pub mod storage;
 pub mod types;
 
 pub use self::core::{
-    InitialState, RaftCore, ReadFailure, ReadState, Ready, SoftState, WriteBatch,
+    ElectionStart, InitialState, RaftCore, ReadFailure, ReadState, Ready, SoftState, WriteBatch,
 };
 pub use api::Raft;
 pub use applier::{Applier, ApplierError};
 pub use builder::RaftBuilder;
 pub use clock::{Clock, StandardClock};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
-pub use error::{ConfigError, Error, Result, StorageError};
-pub use message::Message;
+pub use error::{ConfigError, Error, RejectReason, Result, StorageError};
+pub use message::{
+    AppendEntries, Heartbeat, InstallSnapshot, Message, MessageBody, ReadIndexRequest, RequestVote,
+};
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
 pub use metrics::{ElectionReason, Metrics, NoOpMetrics, ProposalResult};
@@ -112,6 +115,7 @@ pub use network::{GrpcNetwork, GrpcOptions};
 pub use network::{Inbound, LocalNetwork, LocalTransport, NetworkManager};
 pub use node::Observed;
 pub use rand::{Rand, SeededRand, StandardRand};
+pub use rpc::{RpcHandler, RpcHeader};
 pub use storage::{
     load_initial_state, FileStorage, FileStorageOptions, MemStorage, Storage, SyncPolicy,
 };

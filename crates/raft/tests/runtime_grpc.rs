@@ -13,12 +13,11 @@ use raftlock_raft::network::grpc::proto;
 use raftlock_raft::{
     Applier, ApplierError, Config, Error, FileStorage, FileStorageOptions, GrpcNetwork,
     GrpcOptions, Index, MemStorage, Message, NetworkManager, NodeId, PeerConfig, Raft, RaftBuilder,
-    SnapshotMeta, Storage, SyncPolicy, Term,
+    RpcHandler, SnapshotMeta, Storage, SyncPolicy, Term,
 };
-use tokio::sync::mpsc;
 
 mod common;
-use common::{eventually, leader_of, Recorder};
+use common::{eventually, leader_of, MetricsLog, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -207,8 +206,10 @@ async fn malformed_envelopes_are_rejected_and_counted() {
     use proto::envelope::Body;
     let (mut listeners, peers) = bind(2);
     let net = network(1, listeners.remove(0), &peers, "c1");
-    let (tx, mut rx) = mpsc::channel(16);
-    net.start(tx).unwrap();
+    let reasons = MetricsLog::default();
+    let members = peers.iter().map(|p| p.id.clone());
+    let (handler, mut rx) = RpcHandler::new(id(1), members, 16, Arc::new(reasons.clone()));
+    net.start(handler.clone()).unwrap();
     let heartbeat = || {
         Body::Heartbeat(proto::Heartbeat {
             commit: 1,
@@ -249,6 +250,21 @@ async fn malformed_envelopes_are_rejected_and_counted() {
         .into_inner();
     assert_eq!((summary.accepted, summary.rejected), (1, 5));
     assert_eq!(net.rejected_messages(), 5);
+    assert_eq!(
+        handler.rejected_messages(),
+        5,
+        "the node's handler counted them too"
+    );
+    assert_eq!(
+        reasons.get(|o| o.rejected.clone()),
+        [
+            "wrong_cluster",
+            "unknown_sender",
+            "wrong_recipient",
+            "malformed",
+            "malformed"
+        ]
+    );
     let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .unwrap()
@@ -273,6 +289,120 @@ async fn malformed_envelopes_are_rejected_and_counted() {
         .await;
     drop(late);
     assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_ends_the_stream_and_is_counted() {
+    use proto::envelope::Body;
+    let (mut listeners, peers) = bind(2);
+    let listener = listeners.remove(0);
+    let mut options = GrpcOptions::new(id(1), listener.local_addr().unwrap(), peers.clone(), "c1");
+    options.max_message_bytes = 4096;
+    let net = GrpcNetwork::with_listener(options, listener);
+    let reasons = MetricsLog::default();
+    let members = peers.iter().map(|p| p.id.clone());
+    let (handler, mut rx) = RpcHandler::new(id(1), members, 16, Arc::new(reasons.clone()));
+    net.start(handler).unwrap();
+    let heartbeat = || {
+        Body::Heartbeat(proto::Heartbeat {
+            commit: 0,
+            read_seq: 1,
+        })
+    };
+    let big = Body::AppendEntries(proto::AppendEntries {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![proto::Entry {
+            index: 1,
+            term: 1,
+            kind: 0,
+            data: Bytes::from(vec![1u8; 64 * 1024]),
+        }],
+        leader_commit: 0,
+    });
+    let envelopes = vec![
+        envelope("c1", "node-2", "node-1", heartbeat()),
+        envelope("c1", "node-2", "node-1", big), // 64 KiB over a 4 KiB limit
+        envelope("c1", "node-2", "node-1", heartbeat()),
+    ];
+    let addr = net.local_addr().unwrap();
+    let mut client =
+        proto::raft_transport_client::RaftTransportClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+    let outcome = client.stream(tokio_stream::iter(envelopes)).await;
+    assert!(
+        outcome.is_err(),
+        "the stream ends with an error: {outcome:?}"
+    );
+    assert_eq!(net.rejected_messages(), 1);
+    assert_eq!(reasons.get(|o| o.rejected.clone()), ["oversized"]);
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.kind(),
+        "Heartbeat",
+        "what came before it was delivered"
+    );
+    assert!(rx.try_recv().is_err(), "nothing after it was");
+    net.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_proposals_in_flight_fails_them_with_shutting_down_over_grpc() {
+    let (listeners, peers) = bind(3);
+    let nets: Vec<Arc<GrpcNetwork>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| network(k + 1, l, &peers, "inflight"))
+        .collect();
+    // Without CheckQuorum the leader keeps leading alone, so the proposals stay pending
+    // (accepted, never committed) until it stops.
+    let alone = |c: &mut Config| {
+        c.feature_flags.check_quorum = false;
+        c.feature_flags.enable_leader_lease = false;
+    };
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &peers, &nets[i - 1], Recorder::default(), alone))
+        .collect();
+    let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("committed").await.unwrap();
+    for (k, n) in nodes.iter().enumerate() {
+        if k != l {
+            n.stop().await;
+        }
+    }
+    let leader = nodes[l].clone();
+    let before = leader.status().await.unwrap().last_log_index;
+    let pending: Vec<_> = (0..5)
+        .map(|k| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.propose_and_wait(format!("in-flight-{k}")).await })
+        })
+        .collect();
+    let mut accepted = false;
+    for _ in 0..500 {
+        if leader.status().await.unwrap().last_log_index >= before + 5 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(accepted, "the leader appended the five proposals");
+    leader.stop().await;
+    for task in pending {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(matches!(outcome, Err(Error::ShuttingDown)), "{outcome:?}");
+    }
+    assert!(matches!(
+        leader.propose("after stop").await,
+        Err(Error::ShuttingDown)
+    ));
 }
 
 /// Size of the snapshots of [`Bulky`]: 64 MiB.

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raftlock_raft::{
-    Config, Error, FileStorage, FileStorageOptions, LocalNetwork, MemStorage, NodeId, PeerConfig,
-    Raft, RaftBuilder, Storage, SyncPolicy,
+    Config, ElectionReason, Error, FileStorage, FileStorageOptions, LocalNetwork, MemStorage,
+    NodeId, PeerConfig, ProposalResult, Raft, RaftBuilder, Storage, SyncPolicy,
 };
 
 mod common;
-use common::{eventually, leader_of, Recorder};
+use common::{eventually, leader_of, MetricsLog, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -154,27 +154,106 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_fails_pending_proposals_with_shutting_down() {
+    // Without CheckQuorum an isolated leader keeps leading, so the proposals stay
+    // pending (accepted, never committed) until it stops.
+    let alone = |c: &mut Config| {
+        c.feature_flags.check_quorum = false;
+        c.feature_flags.enable_leader_lease = false;
+    };
     let net = LocalNetwork::new();
     let nodes: Vec<Raft> = (1..=3)
-        .map(|i| build(i, &net, MemStorage::new(), Recorder::default(), |_| {}))
+        .map(|i| build(i, &net, MemStorage::new(), Recorder::default(), alone))
         .collect();
     let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("committed").await.unwrap();
     net.isolate(&id(l + 1));
     let leader = nodes[l].clone();
-    let pending = tokio::spawn(async move { leader.propose_and_wait("never commits").await });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    nodes[l].stop().await;
-    let outcome = tokio::time::timeout(Duration::from_secs(5), pending)
-        .await
-        .expect("answered in time")
-        .unwrap();
+    let before = leader.status().await.unwrap().last_log_index;
+    let pending: Vec<_> = (0..5)
+        .map(|k| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.propose_and_wait(format!("never commits {k}")).await })
+        })
+        .collect();
+    let appended = leader.clone();
+    let mut in_log = false;
+    for _ in 0..500 {
+        if appended.status().await.unwrap().last_log_index >= before + 5 {
+            in_log = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(in_log, "the leader appended the five proposals");
+    leader.stop().await;
+    for task in pending {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(matches!(outcome, Err(Error::ShuttingDown)), "{outcome:?}");
+    }
+    assert!(matches!(
+        leader.read_index().await,
+        Err(Error::ShuttingDown)
+    ));
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_see_elections_peer_lag_fsyncs_and_refused_proposals() {
+    let net = LocalNetwork::new();
+    let logs: Vec<MetricsLog> = (0..3).map(|_| MetricsLog::default()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            let mut c = config(i, |_| {});
+            c.tuning.max_proposal_bytes = 1024;
+            let node = RaftBuilder::new()
+                .with_config(c)
+                .with_storage(MemStorage::new())
+                .with_applier(Recorder::default())
+                .with_network(net.transport(id(i)))
+                .with_metrics(logs[i - 1].clone())
+                .build()
+                .unwrap();
+            node.start().unwrap();
+            node
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    let (term, _) = nodes[l].get_state();
+    // The leader won a pre-vote and then the election of its term.
+    let elections = logs[l].get(|o| o.elections.clone());
     assert!(
-        matches!(
-            outcome,
-            Err(Error::ShuttingDown) | Err(Error::NotLeader { .. })
-        ),
-        "{outcome:?}"
+        elections.contains(&(term, ElectionReason::PreVoteWon)),
+        "{elections:?}"
     );
+    assert!(
+        elections.contains(&(term, ElectionReason::Timeout)),
+        "{elections:?}"
+    );
+    // An oversized proposal gets a clear error, is counted, and changes nothing.
+    match nodes[l].propose(vec![7u8; 2048]).await {
+        Err(Error::ProposalTooLarge { size, limit }) => assert_eq!((size, limit), (2048, 1024)),
+        other => panic!("expected ProposalTooLarge, got {other:?}"),
+    }
+    nodes[l].propose_and_wait("fits").await.unwrap();
+    assert_eq!(
+        logs[l].get(|o| o.proposals.clone()),
+        [ProposalResult::TooLarge, ProposalResult::Accepted]
+    );
+    // Once per tick the leader reports each follower's lag; both catch up.
+    let log = logs[l].clone();
+    let last = nodes[l].status().await.unwrap().last_log_index;
+    eventually("both followers are reported caught up", || {
+        log.get(|o| {
+            o.peer_lag.len() == 2 && o.peer_lag.values().all(|&(m, lag)| m >= last && lag == 0)
+        })
+    })
+    .await;
+    assert!(logs[l].get(|o| o.fsyncs) > 0);
     for n in &nodes {
         n.stop().await;
     }
@@ -296,6 +375,8 @@ async fn prometheus_metrics_follow_a_running_node() {
         "raft_proposals_total{result=\"accepted\"} 1",
         "raft_read_index_seconds_count 1",
         "raft_applied_index 2",
+        "raft_elections_total{reason=\"pre_vote_won\"}",
+        "raft_fsync_seconds_count",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

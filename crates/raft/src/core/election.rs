@@ -7,6 +7,37 @@ use super::RaftCore;
 use crate::message::{Message, MessageBody, RequestVote, RequestVoteResponse};
 use crate::types::{Entry, NodeId, Role, Term};
 
+/// Why this node started campaigning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ElectionReason {
+    /// The election timeout expired without word from a leader. With PreVote on this
+    /// starts a pre-vote round; without it, a real election.
+    Timeout,
+    /// A majority granted this node's pre-votes, so it starts the real election.
+    PreVoteWon,
+}
+
+impl ElectionReason {
+    /// A short stable name, for metric labels: `timeout`, `pre_vote_won`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ElectionReason::Timeout => "timeout",
+            ElectionReason::PreVoteWon => "pre_vote_won",
+        }
+    }
+}
+
+/// This node started campaigning (reported in [`Ready::elections`](super::Ready::elections)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionStart {
+    /// The term campaigned for: the new term of a real election, or the term a pre-vote
+    /// round asks about (the current term + 1; the term itself does not change).
+    pub term: Term,
+    /// Why the campaign started.
+    pub reason: ElectionReason,
+}
+
 impl RaftCore {
     /// A follower or (pre-)candidate whose timeout expires starts an election.
     pub(super) fn tick_election(&mut self) {
@@ -69,13 +100,20 @@ impl RaftCore {
         self.timers.randomized_timeout = self.rand.gen_range(base, 2 * base) as u32;
     }
 
-    /// Starts a pre-election, or a real one when PreVote is off.
+    /// The election timeout expired: starts a pre-election, or a real one when PreVote is
+    /// off.
     fn campaign(&mut self) {
         if self.config.feature_flags.pre_vote_enabled {
+            self.note_election(self.state.term + 1, ElectionReason::Timeout);
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(ElectionReason::Timeout);
         }
+    }
+
+    /// Reports a campaign in the next `Ready`.
+    fn note_election(&mut self, term: Term, reason: ElectionReason) {
+        self.elections.push(ElectionStart { term, reason });
     }
 
     /// Applies the term rules of §5.1 before a message is handled: a newer term makes this
@@ -200,7 +238,7 @@ impl RaftCore {
         }
         self.votes.insert(from, resp.granted);
         match quorum::tally(&self.votes, self.voters.len()) {
-            VoteResult::Won if resp.pre_vote => self.become_candidate(),
+            VoteResult::Won if resp.pre_vote => self.become_candidate(ElectionReason::PreVoteWon),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.state.term, None),
             VoteResult::Pending => {}
@@ -236,9 +274,10 @@ impl RaftCore {
     }
 
     /// Starts a real election in a new term, voting for itself.
-    fn become_candidate(&mut self) {
+    fn become_candidate(&mut self, reason: ElectionReason) {
         let term = self.state.term + 1;
-        tracing::debug!(term, "starting election");
+        tracing::debug!(term, ?reason, "starting election");
+        self.note_election(term, reason);
         self.state.enter_term(term);
         self.state.role = Role::Candidate;
         self.state.vote_for(self.id.clone());
@@ -253,7 +292,7 @@ impl RaftCore {
         if quorum::tally(&self.votes, self.voters.len()) == VoteResult::Won {
             // A single-node cluster wins at once.
             if pre_vote {
-                self.become_candidate();
+                self.become_candidate(ElectionReason::PreVoteWon);
             } else {
                 self.become_leader();
             }

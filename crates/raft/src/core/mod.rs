@@ -40,6 +40,7 @@ use bytes::Bytes;
 
 #[cfg(feature = "bug-injection")]
 pub use self::bugs::InjectedBugs;
+pub use self::election::{ElectionReason, ElectionStart};
 pub use self::log::LogWrite;
 use self::log::RaftLog;
 use self::progress::Progress;
@@ -127,6 +128,8 @@ pub struct Ready {
     pub failed_reads: Vec<(u64, ReadFailure)>,
     /// Role, term or leader changed since the last `Ready`.
     pub soft_state: Option<SoftState>,
+    /// Campaigns this node started since the last `Ready`, in order (for metrics).
+    pub elections: Vec<ElectionStart>,
 }
 
 impl Ready {
@@ -141,6 +144,7 @@ impl Ready {
             && self.read_states.is_empty()
             && self.failed_reads.is_empty()
             && self.soft_state.is_none()
+            && self.elections.is_empty()
     }
 }
 
@@ -191,6 +195,8 @@ pub struct RaftCore {
     /// Messages waiting for the write they depend on: (sequence, message).
     held_messages: Vec<(u64, Message)>,
     outbox: Vec<Message>,
+    /// Campaigns started since the last `Ready`.
+    elections: Vec<ElectionStart>,
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
@@ -265,6 +271,7 @@ impl RaftCore {
             persisted_seq: 0,
             held_messages: Vec::new(),
             outbox: Vec::new(),
+            elections: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
             snapshot: None,
@@ -366,6 +373,12 @@ impl RaftCore {
         self.log.term(index)
     }
 
+    /// On the leader, each follower and its match index (the highest index known to be
+    /// replicated to it); nothing on other nodes. Cheap: no allocation.
+    pub fn peer_match_indexes(&self) -> impl Iterator<Item = (&NodeId, Index)> + '_ {
+        self.progress.iter().map(|(id, p)| (id, p.match_index))
+    }
+
     /// The configuration the core runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -383,7 +396,9 @@ impl RaftCore {
     }
 
     /// Handles a message from a peer. Messages from unknown nodes or addressed to another
-    /// node are dropped.
+    /// node are dropped. The message must be well formed (entries that follow
+    /// `prev_log_index`, snapshot chunks within their size): a runtime takes peer messages
+    /// through an [`RpcHandler`](crate::RpcHandler), which refuses any that is not.
     pub fn step(&mut self, m: Message) {
         if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
             tracing::debug!(from = %m.from, to = %m.to, kind = m.kind(), "dropping misaddressed message");
@@ -494,6 +509,7 @@ impl RaftCore {
     /// Whether [`RaftCore::ready`] has anything to return.
     pub fn has_ready(&self) -> bool {
         !self.outbox.is_empty()
+            || !self.elections.is_empty()
             || self.state.hard_state_dirty
             || self.log.has_unstable()
             || self.pending_snapshot_write.is_some()
@@ -524,6 +540,7 @@ impl RaftCore {
         }
         self.flush_read_round();
         rd.messages = std::mem::take(&mut self.outbox);
+        rd.elections = std::mem::take(&mut self.elections);
         rd.read_states = std::mem::take(&mut self.reads.ready);
         rd.failed_reads = std::mem::take(&mut self.reads.failed);
         rd.snapshot = self.pending_restore.take();

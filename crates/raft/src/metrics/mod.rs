@@ -9,25 +9,25 @@ use std::time::Duration;
 
 #[cfg(feature = "prometheus")]
 pub use self::prometheus::PrometheusMetrics;
+pub use crate::core::ElectionReason;
+use crate::error::RejectReason;
 use crate::types::{Index, NodeId, Role, Term};
-
-/// Why an election started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ElectionReason {
-    /// The election timeout expired without word from a leader.
-    Timeout,
-    /// A pre-vote round succeeded.
-    PreVoteWon,
-}
 
 /// How a proposal ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProposalResult {
     /// Appended to the leader's log.
     Accepted,
     /// Refused: not the leader.
     NotLeader,
-    /// Refused: too large or too many uncommitted bytes.
+    /// Refused: larger than `tuning.max_proposal_bytes`
+    /// ([`Error::ProposalTooLarge`](crate::Error::ProposalTooLarge)).
+    TooLarge,
+    /// Refused: too many uncommitted bytes
+    /// ([`Error::Overloaded`](crate::Error::Overloaded)).
+    Overloaded,
+    /// Refused for another reason.
     Refused,
 }
 
@@ -43,13 +43,24 @@ pub trait Metrics: Send + Sync + 'static {
     fn observe_leader_change(&self, _leader: Option<&NodeId>, _term: Term) {}
     /// This node's role changed.
     fn observe_role(&self, _role: Role) {}
-    /// An election started.
+    /// This node started campaigning: `term` is the term it campaigns for. With PreVote
+    /// on, an expired timeout starts a pre-vote round ([`ElectionReason::Timeout`]) and
+    /// winning it starts the real election ([`ElectionReason::PreVoteWon`]).
     fn observe_election_start(&self, _term: Term, _reason: ElectionReason) {}
     /// A proposal was handled.
     fn observe_proposal(&self, _result: ProposalResult) {}
     /// A batch of writes was made durable: how many entries it held and how long the
-    /// writes and the fsync took (group commit).
+    /// writes and the fsync took together (group commit).
     fn observe_persist(&self, _entries: usize, _latency: Duration) {}
+    /// The fsync that ended a group-commit batch took `latency` (part of what
+    /// `observe_persist` reports).
+    fn observe_fsync(&self, _latency: Duration) {}
+    /// On the leader, at most once per tick: follower `peer` holds the log up to
+    /// `match_index`, `lag` entries behind the leader's last index.
+    fn observe_peer_lag(&self, _peer: &NodeId, _match_index: Index, _lag: u64) {}
+    /// An inbound peer message was refused, or dropped on a full queue (see
+    /// [`RpcHandler`](crate::RpcHandler)).
+    fn observe_message_rejected(&self, _reason: &RejectReason) {}
     /// A read completed: how long from request to being safe to serve.
     fn observe_read_index(&self, _latency: Duration) {}
     /// A snapshot was taken and saved.

@@ -12,12 +12,23 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::{Metrics, ProposalResult};
+use super::{ElectionReason, Metrics, ProposalResult};
+use crate::error::RejectReason;
 use crate::types::{Index, NodeId, Role, Term};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
 }
 
 /// Records the node's metrics in a Prometheus registry (names prefixed `raft_`).
@@ -36,9 +47,14 @@ pub struct PrometheusMetrics {
     commit_index: Gauge,
     applied_index: Gauge,
     leader_changes: Counter,
+    elections: Family<ReasonLabel, Counter>,
     proposals: Family<ResultLabel, Counter>,
     persist_seconds: Histogram,
+    fsync_seconds: Histogram,
     persisted_entries: Counter,
+    peer_lag: Family<PeerLabel, Gauge>,
+    peer_match_index: Family<PeerLabel, Gauge>,
+    rejected_messages: Family<ReasonLabel, Counter>,
     read_index_seconds: Histogram,
     snapshots: Counter,
     snapshot_seconds: Histogram,
@@ -73,9 +89,14 @@ impl PrometheusMetrics {
             commit_index: Gauge::default(),
             applied_index: Gauge::default(),
             leader_changes: Counter::default(),
+            elections: Family::default(),
             proposals: Family::default(),
             persist_seconds: latency(),
+            fsync_seconds: latency(),
             persisted_entries: Counter::default(),
+            peer_lag: Family::default(),
+            peer_match_index: Family::default(),
+            rejected_messages: Family::default(),
             read_index_seconds: latency(),
             snapshots: Counter::default(),
             snapshot_seconds: latency(),
@@ -104,11 +125,36 @@ impl PrometheusMetrics {
                 "Times the known leader changed",
                 m.leader_changes.clone(),
             );
+            r.register(
+                "raft_elections",
+                "Campaigns started, by reason: timeout (a pre-vote round, or the election itself without PreVote), pre_vote_won (the election after a won pre-vote)",
+                m.elections.clone(),
+            );
             r.register("raft_proposals", "Proposals by result", m.proposals.clone());
             r.register(
                 "raft_persist_seconds",
-                "Time to write and fsync one group-commit batch",
+                "Time to append (write and fsync) one group-commit batch",
                 m.persist_seconds.clone(),
+            );
+            r.register(
+                "raft_fsync_seconds",
+                "Time of the fsync that ends one group-commit batch",
+                m.fsync_seconds.clone(),
+            );
+            r.register(
+                "raft_peer_replication_lag",
+                "On the leader: log entries each follower is behind the leader's last index",
+                m.peer_lag.clone(),
+            );
+            r.register(
+                "raft_peer_match_index",
+                "On the leader: highest index known replicated to each follower",
+                m.peer_match_index.clone(),
+            );
+            r.register(
+                "raft_rejected_messages",
+                "Inbound peer messages refused or dropped, by reason",
+                m.rejected_messages.clone(),
             );
             r.register(
                 "raft_persisted_entries",
@@ -163,6 +209,11 @@ impl Metrics for PrometheusMetrics {
     }
 
     fn observe_role(&self, role: Role) {
+        if role != Role::Leader {
+            // Only a leader tracks its followers; stale values would mislead.
+            self.peer_lag.clear();
+            self.peer_match_index.clear();
+        }
         self.role.set(match role {
             Role::Follower => 0,
             Role::PreCandidate => 1,
@@ -175,6 +226,8 @@ impl Metrics for PrometheusMetrics {
         let result = match result {
             ProposalResult::Accepted => "accepted",
             ProposalResult::NotLeader => "not_leader",
+            ProposalResult::TooLarge => "too_large",
+            ProposalResult::Overloaded => "overloaded",
             ProposalResult::Refused => "refused",
         };
         self.proposals.get_or_create(&ResultLabel { result }).inc();
@@ -183,6 +236,32 @@ impl Metrics for PrometheusMetrics {
     fn observe_persist(&self, entries: usize, latency: Duration) {
         self.persist_seconds.observe(latency.as_secs_f64());
         self.persisted_entries.inc_by(entries as u64);
+    }
+
+    fn observe_fsync(&self, latency: Duration) {
+        self.fsync_seconds.observe(latency.as_secs_f64());
+    }
+
+    fn observe_election_start(&self, _term: Term, reason: ElectionReason) {
+        let reason = reason.label();
+        self.elections.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    fn observe_peer_lag(&self, peer: &NodeId, match_index: Index, lag: u64) {
+        let label = PeerLabel {
+            peer: peer.to_string(),
+        };
+        self.peer_lag.get_or_create(&label).set(gauge_value(lag));
+        self.peer_match_index
+            .get_or_create(&label)
+            .set(gauge_value(match_index));
+    }
+
+    fn observe_message_rejected(&self, reason: &RejectReason) {
+        let reason = reason.label();
+        self.rejected_messages
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     fn observe_read_index(&self, latency: Duration) {
@@ -212,6 +291,15 @@ mod tests {
         m.observe_persist(16, Duration::from_micros(200));
         m.observe_read_index(Duration::from_millis(1));
         m.observe_snapshot(30, Duration::from_millis(5));
+        m.observe_proposal(ProposalResult::TooLarge);
+        m.observe_fsync(Duration::from_micros(80));
+        m.observe_election_start(7, ElectionReason::Timeout);
+        m.observe_election_start(7, ElectionReason::PreVoteWon);
+        m.observe_election_start(8, ElectionReason::Timeout);
+        m.observe_peer_lag(&NodeId::from("node-2"), 38, 2);
+        m.observe_message_rejected(&RejectReason::UnknownSender {
+            from: "node-9".into(),
+        });
         let text = m.encode();
         for needle in [
             "raft_term 7",
@@ -225,8 +313,27 @@ mod tests {
             "raft_read_index_seconds_count 1",
             "raft_snapshots_total 1",
             "raft_snapshot_index 30",
+            "raft_proposals_total{result=\"too_large\"} 1",
+            "raft_fsync_seconds_count 1",
+            "raft_elections_total{reason=\"timeout\"} 2",
+            "raft_elections_total{reason=\"pre_vote_won\"} 1",
+            "raft_peer_replication_lag{peer=\"node-2\"} 2",
+            "raft_peer_match_index{peer=\"node-2\"} 38",
+            "raft_rejected_messages_total{reason=\"unknown_sender\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn peer_lag_is_cleared_when_the_node_stops_leading() {
+        let m = PrometheusMetrics::new();
+        m.observe_role(Role::Leader);
+        m.observe_peer_lag(&NodeId::from("node-3"), 5, 1);
+        assert!(m
+            .encode()
+            .contains("raft_peer_replication_lag{peer=\"node-3\"} 1"));
+        m.observe_role(Role::Follower);
+        assert!(!m.encode().contains("node-3"));
     }
 }

@@ -92,9 +92,10 @@ impl NetworkManager for LocalTransport {
             if s.cut.contains(&(m.from.clone(), m.to.clone())) {
                 continue;
             }
-            if let Some(tx) = s.nodes.get(&m.to) {
-                // A full queue drops the message, like a congested network would.
-                let _ = tx.try_send(m);
+            if let Some(handler) = s.nodes.get(&m.to) {
+                // The handler checks and counts; a full queue drops the message, like a
+                // congested network would.
+                let _ = handler.deliver(m);
             }
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! The protocol core exchanges one-way [`Message`]s; a transport carries them in order per
 //! peer when it can, and may lose them (the protocol recovers). It never blocks the node.
+//! On the receiving side it hands each message to the node's [`RpcHandler`], which
+//! checks it and queues it for the node.
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
@@ -12,16 +14,18 @@ mod local;
 pub use grpc::{GrpcNetwork, GrpcOptions};
 pub use local::{LocalNetwork, LocalTransport};
 
-use tokio::sync::mpsc;
-
 use crate::message::Message;
+use crate::rpc::RpcHandler;
 
-/// Where a transport delivers messages addressed to this node.
-pub type Inbound = mpsc::Sender<Message>;
+/// Where a transport delivers messages addressed to this node: the node's
+/// [`RpcHandler`].
+pub type Inbound = RpcHandler;
 
 /// A peer transport (the original's `NetworkManager`).
 pub trait NetworkManager: Send + Sync + 'static {
-    /// Starts delivering inbound messages to `inbound`. Called once, when the node starts.
+    /// Starts delivering inbound messages to `inbound` (with
+    /// [`RpcHandler::deliver`], which validates and counts them). Called once, when the
+    /// node starts.
     fn start(&self, inbound: Inbound) -> Result<(), crate::Error>;
 
     /// Sends messages to their recipients, best effort and without blocking: a message to

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::metrics::{Metrics, ProposalResult};
 use crate::network::NetworkManager;
+use crate::rpc::RpcHandler;
 use crate::types::{Index, NodeId, RaftStatus, Role, Term};
 
 /// Requests from [`Raft`](crate::Raft) handles to the event loop.
@@ -70,12 +71,15 @@ pub(crate) struct Parts {
 
 use crate::types::ApplyMsg;
 
-/// Starts the node's threads and event loop on the current tokio runtime.
+/// Starts the node's threads and event loop on the current tokio runtime. Inbound peer
+/// messages arrive on `inbound`, fed by `handler` (which the transport gets).
 pub(crate) fn spawn(
     parts: Parts,
     commands: mpsc::Receiver<Command>,
+    inbound: (RpcHandler, mpsc::Receiver<Message>),
     observed: watch::Sender<Observed>,
 ) -> Result<()> {
+    let (handler, inbound_rx) = inbound;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (storage_tx, storage_rx) = std_mpsc::channel();
     let (apply_tx, apply_rx) = std_mpsc::channel();
@@ -84,8 +88,7 @@ pub(crate) fn spawn(
         workers::spawn_storage(parts.storage, storage_rx, events_tx.clone()).map_err(io)?;
     let applier_thread =
         workers::spawn_applier(parts.applier, apply_rx, events_tx, parts.apply_tx).map_err(io)?;
-    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
-    parts.network.start(inbound_tx)?;
+    parts.network.start(handler)?;
     let applied = parts
         .restore_on_start
         .as_ref()
@@ -186,7 +189,7 @@ impl Node {
                         break;
                     }
                 }
-                Input::Tick => self.core.tick(),
+                Input::Tick => self.tick(),
             }
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
@@ -202,6 +205,8 @@ impl Node {
                 break;
             }
         }
+        // From here on, delivering a peer message fails with `ShuttingDown`.
+        inbound.close();
         self.shutdown(events).await;
         if let Some(reply) = stop_reply {
             let _ = reply.send(());
@@ -219,6 +224,8 @@ impl Node {
                 self.metrics.observe_proposal(match &outcome {
                     Ok(_) => ProposalResult::Accepted,
                     Err(Error::NotLeader { .. }) => ProposalResult::NotLeader,
+                    Err(Error::ProposalTooLarge { .. }) => ProposalResult::TooLarge,
+                    Err(Error::Overloaded { .. }) => ProposalResult::Overloaded,
                     Err(_) => ProposalResult::Refused,
                 });
                 if let (Ok((index, term)), Some(result)) = (&outcome, result) {
@@ -238,7 +245,7 @@ impl Node {
                     }
                 }
             }
-            Command::Tick => self.core.tick(),
+            Command::Tick => self.tick(),
             Command::Status { reply } => {
                 let mut status = self.core.status();
                 status.last_applied = self.applied;
@@ -248,14 +255,29 @@ impl Node {
         }
     }
 
+    /// One tick of logical time; on the leader, reports how far each follower lags (once
+    /// per tick, so the cost does not grow with traffic).
+    fn tick(&mut self) {
+        self.core.tick();
+        if self.core.role() == Role::Leader {
+            let last = self.core.last_index();
+            for (peer, matched) in self.core.peer_match_indexes() {
+                self.metrics
+                    .observe_peer_lag(peer, matched, last.saturating_sub(matched));
+            }
+        }
+    }
+
     fn handle_event(&mut self, ev: WorkerEvent) -> Result<()> {
         match ev {
             WorkerEvent::Persisted {
                 seq,
                 entries,
                 started,
+                fsync,
             } => {
                 self.metrics.observe_persist(entries, started.elapsed());
+                self.metrics.observe_fsync(fsync);
                 self.core.on_persisted(seq);
             }
             WorkerEvent::Applied {
@@ -330,6 +352,9 @@ impl Node {
     }
 
     fn carry_out(&mut self, rd: Ready) {
+        for e in &rd.elections {
+            self.metrics.observe_election_start(e.term, e.reason);
+        }
         if let Some(w) = rd.write {
             self.send_to_storage(StorageJob::Write(w));
         }

@@ -5,7 +5,7 @@
 
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -24,6 +24,8 @@ pub(crate) enum WorkerEvent {
         seq: u64,
         entries: usize,
         started: Instant,
+        /// How long the batch's closing `sync` took.
+        fsync: Duration,
     },
     /// A snapshot the node built is durable.
     SnapshotSaved(Snapshot),
@@ -122,12 +124,15 @@ fn run_storage_batch(
             StorageJob::Compact(upto) => storage.compact(upto)?,
         }
     }
+    let sync_started = Instant::now();
     storage.sync()?;
+    let fsync = sync_started.elapsed();
     if let Some(seq) = last_seq {
         let _ = events.send(WorkerEvent::Persisted {
             seq,
             entries,
             started,
+            fsync,
         });
     }
     for snap in saved {

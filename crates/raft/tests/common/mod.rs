@@ -5,7 +5,51 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use raftlock_raft::{Applier, ApplierError, Index, Raft, SnapshotMeta, Term};
+use raftlock_raft::{
+    Applier, ApplierError, ElectionReason, Index, Metrics, NodeId, ProposalResult, Raft,
+    RejectReason, SnapshotMeta, Term,
+};
+
+/// What a node reported through its metrics hooks.
+#[derive(Default)]
+pub struct Observations {
+    /// Labels of rejected inbound messages, in order.
+    pub rejected: Vec<&'static str>,
+    pub proposals: Vec<ProposalResult>,
+    pub elections: Vec<(Term, ElectionReason)>,
+    /// Latest (match index, lag) reported per follower.
+    pub peer_lag: std::collections::BTreeMap<NodeId, (Index, u64)>,
+    pub fsyncs: usize,
+}
+
+/// Metrics that record what the tests look at; clones share the record.
+#[derive(Clone, Default)]
+pub struct MetricsLog(Arc<Mutex<Observations>>);
+
+impl MetricsLog {
+    pub fn get<T>(&self, f: impl FnOnce(&Observations) -> T) -> T {
+        f(&self.0.lock().unwrap())
+    }
+}
+
+impl Metrics for MetricsLog {
+    fn observe_message_rejected(&self, reason: &RejectReason) {
+        self.0.lock().unwrap().rejected.push(reason.label());
+    }
+    fn observe_proposal(&self, result: ProposalResult) {
+        self.0.lock().unwrap().proposals.push(result);
+    }
+    fn observe_election_start(&self, term: Term, reason: ElectionReason) {
+        self.0.lock().unwrap().elections.push((term, reason));
+    }
+    fn observe_peer_lag(&self, peer: &NodeId, match_index: Index, lag: u64) {
+        let mut o = self.0.lock().unwrap();
+        o.peer_lag.insert(peer.clone(), (match_index, lag));
+    }
+    fn observe_fsync(&self, _latency: Duration) {
+        self.0.lock().unwrap().fsyncs += 1;
+    }
+}
 
 /// A state machine that records the commands it applied.
 #[derive(Clone, Default)]

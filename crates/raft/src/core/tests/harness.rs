@@ -72,6 +72,8 @@ pub struct Node {
     pub applied: Vec<Entry>,
     /// Size of every batch of committed entries handed out.
     pub apply_batches: Vec<usize>,
+    /// Campaigns the node reported starting, in order.
+    pub elections: Vec<crate::core::ElectionStart>,
 }
 
 pub struct Cluster {
@@ -128,6 +130,7 @@ impl Cluster {
                     deferred_snapshot: None,
                     applied: Vec::new(),
                     apply_batches: Vec::new(),
+                    elections: Vec::new(),
                 },
             );
         }
@@ -166,6 +169,7 @@ impl Cluster {
                 self.queue.push_back(m);
             }
             let node = self.nodes.get_mut(who).expect("node exists");
+            node.elections.extend(rd.elections);
             node.read_states.extend(rd.read_states);
             node.failed_reads.extend(rd.failed_reads);
             if let Some(snap) = rd.snapshot {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod election;
+mod election_reports;
 mod flow_control;
 mod persistence;
 mod prevote_check_quorum;

@@ -8,9 +8,14 @@
 //! or finds the peer unreachable, is dropped (Raft tolerates lost messages). Broken streams
 //! are reopened with exponential backoff (50 ms doubling to 2 s).
 //!
-//! The receiver checks every envelope: another `cluster_id`, a sender that is not a
-//! configured peer, a recipient other than this node, or a malformed body (such as an
-//! unknown entry kind) drops it and counts it in [`GrpcNetwork::rejected_messages`].
+//! The receiver checks every envelope: another `cluster_id`, a malformed body (such as an
+//! unknown entry kind) or a frame over `max_message_bytes` is refused here; sender,
+//! recipient and the body's consistency are checked by the node's
+//! [`RpcHandler`](crate::RpcHandler), the same path every transport takes. Each refusal is
+//! counted in [`GrpcNetwork::rejected_messages`] and in the node's metrics
+//! ([`Metrics::observe_message_rejected`](crate::Metrics::observe_message_rejected)).
+//! A sender that is not a configured peer is refused by the handler, which knows the
+//! node's members from its configuration (`GrpcOptions::peers` should list the same ones).
 //!
 //! ```no_run
 //! use raftlock_raft::{GrpcNetwork, GrpcOptions, NodeId, PeerConfig};
@@ -36,7 +41,7 @@ mod client;
 mod convert;
 mod server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -235,6 +240,16 @@ impl NetworkManager for GrpcNetwork {
             ))
         })?;
         let _entered = runtime.enter();
+        if *inbound.id() != self.options.id {
+            return Err(Error::Config(ConfigError::new(
+                "network.id",
+                format!(
+                    "the gRPC transport was built for {} but started by node {}",
+                    self.options.id,
+                    inbound.id()
+                ),
+            )));
+        }
         let mut guard = self
             .unstarted
             .lock()
@@ -250,16 +265,8 @@ impl NetworkManager for GrpcNetwork {
 
         let max = self.options.max_message_bytes;
         let service = server::TransportService {
-            id: self.options.id.clone(),
             cluster_id: self.options.cluster_id.clone(),
-            peers: self
-                .options
-                .peers
-                .iter()
-                .map(|p| p.id.clone())
-                .filter(|p| *p != self.options.id)
-                .collect::<HashSet<_>>(),
-            inbound,
+            handler: inbound,
             rejected: self.rejected.clone(),
             dropped: self.dropped.clone(),
             shutdown: self.shutdown.subscribe(),

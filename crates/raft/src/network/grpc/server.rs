@@ -1,8 +1,8 @@
-//! The receiving side: the `RaftTransport` service. It checks every envelope's header
-//! (cluster, sender, recipient) and body, and hands valid messages to the node's inbound
-//! queue without ever blocking on it.
+//! The receiving side: the `RaftTransport` service. It checks every envelope's cluster id
+//! and decodes its body, then hands the message to the node's [`RpcHandler`], which
+//! checks sender and recipient and queues it without ever blocking. Every refusal is
+//! counted by the handler (and in [`GrpcNetwork::rejected_messages`](super::GrpcNetwork::rejected_messages)).
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,35 +13,54 @@ use super::convert::from_envelope;
 use super::proto as pb;
 use super::proto::raft_transport_server::RaftTransport;
 use super::stopped;
-use crate::message::Message;
-use crate::network::Inbound;
+use crate::error::{Error, RejectReason};
+use crate::rpc::RpcHandler;
 use crate::types::NodeId;
 
 /// The service behind one node's gRPC listener.
 pub(crate) struct TransportService {
-    pub(crate) id: NodeId,
     pub(crate) cluster_id: String,
-    /// Members that may send to this node (every peer except itself).
-    pub(crate) peers: HashSet<NodeId>,
-    pub(crate) inbound: Inbound,
+    pub(crate) handler: RpcHandler,
     pub(crate) rejected: Arc<AtomicU64>,
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl TransportService {
-    /// Checks `env` and turns it into a message for this node; `Err` says why not.
-    fn accept(&self, env: pb::Envelope) -> Result<Message, String> {
+    /// Checks `env`, turns it into a message and delivers it to the node.
+    fn accept(&self, env: pb::Envelope) -> Result<(), Error> {
+        let h = &self.handler;
         if env.cluster_id != self.cluster_id {
-            return Err(format!("cluster {:?}", env.cluster_id));
+            return Err(h.reject(RejectReason::WrongCluster {
+                cluster_id: env.cluster_id,
+            }));
         }
-        if env.to != self.id.as_str() {
-            return Err(format!("addressed to {:?}", env.to));
-        }
-        let Some(from) = self.peers.get(env.from.as_str()).cloned() else {
-            return Err(format!("unknown sender {:?}", env.from));
+        // Known ids resolve to the handler's shared ones, so a valid envelope allocates
+        // no id; others are built only for the handler to refuse them.
+        let to = if env.to == h.id().as_str() {
+            h.id().clone()
+        } else {
+            NodeId::from(env.to.as_str())
         };
-        from_envelope(env, from, self.id.clone()).map_err(|e| e.to_string())
+        let from = match h.peer(&env.from) {
+            Some(peer) => peer.clone(),
+            None => NodeId::from(env.from.as_str()),
+        };
+        let message = from_envelope(env, from, to)
+            .map_err(|e| h.reject(RejectReason::Malformed(e.to_string())))?;
+        h.deliver(message)
+    }
+
+    /// Counts a frame the stream could not decode.
+    fn reject_frame(&self, status: &Status) {
+        let reason = match status.code() {
+            Code::OutOfRange | Code::ResourceExhausted => {
+                RejectReason::Oversized(status.message().to_string())
+            }
+            _ => RejectReason::Malformed(status.message().to_string()),
+        };
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        let _ = self.handler.reject(reason);
     }
 }
 
@@ -67,32 +86,36 @@ impl RaftTransport for TransportService {
                 Err(status) => {
                     // A malformed or oversized frame ends the stream (it counts as a
                     // rejected envelope); so does a peer that goes away (it does not).
-                    // Either way the sender reconnects.
+                    // Either way the sender reconnects. Tonic reports a frame over the
+                    // size limit as OutOfRange.
                     if matches!(
                         status.code(),
-                        Code::Internal | Code::ResourceExhausted | Code::InvalidArgument
+                        Code::Internal
+                            | Code::ResourceExhausted
+                            | Code::InvalidArgument
+                            | Code::OutOfRange
                     ) {
-                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                        self.reject_frame(&status);
                     }
                     tracing::debug!(?remote, %status, "raft grpc: stream failed");
                     return Err(status);
                 }
             };
+            if *shutdown.borrow() {
+                break;
+            }
             match self.accept(env) {
-                Ok(message) => {
-                    if *shutdown.borrow() {
-                        break;
-                    }
-                    summary.accepted += 1;
+                Ok(()) => summary.accepted += 1,
+                Err(Error::Rejected(RejectReason::QueueFull)) => {
                     // A full inbound queue drops the message, like a congested network.
-                    if self.inbound.try_send(message).is_err() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
+                    summary.accepted += 1;
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(reason) => {
+                Err(Error::ShuttingDown) => break,
+                Err(error) => {
                     summary.rejected += 1;
                     self.rejected.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(?remote, %reason, "raft grpc: envelope rejected");
+                    tracing::debug!(?remote, %error, "raft grpc: envelope rejected");
                 }
             }
         }

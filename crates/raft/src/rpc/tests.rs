@@ -1,0 +1,205 @@
+//! The handler's checks, one case each, without a node.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::message::{AppendEntriesResponse, HeartbeatResponse};
+use crate::types::{Entry, SnapshotMeta};
+
+#[derive(Default)]
+struct Rejections(Mutex<Vec<&'static str>>);
+
+impl Metrics for Rejections {
+    fn observe_message_rejected(&self, reason: &RejectReason) {
+        self.0.lock().unwrap().push(reason.label());
+    }
+}
+
+fn handler(capacity: usize) -> (RpcHandler, mpsc::Receiver<Message>, Arc<Rejections>) {
+    let metrics = Arc::new(Rejections::default());
+    let members = ["n1", "n2", "n3"].map(NodeId::from);
+    let (h, rx) = RpcHandler::new(NodeId::from("n1"), members, capacity, metrics.clone());
+    (h, rx, metrics)
+}
+
+fn from_n2(term: Term) -> RpcHeader {
+    RpcHeader::new("n2", "n1", term)
+}
+
+fn append(prev: (u64, u64), entries: &[(u64, u64)]) -> AppendEntries {
+    AppendEntries {
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries: entries
+            .iter()
+            .map(|&(i, t)| Entry::normal(i, t, "x"))
+            .collect(),
+        leader_commit: 0,
+    }
+}
+
+fn chunk(offset: u64, len: usize, total: u64, done: bool) -> InstallSnapshot {
+    InstallSnapshot {
+        meta: SnapshotMeta {
+            last_index: 5,
+            last_term: 2,
+        },
+        offset,
+        data: Bytes::from(vec![7u8; len]),
+        done,
+        total_size: total,
+        checksum: 0,
+    }
+}
+
+fn reason(r: Result<()>) -> RejectReason {
+    match r {
+        Err(Error::Rejected(reason)) => reason,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn well_formed_requests_and_answers_are_queued_in_order() {
+    let (h, mut rx, metrics) = handler(16);
+    h.append_entries(from_n2(3), append((4, 2), &[(5, 2), (6, 3)]))
+        .unwrap();
+    h.install_snapshot(from_n2(3), chunk(0, 10, 10, true))
+        .unwrap();
+    h.heartbeat(from_n2(3), Heartbeat::default()).unwrap();
+    h.read_index(from_n2(3), ReadIndexRequest { id: 1 })
+        .unwrap();
+    h.deliver(Message {
+        from: NodeId::from("n3"),
+        to: NodeId::from("n1"),
+        term: 3,
+        body: MessageBody::AppendEntriesResponse(AppendEntriesResponse {
+            success: true,
+            index: 2,
+            conflict: None,
+        }),
+    })
+    .unwrap();
+    let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|m| m.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "AppendEntries",
+            "InstallSnapshot",
+            "Heartbeat",
+            "ReadIndex",
+            "AppendEntriesResponse"
+        ]
+    );
+    assert_eq!((h.rejected_messages(), h.dropped_messages()), (0, 0));
+    assert!(metrics.0.lock().unwrap().is_empty());
+}
+
+#[test]
+fn misaddressed_and_foreign_messages_are_refused_and_counted() {
+    let (h, mut rx, metrics) = handler(16);
+    let vote = RequestVote {
+        pre_vote: false,
+        last_log_index: 0,
+        last_log_term: 0,
+    };
+    let to_n3 = RpcHeader::new("n2", "n3", 1);
+    assert_eq!(
+        reason(h.request_vote(to_n3, vote.clone())),
+        RejectReason::WrongRecipient { to: "n3".into() }
+    );
+    let from_stranger = RpcHeader::new("n9", "n1", 1);
+    assert_eq!(
+        reason(h.request_vote(from_stranger, vote.clone())),
+        RejectReason::UnknownSender { from: "n9".into() }
+    );
+    let from_itself = RpcHeader::new("n1", "n1", 1);
+    assert!(matches!(
+        reason(h.request_vote(from_itself, vote)),
+        RejectReason::UnknownSender { .. }
+    ));
+    assert!(rx.try_recv().is_err(), "nothing reached the node");
+    assert_eq!(h.rejected_messages(), 3);
+    assert_eq!(
+        *metrics.0.lock().unwrap(),
+        ["wrong_recipient", "unknown_sender", "unknown_sender"]
+    );
+}
+
+#[test]
+fn malformed_bodies_are_refused_with_what_is_wrong() {
+    let (h, mut rx, _) = handler(16);
+    let cases = [
+        // A gap after prev_log_index.
+        h.append_entries(from_n2(3), append((4, 2), &[(6, 2)])),
+        // Indices not consecutive.
+        h.append_entries(from_n2(3), append((0, 0), &[(1, 1), (3, 1)])),
+        // Terms going backwards, and newer than the leader's.
+        h.append_entries(from_n2(3), append((0, 0), &[(1, 2), (2, 1)])),
+        h.append_entries(from_n2(3), append((0, 0), &[(1, 4)])),
+        h.append_entries(from_n2(3), append((1, 4), &[])),
+        // Indices that overflow.
+        h.append_entries(from_n2(3), append((u64::MAX, 1), &[(0, 1)])),
+        // Snapshot chunks past the end, or a last chunk that ends early.
+        h.install_snapshot(from_n2(3), chunk(8, 4, 10, false)),
+        h.install_snapshot(from_n2(3), chunk(u64::MAX, 4, 10, false)),
+        h.install_snapshot(from_n2(3), chunk(0, 4, 10, true)),
+        h.install_snapshot(from_n2(1), chunk(0, 10, 10, true)),
+        // A vote request whose log is newer than its term.
+        h.request_vote(
+            from_n2(1),
+            RequestVote {
+                pre_vote: true,
+                last_log_index: 3,
+                last_log_term: 2,
+            },
+        ),
+    ];
+    for (k, case) in cases.into_iter().enumerate() {
+        match reason(case) {
+            RejectReason::Malformed(why) => assert!(!why.is_empty(), "case {k}"),
+            other => panic!("case {k}: expected Malformed, got {other:?}"),
+        }
+    }
+    assert!(rx.try_recv().is_err(), "nothing reached the node");
+    assert_eq!(h.rejected_messages(), 11);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_without_blocking() {
+    let (h, _rx, metrics) = handler(1);
+    h.heartbeat(from_n2(1), Heartbeat::default()).unwrap();
+    assert_eq!(
+        reason(h.heartbeat(from_n2(1), Heartbeat::default())),
+        RejectReason::QueueFull
+    );
+    assert_eq!((h.rejected_messages(), h.dropped_messages()), (0, 1));
+    assert_eq!(*metrics.0.lock().unwrap(), ["queue_full"]);
+}
+
+#[test]
+fn a_stopped_node_is_reported_as_shutting_down() {
+    let (h, rx, _) = handler(4);
+    drop(rx);
+    let answer = Message {
+        from: NodeId::from("n2"),
+        to: NodeId::from("n1"),
+        term: 1,
+        body: MessageBody::HeartbeatResponse(HeartbeatResponse::default()),
+    };
+    assert!(matches!(h.deliver(answer), Err(Error::ShuttingDown)));
+    assert_eq!(h.rejected_messages(), 0);
+}
+
+#[test]
+fn peers_are_shared_ids_and_exclude_the_node_itself() {
+    let (h, _rx, _) = handler(1);
+    assert_eq!(h.peer("n2"), Some(&NodeId::from("n2")));
+    assert_eq!(h.peer("n1"), None);
+    assert_eq!(h.peer("n9"), None);
+    assert_eq!(h.id().as_str(), "n1");
+}
