@@ -99,7 +99,12 @@ fn client(e: &Endpoints) -> Result<Client, ClientError> {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTKV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {

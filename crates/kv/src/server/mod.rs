@@ -82,6 +82,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
     raft.start()?;
     tracing::info!(node = %id, peer = %settings.listen, http = %settings.http, "raftkv node started");
 
+    tokio::spawn(log_leader_changes(raft.clone()));
     let app = router(AppState {
         raft: raft.clone(),
         store: reader,
@@ -99,6 +100,16 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         addr: settings.http,
         source,
     })
+}
+
+/// Logs every change of role, term or leader, so that a node's log tells its story.
+async fn log_leader_changes(raft: raftlock_raft::Raft) {
+    let mut changes = raft.leader_change_channel();
+    while changes.changed().await.is_ok() {
+        let o = changes.borrow_and_update().clone();
+        let leader = o.leader.as_ref().map_or("none", |l| l.as_str());
+        tracing::info!(term = o.term, role = %o.role, leader, "raft state changed");
+    }
 }
 
 /// Resolves on SIGINT, SIGTERM, or (with `exit_with_parent`) when the parent process is
