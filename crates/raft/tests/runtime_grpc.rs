@@ -17,7 +17,7 @@ use raftlock_raft::{
 };
 
 mod common;
-use common::{eventually, leader_of, MetricsLog, Recorder};
+use common::{eventually, leader_of, stop_fails_proposals_in_flight, MetricsLog, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -375,30 +375,7 @@ async fn stop_with_proposals_in_flight_fails_them_with_shutting_down_over_grpc()
         }
     }
     let leader = nodes[l].clone();
-    let before = leader.status().await.unwrap().last_log_index;
-    let pending: Vec<_> = (0..5)
-        .map(|k| {
-            let leader = leader.clone();
-            tokio::spawn(async move { leader.propose_and_wait(format!("in-flight-{k}")).await })
-        })
-        .collect();
-    let mut accepted = false;
-    for _ in 0..500 {
-        if leader.status().await.unwrap().last_log_index >= before + 5 {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(accepted, "the leader appended the five proposals");
-    leader.stop().await;
-    for task in pending {
-        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("answered in time")
-            .unwrap();
-        assert!(matches!(outcome, Err(Error::ShuttingDown)), "{outcome:?}");
-    }
+    stop_fails_proposals_in_flight(&leader).await;
     assert!(matches!(
         leader.propose("after stop").await,
         Err(Error::ShuttingDown)

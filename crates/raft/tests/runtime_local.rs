@@ -11,7 +11,7 @@ use raftlock_raft::{
 };
 
 mod common;
-use common::{eventually, leader_of, MetricsLog, Recorder};
+use common::{eventually, leader_of, stop_fails_proposals_in_flight, MetricsLog, Recorder};
 
 fn id(i: usize) -> NodeId {
     NodeId::from(format!("node-{i}"))
@@ -168,31 +168,7 @@ async fn stop_fails_pending_proposals_with_shutting_down() {
     nodes[l].propose_and_wait("committed").await.unwrap();
     net.isolate(&id(l + 1));
     let leader = nodes[l].clone();
-    let before = leader.status().await.unwrap().last_log_index;
-    let pending: Vec<_> = (0..5)
-        .map(|k| {
-            let leader = leader.clone();
-            tokio::spawn(async move { leader.propose_and_wait(format!("never commits {k}")).await })
-        })
-        .collect();
-    let appended = leader.clone();
-    let mut in_log = false;
-    for _ in 0..500 {
-        if appended.status().await.unwrap().last_log_index >= before + 5 {
-            in_log = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(in_log, "the leader appended the five proposals");
-    leader.stop().await;
-    for task in pending {
-        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("answered in time")
-            .unwrap();
-        assert!(matches!(outcome, Err(Error::ShuttingDown)), "{outcome:?}");
-    }
+    stop_fails_proposals_in_flight(&leader).await;
     assert!(matches!(
         leader.read_index().await,
         Err(Error::ShuttingDown)

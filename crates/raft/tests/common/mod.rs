@@ -114,3 +114,36 @@ pub async fn eventually(what: &str, f: impl Fn() -> bool) {
     }
     panic!("timed out waiting until {what}");
 }
+
+/// Proposes five commands on `leader` that cannot commit (the caller has cut it off from
+/// its followers), waits until they are in its log, stops it, and checks that every one
+/// fails with exactly `ShuttingDown`. Returns once the node is stopped.
+pub async fn stop_fails_proposals_in_flight(leader: &Raft) {
+    let before = leader.status().await.unwrap().last_log_index;
+    let pending: Vec<_> = (0..5)
+        .map(|k| {
+            let leader = leader.clone();
+            tokio::spawn(async move { leader.propose_and_wait(format!("in-flight-{k}")).await })
+        })
+        .collect();
+    let mut in_log = false;
+    for _ in 0..500 {
+        if leader.status().await.unwrap().last_log_index >= before + 5 {
+            in_log = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(in_log, "the leader appended the five proposals");
+    leader.stop().await;
+    for task in pending {
+        let outcome = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(
+            matches!(outcome, Err(raftlock_raft::Error::ShuttingDown)),
+            "{outcome:?}"
+        );
+    }
+}
