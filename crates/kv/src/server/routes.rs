@@ -226,26 +226,21 @@ async fn get_key(
         state.call(&uri, false, state.raft.read_index()).await?;
     }
     let store = state.store.read();
-    let index = HeaderValue::from(store.applied);
-    match store.data.get(&key) {
-        Some(value) => {
-            let mut response = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                value.clone(),
-            )
-                .into_response();
-            response.headers_mut().insert(INDEX_HEADER, index);
-            Ok(response)
-        }
-        None => {
-            let mut response = ApiError::new(StatusCode::NOT_FOUND, "key not found")
-                .with("key", json!(key))
-                .into_response();
-            response.headers_mut().insert(INDEX_HEADER, index);
-            Ok(response)
-        }
-    }
+    let mut response = match store.data.get(&key) {
+        Some(value) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            value.clone(),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, "key not found")
+            .with("key", json!(key))
+            .into_response(),
+    };
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(store.applied));
+    Ok(response)
 }
 
 async fn status(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
