@@ -2,7 +2,7 @@
 //! not serialized. Links can be cut and healed to test partitions.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::{Inbound, NetworkManager};
 use crate::message::Message;
@@ -27,7 +27,7 @@ struct Switch {
 /// ```
 #[derive(Clone, Default)]
 pub struct LocalNetwork {
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<RwLock<Switch>>,
 }
 
 impl LocalNetwork {
@@ -46,7 +46,7 @@ impl LocalNetwork {
 
     fn with<T>(&self, f: impl FnOnce(&mut Switch) -> T) -> T {
         // A panic while holding the lock leaves the switch usable: its state is plain data.
-        let mut guard = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.switch.write().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
     }
 
@@ -76,20 +76,21 @@ impl LocalNetwork {
 /// One node's end of a [`LocalNetwork`].
 pub struct LocalTransport {
     id: NodeId,
-    switch: Arc<Mutex<Switch>>,
+    switch: Arc<RwLock<Switch>>,
 }
 
 impl NetworkManager for LocalTransport {
     fn start(&self, inbound: Inbound) -> Result<(), crate::Error> {
-        let mut s = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.switch.write().unwrap_or_else(PoisonError::into_inner);
         s.nodes.insert(self.id.clone(), inbound);
         Ok(())
     }
 
     fn send(&self, messages: Vec<Message>) {
-        let s = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        // Senders share the switch (a read lock); only cutting, healing and joining write.
+        let s = self.switch.read().unwrap_or_else(PoisonError::into_inner);
         for m in messages {
-            if s.cut.contains(&(m.from.clone(), m.to.clone())) {
+            if !s.cut.is_empty() && s.cut.contains(&(m.from.clone(), m.to.clone())) {
                 continue;
             }
             if let Some(handler) = s.nodes.get(&m.to) {
@@ -101,7 +102,7 @@ impl NetworkManager for LocalTransport {
     }
 
     fn stop(&self) {
-        let mut s = self.switch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.switch.write().unwrap_or_else(PoisonError::into_inner);
         s.nodes.remove(&self.id);
     }
 }

@@ -6,7 +6,6 @@
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -15,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
-use self::workers::{ApplyJob, StorageJob, WorkerEvent};
+use self::workers::{ApplyJob, ApplyWorker, StorageJob, StorageWorker, WorkerEvent};
 use crate::clock::Clock;
 use crate::core::{RaftCore, Ready};
 use crate::error::{Error, Result};
@@ -66,6 +65,8 @@ pub(crate) struct Parts {
     pub clock: Arc<dyn Clock>,
     pub external_ticks: bool,
     pub apply_tx: Option<mpsc::Sender<ApplyMsg>>,
+    /// Run the applier on the event loop (never together with `apply_tx`).
+    pub inline_applier: bool,
     pub restore_on_start: Option<crate::types::Snapshot>,
 }
 
@@ -81,20 +82,18 @@ pub(crate) fn spawn(
 ) -> Result<()> {
     let (handler, inbound_rx) = inbound;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (storage_tx, storage_rx) = std_mpsc::channel();
-    let (apply_tx, apply_rx) = std_mpsc::channel();
     let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
-    let storage_thread =
-        workers::spawn_storage(parts.storage, storage_rx, events_tx.clone()).map_err(io)?;
-    let applier_thread =
-        workers::spawn_applier(parts.applier, apply_rx, events_tx, parts.apply_tx).map_err(io)?;
+    let (storage, storage_thread) = StorageWorker::start(parts.storage, &events_tx).map_err(io)?;
+    let (mut applier, applier_thread) =
+        ApplyWorker::start(parts.applier, parts.inline_applier, &events_tx, parts.apply_tx)
+            .map_err(io)?;
     parts.network.start(handler)?;
     let applied = parts
         .restore_on_start
         .as_ref()
         .map_or(0, |s| s.meta.last_index);
     if let Some(snap) = parts.restore_on_start {
-        let _ = apply_tx.send(ApplyJob::Restore(snap));
+        applier.submit(ApplyJob::Restore(snap), &events_tx);
     }
     let node = Node {
         core: parts.core,
@@ -102,9 +101,10 @@ pub(crate) fn spawn(
         metrics: parts.metrics,
         clock: parts.clock,
         external_ticks: parts.external_ticks,
-        storage_tx: Some(storage_tx),
-        apply_tx: Some(apply_tx),
-        threads: vec![storage_thread, applier_thread],
+        storage: Some(storage),
+        applier: Some(applier),
+        events_tx,
+        threads: storage_thread.into_iter().chain(applier_thread).collect(),
         observed,
         applied,
         waiting_results: BTreeMap::new(),
@@ -131,8 +131,11 @@ struct Node {
     metrics: Arc<dyn Metrics>,
     clock: Arc<dyn Clock>,
     external_ticks: bool,
-    storage_tx: Option<std_mpsc::Sender<StorageJob>>,
-    apply_tx: Option<std_mpsc::Sender<ApplyJob>>,
+    /// `None` once stopping: closing a thread's queue lets it finish and exit.
+    storage: Option<StorageWorker>,
+    applier: Option<ApplyWorker>,
+    /// Where inline workers report (threads hold clones).
+    events_tx: mpsc::UnboundedSender<WorkerEvent>,
     threads: Vec<JoinHandle<()>>,
     observed: watch::Sender<Observed>,
     /// Highest index the applier reported applied.
@@ -200,7 +203,10 @@ impl Node {
                     cmd => self.handle_command(cmd),
                 }
             }
-            self.drain_ready();
+            if let Err(e) = self.settle(&mut events) {
+                tracing::error!(error = %e, "node stops after a fatal error");
+                break;
+            }
             if stop_reply.is_some() {
                 break;
             }
@@ -343,6 +349,27 @@ impl Node {
         Ok(())
     }
 
+    /// Carries out every `Ready` and handles the completions already reported, round after
+    /// round: inline workers report at once, so one input usually settles here without
+    /// another trip through `select!`. Bounded, so that a stream of completions from the
+    /// worker threads cannot starve commands and peer messages.
+    fn settle(&mut self, events: &mut mpsc::UnboundedReceiver<WorkerEvent>) -> Result<()> {
+        const MAX_ROUNDS: usize = 16;
+        for _ in 0..MAX_ROUNDS {
+            self.drain_ready();
+            let mut handled = false;
+            while let Ok(ev) = events.try_recv() {
+                self.handle_event(ev)?;
+                handled = true;
+            }
+            if !handled {
+                break;
+            }
+        }
+        self.drain_ready();
+        Ok(())
+    }
+
     /// Carries out every `Ready` the core has.
     fn drain_ready(&mut self) {
         while self.core.has_ready() {
@@ -420,14 +447,14 @@ impl Node {
     }
 
     fn send_to_storage(&mut self, job: StorageJob) {
-        if let Some(tx) = &self.storage_tx {
-            let _ = tx.send(job);
+        if let Some(w) = &mut self.storage {
+            w.submit(job, &self.events_tx);
         }
     }
 
     fn send_to_applier(&mut self, job: ApplyJob) {
-        if let Some(tx) = &self.apply_tx {
-            let _ = tx.send(job);
+        if let Some(w) = &mut self.applier {
+            w.submit(job, &self.events_tx);
         }
     }
 
@@ -445,9 +472,10 @@ impl Node {
         for (_, reply, _) in self.reads_waiting_apply.drain(..) {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
-        // Closing the job channels lets each worker finish its queue and exit.
-        self.storage_tx = None;
-        self.apply_tx = None;
+        // Closing the job channels lets each worker finish its queue and exit; inline
+        // storage is dropped here, releasing its directory.
+        self.storage = None;
+        self.applier = None;
         let threads = std::mem::take(&mut self.threads);
         let joined = tokio::task::spawn_blocking(move || {
             for t in threads {

@@ -1,7 +1,9 @@
-//! The two worker threads of a node: the storage writer (group commit: every write batch
-//! queued since the last flush goes to disk with one `sync`) and the applier (the
-//! application's state machine, in log order, in batches). Both report back to the node's
-//! event loop through one channel, so the event loop itself never blocks on I/O.
+//! The two workers of a node: the storage writer (group commit: every write batch queued
+//! since the last flush goes to disk with one `sync`) and the applier (the application's
+//! state machine, in log order, in batches). Each runs on a thread of its own, so the
+//! event loop never blocks on I/O — or, for in-memory storage and an applier declared
+//! non-blocking, inline on the event loop, saving the thread switches. Either way they
+//! report back through one event channel.
 
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
@@ -58,9 +60,47 @@ pub(crate) enum ApplyJob {
     BuildSnapshot,
 }
 
-/// Runs the storage writer until its job channel closes; returns the storage so the node
-/// can drop it (releasing the data directory) when it stops.
-pub(crate) fn spawn_storage(
+/// Where storage jobs run: on a thread of their own (group commit: everything queued
+/// since the last flush goes to disk with one `sync`), or inline on the event loop for
+/// storage that [`is_in_memory`](Storage::is_in_memory).
+pub(crate) enum StorageWorker {
+    Thread(std_mpsc::Sender<StorageJob>),
+    Inline(Box<dyn Storage>),
+}
+
+impl StorageWorker {
+    /// Starts the worker; returns the thread to join at shutdown, if one was started.
+    pub(crate) fn start(
+        storage: Box<dyn Storage>,
+        events: &mpsc::UnboundedSender<WorkerEvent>,
+    ) -> std::io::Result<(Self, Option<JoinHandle<()>>)> {
+        if storage.is_in_memory() {
+            return Ok((StorageWorker::Inline(storage), None));
+        }
+        let (tx, rx) = std_mpsc::channel();
+        let thread = spawn_storage(storage, rx, events.clone())?;
+        Ok((StorageWorker::Thread(tx), Some(thread)))
+    }
+
+    /// Runs `job` (inline) or queues it (thread); outcomes arrive as events.
+    pub(crate) fn submit(&mut self, job: StorageJob, events: &mpsc::UnboundedSender<WorkerEvent>) {
+        match self {
+            StorageWorker::Thread(tx) => {
+                let _ = tx.send(job);
+            }
+            StorageWorker::Inline(storage) => {
+                if let Err(e) = run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
+                {
+                    let _ = events.send(WorkerEvent::StorageFailed(e));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the storage writer until its job channel closes; dropping the storage at the end
+/// releases the data directory.
+fn spawn_storage(
     mut storage: Box<dyn Storage>,
     jobs: std_mpsc::Receiver<StorageJob>,
     events: mpsc::UnboundedSender<WorkerEvent>,
@@ -141,71 +181,124 @@ fn run_storage_batch(
     Ok(())
 }
 
-/// Runs the applier until its job channel closes. `apply_tx`, if set, receives every
-/// command and snapshot in order (backpressure: a slow consumer slows application, it
-/// never loses a message).
-pub(crate) fn spawn_applier(
-    mut applier: Box<dyn Applier>,
-    jobs: std_mpsc::Receiver<ApplyJob>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+/// The application's state machine and what it has applied.
+pub(crate) struct ApplierRunner {
+    applier: Box<dyn Applier>,
+    applied: Index,
     apply_tx: Option<mpsc::Sender<ApplyMsg>>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("raft-applier".into())
-        .spawn(move || {
-            let mut applied: Index = 0;
-            while let Ok(job) = jobs.recv() {
-                match job {
-                    ApplyJob::Restore(snap) => {
-                        if let Err(e) = applier.restore(&snap.meta, &snap.data) {
-                            let _ = events.send(WorkerEvent::ApplierFailed(e));
-                            return;
-                        }
-                        applied = snap.meta.last_index;
-                        if let Some(tx) = &apply_tx {
-                            let _ = tx.blocking_send(ApplyMsg::Snapshot {
-                                index: snap.meta.last_index,
-                                term: snap.meta.last_term,
-                                data: snap.data.clone(),
+}
+
+impl ApplierRunner {
+    /// Runs one job; returns `false` once the applier failed (the node must stop).
+    fn run(&mut self, job: ApplyJob, events: &mpsc::UnboundedSender<WorkerEvent>) -> bool {
+        match job {
+            ApplyJob::Restore(snap) => {
+                if let Err(e) = self.applier.restore(&snap.meta, &snap.data) {
+                    let _ = events.send(WorkerEvent::ApplierFailed(e));
+                    return false;
+                }
+                self.applied = snap.meta.last_index;
+                if let Some(tx) = &self.apply_tx {
+                    let _ = tx.blocking_send(ApplyMsg::Snapshot {
+                        index: snap.meta.last_index,
+                        term: snap.meta.last_term,
+                        data: snap.data.clone(),
+                    });
+                }
+                let _ = events.send(WorkerEvent::Applied {
+                    index: self.applied,
+                    results: Vec::new(),
+                    restored: true,
+                });
+            }
+            ApplyJob::Apply(entries) => {
+                let mut results = Vec::with_capacity(entries.len());
+                for e in &entries {
+                    if e.kind == EntryKind::Normal {
+                        let result = self.applier.apply(e.index, e.term, &e.data);
+                        if let Some(tx) = &self.apply_tx {
+                            let _ = tx.blocking_send(ApplyMsg::Command {
+                                index: e.index,
+                                term: e.term,
+                                data: e.data.clone(),
                             });
                         }
-                        let _ = events.send(WorkerEvent::Applied {
-                            index: applied,
-                            results: Vec::new(),
-                            restored: true,
-                        });
+                        results.push((e.index, e.term, result));
                     }
-                    ApplyJob::Apply(entries) => {
-                        let mut results = Vec::with_capacity(entries.len());
-                        for e in &entries {
-                            if e.kind == EntryKind::Normal {
-                                let result = applier.apply(e.index, e.term, &e.data);
-                                if let Some(tx) = &apply_tx {
-                                    let _ = tx.blocking_send(ApplyMsg::Command {
-                                        index: e.index,
-                                        term: e.term,
-                                        data: e.data.clone(),
-                                    });
-                                }
-                                results.push((e.index, e.term, result));
-                            }
-                            applied = e.index;
-                        }
-                        let _ = events.send(WorkerEvent::Applied {
-                            index: applied,
-                            results,
-                            restored: false,
-                        });
+                    self.applied = e.index;
+                }
+                let _ = events.send(WorkerEvent::Applied {
+                    index: self.applied,
+                    results,
+                    restored: false,
+                });
+            }
+            ApplyJob::BuildSnapshot => match self.applier.snapshot() {
+                Ok((index, data)) => {
+                    let _ = events.send(WorkerEvent::SnapshotBuilt { index, data });
+                }
+                Err(e) => {
+                    let _ = events.send(WorkerEvent::SnapshotFailed(e.to_string()));
+                }
+            },
+        }
+        true
+    }
+}
+
+/// Where the applier runs: on a thread of its own, or inline on the event loop (see
+/// [`RaftBuilder::with_inline_applier`](crate::RaftBuilder::with_inline_applier)).
+pub(crate) enum ApplyWorker {
+    Thread(std_mpsc::Sender<ApplyJob>),
+    /// `None` once the applier failed.
+    Inline(Option<ApplierRunner>),
+}
+
+impl ApplyWorker {
+    /// Starts the worker; returns the thread to join at shutdown, if one was started.
+    /// An `apply_tx` (whose backpressure blocks) always gets a thread.
+    pub(crate) fn start(
+        applier: Box<dyn Applier>,
+        inline: bool,
+        events: &mpsc::UnboundedSender<WorkerEvent>,
+        apply_tx: Option<mpsc::Sender<ApplyMsg>>,
+    ) -> std::io::Result<(Self, Option<JoinHandle<()>>)> {
+        let runner = ApplierRunner {
+            applier,
+            applied: 0,
+            apply_tx,
+        };
+        if inline && runner.apply_tx.is_none() {
+            return Ok((ApplyWorker::Inline(Some(runner)), None));
+        }
+        let (tx, rx) = std_mpsc::channel();
+        let events = events.clone();
+        let thread = std::thread::Builder::new()
+            .name("raft-applier".into())
+            .spawn(move || {
+                let mut runner = runner;
+                while let Ok(job) = rx.recv() {
+                    if !runner.run(job, &events) {
+                        return;
                     }
-                    ApplyJob::BuildSnapshot => match applier.snapshot() {
-                        Ok((index, data)) => {
-                            let _ = events.send(WorkerEvent::SnapshotBuilt { index, data });
-                        }
-                        Err(e) => {
-                            let _ = events.send(WorkerEvent::SnapshotFailed(e.to_string()));
-                        }
-                    },
+                }
+            })?;
+        Ok((ApplyWorker::Thread(tx), Some(thread)))
+    }
+
+    /// Runs `job` (inline) or queues it (thread); outcomes arrive as events.
+    pub(crate) fn submit(&mut self, job: ApplyJob, events: &mpsc::UnboundedSender<WorkerEvent>) {
+        match self {
+            ApplyWorker::Thread(tx) => {
+                let _ = tx.send(job);
+            }
+            ApplyWorker::Inline(runner) => {
+                if let Some(r) = runner {
+                    if !r.run(job, events) {
+                        *runner = None;
+                    }
                 }
             }
-        })
+        }
+    }
 }

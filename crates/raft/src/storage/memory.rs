@@ -168,6 +168,10 @@ impl Storage for MemStorage {
         }
         Ok(())
     }
+
+    fn is_in_memory(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,14 @@ pub trait Storage: Send + 'static {
     /// exceed the snapshot index. Implementations may keep some (FileStorage drops whole
     /// segments only); `first_index()` tells what remains.
     fn compact(&mut self, upto: Index) -> Result<(), StorageError>;
+
+    /// Whether every write returns in microseconds without blocking (the state is in
+    /// memory). The runtime then writes on its event loop instead of handing each batch to
+    /// a storage thread, which saves two thread switches per batch. Default `false`: a
+    /// storage that touches a disk must keep its fsyncs off the event loop.
+    fn is_in_memory(&self) -> bool {
+        false
+    }
 }
 
 /// Reads everything a node needs to start from `storage`: hard state, the latest snapshot
