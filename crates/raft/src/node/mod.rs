@@ -84,9 +84,13 @@ pub(crate) fn spawn(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
     let (storage, storage_thread) = StorageWorker::start(parts.storage, &events_tx).map_err(io)?;
-    let (mut applier, applier_thread) =
-        ApplyWorker::start(parts.applier, parts.inline_applier, &events_tx, parts.apply_tx)
-            .map_err(io)?;
+    let (mut applier, applier_thread) = ApplyWorker::start(
+        parts.applier,
+        parts.inline_applier,
+        &events_tx,
+        parts.apply_tx,
+    )
+    .map_err(io)?;
     parts.network.start(handler)?;
     let applied = parts
         .restore_on_start

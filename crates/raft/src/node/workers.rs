@@ -89,7 +89,8 @@ impl StorageWorker {
                 let _ = tx.send(job);
             }
             StorageWorker::Inline(storage) => {
-                if let Err(e) = run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
+                if let Err(e) =
+                    run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
                 {
                     let _ = events.send(WorkerEvent::StorageFailed(e));
                 }
