@@ -9,6 +9,25 @@
 //! - segments are removed one at a time, each removal made durable before the next, newest
 //!   first when cutting the end of the log and oldest first when compacting, so that a
 //!   crash at any point leaves a contiguous run of segments.
+//!
+//! Pre-allocation and recycling (with `SyncPolicy::Always` only; without fsyncs they gain
+//! nothing). An `fdatasync` after an append that grows the file must also commit the new
+//! file size and block allocation to the journal, which on the disk measured costs about
+//! 1.7 times as much as one that only overwrites blocks already written and synced. So:
+//! - an append that reaches past the written part of the file also writes zeros up to
+//!   [`PREALLOC_CHUNK`] further (capped at the segment size), in the same `write`; the
+//!   next `fdatasync` pays the metadata once and the appends after it overwrite zeros;
+//! - compaction renames the oldest removed segment to [`SPARE_FILE`] (if there is no spare
+//!   yet) instead of deleting it, and the next roll renames the spare into place after
+//!   writing its new header, so a whole segment's worth of blocks is reused. Its old
+//!   records cannot pass as data: a record's checksum is seeded with the first index of
+//!   its segment, and a recycled file only ever becomes a segment with a higher first
+//!   index than it held (compacted entries lie below every future index);
+//! - bytes past a segment's data are therefore zeros or old records of another segment.
+//!   Before a segment stops being the last one, an end marker (a zero record length) is
+//!   written after its data, so scans of non-last segments stop there; recovery cuts the
+//!   last segment after its valid records unless everything after them is zeros (see
+//!   `recover.rs`), so leftovers of a torn write never sit behind new appends.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -16,13 +35,22 @@ use std::path::{Path, PathBuf};
 
 use super::fsutil::{io_err, remove_durably, sync_dir, TMP_SUFFIX};
 use super::index::ByteBudget;
-use super::segment::{self, Decoded};
+use super::segment::{self, Decoded, RECORD_HEADER_LEN};
 use crate::error::StorageError;
 use crate::types::{Entry, Index};
 
 /// The append buffer is kept between batches, unless one huge batch made it bigger than
 /// this; then it is released rather than pinned forever.
 const KEEP_BUFFER_BYTES: usize = 4 << 20;
+
+/// How far ahead of its data a segment file is written with zeros when an append reaches
+/// the end of the written part (`SyncPolicy::Always` only). One such append costs a larger
+/// write and an `fdatasync` that commits metadata; the appends that follow overwrite.
+pub(super) const PREALLOC_CHUNK: u64 = 1 << 20;
+
+/// Name, in the log directory, of a compacted segment file kept for reuse as the next
+/// segment (no `.seg` suffix: it is not part of the log).
+pub(super) const SPARE_FILE: &str = "spare-segment";
 
 /// One segment file and the offsets of its records.
 #[derive(Debug)]
@@ -37,16 +65,21 @@ pub(super) struct Segment {
     offsets: Vec<u32>,
     /// End of the records (where the next record goes).
     end: u64,
+    /// Length of the file: bytes in `[end, allocated)` are zeros written ahead or, in a
+    /// recycled file, old records that do not verify in this segment.
+    allocated: u64,
 }
 
 impl Segment {
-    /// A segment over an open file whose records were found at `offsets`, ending at `end`.
+    /// A segment over an open file of `allocated` bytes whose records were found at
+    /// `offsets`, ending at `end`.
     pub(super) fn new(
         first_index: Index,
         path: PathBuf,
         file: File,
         offsets: Vec<u32>,
         end: u64,
+        allocated: u64,
     ) -> Self {
         Segment {
             first_index,
@@ -54,6 +87,7 @@ impl Segment {
             file,
             offsets,
             end,
+            allocated: allocated.max(end),
         }
     }
 
@@ -89,16 +123,20 @@ pub(super) struct SegmentLog {
     dirty: bool,
     /// Encoding buffer reused across appends: one `write` per batch per segment.
     buf: Vec<u8>,
+    /// A compacted segment file waiting to be reused by the next roll ([`SPARE_FILE`]).
+    spare: Option<PathBuf>,
 }
 
 impl SegmentLog {
-    /// A log over recovered `segments`; `empty_first` is its first index if there are none.
+    /// A log over recovered `segments`; `empty_first` is its first index if there are none;
+    /// `spare` is a recycled file found in the directory.
     pub(super) fn new(
         dir: PathBuf,
         sync: bool,
         segment_size: u64,
         segments: Vec<Segment>,
         empty_first: Index,
+        spare: Option<PathBuf>,
     ) -> Self {
         let first = segments.first().map_or(empty_first, |s| s.first_index);
         let next = segments.last().map_or(empty_first, Segment::next_index);
@@ -111,7 +149,14 @@ impl SegmentLog {
             next,
             dirty: false,
             buf: Vec::new(),
+            spare,
         }
+    }
+
+    /// Whether a recycled segment file is waiting for the next roll.
+    #[cfg(test)]
+    pub(super) fn has_spare(&self) -> bool {
+        self.spare.is_some()
     }
 
     /// First index held (equal to [`SegmentLog::next`] when empty).
@@ -174,17 +219,29 @@ impl SegmentLog {
         self.flush(buf, &mut pending)
     }
 
-    /// Writes the encoded `pending` records in `buf` to the last segment.
+    /// Writes the encoded `pending` records in `buf` to the last segment, with zeros
+    /// written ahead of them when they reach past the written part of the file.
     fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut usize) -> Result<(), StorageError> {
         let count = std::mem::take(pending);
         if buf.is_empty() {
             return Ok(());
         }
+        let (preallocate, segment_size) = (self.sync, self.segment_size);
         let Some(seg) = self.segments.last_mut() else {
             return Ok(());
         };
+        let data_end = seg.end + buf.len() as u64;
+        let mut allocated = seg.allocated.max(data_end);
+        if preallocate && data_end > seg.allocated {
+            allocated = seg
+                .allocated
+                .saturating_add(PREALLOC_CHUNK)
+                .min(segment_size)
+                .max(data_end);
+            let zeros = usize::try_from(allocated - data_end).unwrap_or(0);
+            buf.resize(buf.len() + zeros, 0);
+        }
         let written = seg.file.write_all_at(buf, seg.end);
-        let len = buf.len() as u64;
         buf.clear();
         if let Err(e) = written {
             // Forget the records that may not be on disk; the next write overwrites them.
@@ -192,31 +249,41 @@ impl SegmentLog {
                 .truncate(seg.offsets.len().saturating_sub(count));
             return Err(StorageError::io("write", seg.path.clone(), e));
         }
-        seg.end += len;
+        seg.end = data_end;
+        seg.allocated = allocated;
         self.next += count as u64;
         self.dirty = true;
         Ok(())
     }
 
-    /// Starts a new segment at `first_index` after making the current one durable.
+    /// Starts a new segment at `first_index` after closing the current one with an end
+    /// marker and making it durable. Reuses the spare file if there is one.
     fn roll(&mut self, first_index: Index) -> Result<(), StorageError> {
+        self.end_last_segment()?;
         self.sync()?;
         let name = segment::file_name(first_index);
         let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        file.write_all_at(&segment::encode_header(first_index), 0)
-            .map_err(io_err("write", &tmp))?;
-        if self.sync {
-            file.sync_data().map_err(io_err("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        let spare = if self.sync { self.spare.take() } else { None };
+        let (file, allocated) = match spare {
+            Some(spare) => self.reuse_spare(&spare, first_index, &path)?,
+            None => {
+                let tmp = self.dir.join(format!("{name}{TMP_SUFFIX}"));
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .map_err(io_err("create", &tmp))?;
+                file.write_all_at(&segment::encode_header(first_index), 0)
+                    .map_err(io_err("write", &tmp))?;
+                if self.sync {
+                    file.sync_data().map_err(io_err("fsync", &tmp))?;
+                }
+                std::fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+                (file, 0)
+            }
+        };
         if self.sync {
             sync_dir(&self.dir)?;
         }
@@ -224,8 +291,56 @@ impl SegmentLog {
             self.first = first_index;
         }
         let end = segment::SEGMENT_HEADER_LEN as u64;
-        self.segments
-            .push(Segment::new(first_index, path, file, Vec::new(), end));
+        self.segments.push(Segment::new(
+            first_index,
+            path,
+            file,
+            Vec::new(),
+            end,
+            allocated,
+        ));
+        Ok(())
+    }
+
+    /// Turns the spare file into the segment starting at `first_index` (at `path`): its
+    /// header is overwritten and made durable before the rename gives it the segment's
+    /// name, so a crash leaves either the spare or a segment with a valid header. Returns
+    /// the open file and its length. The directory fsync is the caller's.
+    fn reuse_spare(
+        &self,
+        spare: &Path,
+        first_index: Index,
+        path: &Path,
+    ) -> Result<(File, u64), StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(spare)
+            .map_err(io_err("open", spare))?;
+        file.write_all_at(&segment::encode_header(first_index), 0)
+            .map_err(io_err("write", spare))?;
+        file.sync_data().map_err(io_err("fsync", spare))?;
+        let len = file.metadata().map_err(io_err("stat", spare))?.len();
+        std::fs::rename(spare, path).map_err(io_err("rename", spare))?;
+        tracing::debug!(path = %path.display(), bytes = len, "reusing a recycled segment file");
+        Ok((file, len))
+    }
+
+    /// Writes an end marker after the last segment's data if its file holds anything past
+    /// it (zeros written ahead, or old records of a recycled file), so that once the
+    /// segment is no longer the last one, recovery reads exactly its records. The caller
+    /// syncs.
+    fn end_last_segment(&mut self) -> Result<(), StorageError> {
+        let Some(seg) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        if seg.allocated > seg.end {
+            seg.file
+                .write_all_at(&[0u8; RECORD_HEADER_LEN], seg.end)
+                .map_err(io_err("write", &seg.path))?;
+            seg.allocated = seg.allocated.max(seg.end + RECORD_HEADER_LEN as u64);
+            self.dirty = true;
+        }
         Ok(())
     }
 
@@ -258,6 +373,9 @@ impl SegmentLog {
             let slot = usize::try_from(from - seg.first_index).unwrap_or(usize::MAX);
             if let Some(&offset) = seg.offsets.get(slot) {
                 let offset = u64::from(offset);
+                // Cut the file, not just the index: the records after the cut carry this
+                // segment's checksum seed, and one that new records happened to end in
+                // front of would read as data. Appends write zeros ahead again.
                 seg.file
                     .set_len(offset)
                     .map_err(io_err("truncate", &seg.path))?;
@@ -266,6 +384,7 @@ impl SegmentLog {
                 }
                 seg.offsets.truncate(slot);
                 seg.end = offset;
+                seg.allocated = offset;
             }
         }
         // The remaining data was flushed by the truncation or when its successor began.
@@ -275,9 +394,19 @@ impl SegmentLog {
     }
 
     /// Deletes whole segments whose entries are all `<= upto`, never the last segment.
+    /// With `SyncPolicy::Always` the first one removed becomes the spare file when there
+    /// is none: every later segment starts above `upto`, so its records never verify there.
     pub(super) fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
         while self.segments.len() > 1 && self.segments[0].next_index() <= upto.saturating_add(1) {
-            remove_durably(&self.dir, &self.segments[0].path, self.sync)?;
+            let path = &self.segments[0].path;
+            if self.sync && self.spare.is_none() {
+                let spare = self.dir.join(SPARE_FILE);
+                std::fs::rename(path, &spare).map_err(io_err("rename", path))?;
+                sync_dir(&self.dir)?;
+                self.spare = Some(spare);
+            } else {
+                remove_durably(&self.dir, path, self.sync)?;
+            }
             self.segments.remove(0);
             self.first = self.segments[0].first_index;
         }

@@ -6,13 +6,16 @@
 //! <dir>/LOCK                                    flock + pid of the holder      (lock.rs)
 //! <dir>/hardstate                               term and vote                  (meta.rs)
 //! <dir>/log/<first index, 20 digits>.seg        log segments                   (segment.rs)
+//! <dir>/log/spare-segment                       a compacted segment to reuse   (log.rs)
 //! <dir>/snapshots/<index 20>-<term 20>.snap     the latest snapshot            (snapshot_file.rs)
 //! ```
 //!
 //! Files being written end in `.tmp` and are deleted on open. The hard state and snapshots
 //! are replaced by write-to-temp, fsync, rename, fsync-directory, so they are never torn.
-//! The log is append-only; `log.rs` explains the write ordering and `recover.rs` what open
-//! accepts, repairs (a torn tail of the last segment) and refuses (everything else).
+//! The log is append-only; `log.rs` explains the write ordering, the pre-allocation and
+//! recycling of segment files (so that an fsync after an append flushes data but no file
+//! metadata), and `recover.rs` what open accepts, repairs (a torn tail of the last segment)
+//! and refuses (everything else).
 //!
 //! In memory, the storage keeps the offset of every record, the terms of the log as runs
 //! (`index.rs`) and a bounded cache of the most recent entries, so `term()` never reads the

@@ -20,6 +20,10 @@ pub struct FileStorageOptions {
     /// A new log segment is started once the current one reaches this size. Default 64 MiB,
     /// at most [`FileStorageOptions::MAX_SEGMENT_SIZE`]. Compaction removes whole
     /// segments, so this is also the granularity at which disk space is given back.
+    /// With [`SyncPolicy::Always`] the log's files are written with zeros ahead of their
+    /// data (1 MiB at a time, up to this size) and one compacted segment file is kept for
+    /// reuse, so that each fsync flushes data only; the log then takes up to one segment
+    /// more disk space than its entries need.
     pub segment_size: u64,
     /// Bytes of recent entries kept in memory to serve reads without touching the disk.
     /// Default 16 MiB.

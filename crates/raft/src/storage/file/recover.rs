@@ -8,7 +8,13 @@
 //! - in the last segment, a bad record is a torn tail and is truncated away, unless a valid
 //!   record starts right where the bad one claims to end: then good data follows the damage,
 //!   which a torn append cannot produce, and it is reported as corruption;
-//! - indices must run on without gaps from segment to segment, and terms never decrease.
+//! - indices must run on without gaps from segment to segment, and terms never decrease;
+//! - a segment's data ends at the end of the file or at a zero record length (zeros written
+//!   ahead, or the end marker written before the next segment began); what follows is not
+//!   read. In the last segment, whatever follows the valid records is cut off unless it is
+//!   all zeros, because appends continue there: a leftover record of this segment (a torn
+//!   batch whose first page was lost) could otherwise end up right behind new data and
+//!   read as part of the log. Old records of a recycled file never verify (see `log.rs`).
 //!
 //! Corruption is never skipped and never returned as data: the error names the file and
 //! the offset of the damaged record, and the operator decides.
@@ -19,7 +25,7 @@ use std::path::Path;
 
 use super::fsutil::{io_err, list_files, remove_durably};
 use super::index::TermRuns;
-use super::log::{Segment, SegmentLog};
+use super::log::{Segment, SegmentLog, SPARE_FILE};
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use crate::error::StorageError;
 use crate::types::{Index, Term};
@@ -42,7 +48,12 @@ pub(super) fn recover_log(
     empty_first: Index,
     terms: &mut TermRuns,
 ) -> Result<SegmentLog, StorageError> {
-    let mut found: Vec<_> = list_files(dir)?
+    let files = list_files(dir)?;
+    let spare = files
+        .iter()
+        .find(|(name, _)| name == SPARE_FILE)
+        .map(|(_, path)| path.clone());
+    let mut found: Vec<_> = files
         .into_iter()
         .filter_map(|(name, path)| Some((segment::parse_file_name(&name)?, path)))
         .collect();
@@ -116,7 +127,8 @@ pub(super) fn recover_log(
                 path = %path.display(),
                 offset = bad.offset,
                 reason = %bad.reason,
-                "truncating torn tail of the log"
+                "truncating the log after its last valid record (a torn write, or old \
+                 records of a recycled segment file)"
             );
         }
         if scan.offsets.is_empty() && !is_last {
@@ -127,13 +139,20 @@ pub(super) fn recover_log(
             ));
         }
         let end = scan.data_end as u64;
-        if is_last && buf.len() as u64 > end {
+        let mut allocated = buf.len() as u64;
+        let zero_tail = || {
+            buf.get(scan.data_end..)
+                .is_some_and(|tail| tail.iter().all(|&b| b == 0))
+        };
+        if is_last && allocated > end && !zero_tail() {
             // Cut whatever follows the valid records, so later appends never sit in front of
-            // stale bytes that a future scan could misread.
+            // stale bytes that a future scan could misread. Zeros written ahead are kept:
+            // they hold nothing, and appends overwriting them sync faster.
             file.set_len(end).map_err(io_err("truncate", &path))?;
             if sync {
                 file.sync_data().map_err(io_err("fsync", &path))?;
             }
+            allocated = end;
         }
         if is_last && scan.offsets.is_empty() {
             drop(file);
@@ -141,7 +160,14 @@ pub(super) fn recover_log(
             break;
         }
         prev_term = scan.last_term;
-        segments.push(Segment::new(first, path, file, scan.offsets, end));
+        segments.push(Segment::new(
+            first,
+            path,
+            file,
+            scan.offsets,
+            end,
+            allocated,
+        ));
     }
     Ok(SegmentLog::new(
         dir.to_path_buf(),
@@ -149,6 +175,7 @@ pub(super) fn recover_log(
         segment_size,
         segments,
         empty_first,
+        spare,
     ))
 }
 

@@ -12,7 +12,9 @@
 //! Seeding the checksum with the segment's first index makes a record left over from
 //! another segment (a recycled or renamed file) fail the check instead of passing as data.
 //! A zero length at a record boundary marks the end of data, so zero-filled space after the
-//! last record (pre-allocation) reads as "nothing more".
+//! last record (pre-allocation) reads as "nothing more". The same zero length, written as an
+//! 8-byte end marker, closes a segment whose file holds older bytes after its records (a
+//! recycled file), so a scan never reads past its data.
 
 use bytes::Bytes;
 
@@ -173,6 +175,14 @@ pub(super) fn decode_at(buf: &[u8], at: usize, segment_first: Index) -> Decoded<
         return Decoded::End;
     }
     let (Some(len), Some(crc)) = (read_u32(buf, at), read_u32(buf, at + 4)) else {
+        if buf
+            .get(at..)
+            .is_some_and(|rest| rest.iter().all(|&b| b == 0))
+        {
+            // Fewer zero bytes than a record header: zero-filled space, as after a zero
+            // length.
+            return Decoded::End;
+        }
         return Decoded::Bad {
             reason: format!("partial record header ({remaining} of {RECORD_HEADER_LEN} bytes)"),
             claimed_end: None,
@@ -402,6 +412,33 @@ mod tests {
         let scan = scan(&buf, 1, 0, |_, _| {});
         assert!(scan.bad.is_none());
         assert_eq!((scan.offsets.len(), scan.data_end), (2, end));
+    }
+
+    #[test]
+    fn zero_bytes_shorter_than_a_header_end_the_data() {
+        let mut buf = segment(1, &entries(1, 1));
+        let end = buf.len();
+        buf.extend_from_slice(&[0u8; 5]);
+        let s = scan(&buf, 1, 0, |_, _| {});
+        assert!(s.bad.is_none());
+        assert_eq!((s.offsets.len(), s.data_end), (1, end));
+        // Non-zero leftovers of that length are a torn header.
+        buf[end + 2] = 7;
+        assert!(scan(&buf, 1, 0, |_, _| {}).bad.is_some());
+    }
+
+    #[test]
+    fn records_of_a_recycled_file_do_not_verify_in_the_new_segment() {
+        // A file that held segment 1 is reused for segment 40: its old records, complete
+        // and well formed, must read as "not a record" under the new segment's seed.
+        let old = segment(1, &entries(1, 5));
+        let mut reused = old.clone();
+        reused[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(40));
+        let s = scan(&reused, 40, 0, |_, _| {});
+        assert!(s.offsets.is_empty());
+        let bad = s.bad.expect("stale record must not verify");
+        assert!(!bad.valid_record_follows);
+        assert!(bad.reason.contains("checksum"), "{}", bad.reason);
     }
 
     #[test]

@@ -336,3 +336,276 @@ fn oversized_entries_are_refused_before_writing() {
     assert_eq!(s.last_index(), 0);
     assert!(segment_files(dir.path()).is_empty());
 }
+
+/// Entries whose records all have the same size, so records written over a recycled or
+/// truncated region line up with the old ones: the case where only the checksum seed, the
+/// index check or the recovery cut keeps an old record from passing as data.
+fn fixed(lo: Index, hi: Index, term: Term) -> Vec<Entry> {
+    (lo..hi)
+        .map(|i| Entry::normal(i, term, vec![b'a' + (i % 26) as u8; 40]))
+        .collect()
+}
+
+fn file_len(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn appends_write_zeros_ahead_and_a_zero_tail_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 1 << 20;
+    let mut s = FileStorage::open(dir.path(), opts(segment_size, 0)).unwrap();
+    s.append(&fixed(1, 51, 1)).unwrap();
+    s.sync().unwrap();
+    let seg = segment_files(dir.path())[0].clone();
+    let data_end =
+        segment::SEGMENT_HEADER_LEN as u64 + 50 * segment::record_len(&fixed(1, 2, 1)[0]) as u64;
+    assert_eq!(
+        file_len(&seg),
+        segment_size,
+        "written ahead to the segment size"
+    );
+    assert!(fs::read(&seg).unwrap()[data_end as usize..]
+        .iter()
+        .all(|&b| b == 0));
+    // A crash after the sync (or a clean stop) leaves the zero tail: it reads as the end
+    // of the log and is kept.
+    drop(s);
+    let mut s = FileStorage::open(dir.path(), opts(segment_size, 0)).unwrap();
+    assert_eq!(s.last_index(), 50);
+    assert_eq!(s.entries(1, 51, u64::MAX).unwrap(), fixed(1, 51, 1));
+    assert_eq!(file_len(&seg), segment_size, "the zero tail is not cut");
+    s.append(&fixed(51, 61, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = FileStorage::open(dir.path(), opts(segment_size, 0)).unwrap();
+    let mut want = fixed(1, 51, 1);
+    want.extend(fixed(51, 61, 2));
+    assert_eq!(s.entries(1, 61, u64::MAX).unwrap(), want);
+    // Without fsync there is nothing to gain: files grow as written.
+    let dir = tempfile::tempdir().unwrap();
+    let o = FileStorageOptions {
+        sync: SyncPolicy::UnsafeNoSync,
+        ..opts(segment_size, 0)
+    };
+    let mut s = FileStorage::open(dir.path(), o).unwrap();
+    s.append(&fixed(1, 51, 1)).unwrap();
+    assert_eq!(file_len(&segment_files(dir.path())[0]), data_end);
+}
+
+#[test]
+fn torn_write_inside_a_preallocated_segment() {
+    let pristine = tempfile::tempdir().unwrap();
+    let segment_size = 1 << 16;
+    {
+        let mut s = FileStorage::open(pristine.path(), opts(segment_size, 0)).unwrap();
+        s.append(&fixed(1, 21, 1)).unwrap();
+        s.sync().unwrap();
+        s.append(&fixed(21, 26, 1)).unwrap();
+        s.sync().unwrap();
+    }
+    let name = segment_files(pristine.path())[0]
+        .file_name()
+        .unwrap()
+        .to_owned();
+    let bytes = fs::read(pristine.path().join(LOG_DIR).join(&name)).unwrap();
+    assert_eq!(bytes.len() as u64, segment_size);
+    let rec = segment::record_len(&fixed(1, 2, 1)[0]);
+    let at = |i: u64| segment::SEGMENT_HEADER_LEN + (i as usize - 1) * rec;
+    let reopen = |damaged: &[u8], what: &str| {
+        let work = tempfile::tempdir().unwrap();
+        fs::create_dir_all(work.path().join(LOG_DIR)).unwrap();
+        let seg = work.path().join(LOG_DIR).join(&name);
+        fs::write(&seg, damaged).unwrap();
+        let s = FileStorage::open(work.path(), opts(segment_size, 0))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        (work, s, seg)
+    };
+
+    // The last batch cut short at any byte, zeros after it (pre-allocated space that the
+    // write did not reach): the complete records before the cut survive.
+    for cut in (at(21)..=at(26)).step_by(7) {
+        let mut damaged = bytes.clone();
+        damaged[cut..].fill(0);
+        let complete = ((cut - segment::SEGMENT_HEADER_LEN) / rec) as u64;
+        let (_work, s, _) = reopen(&damaged, &format!("cut at {cut}"));
+        assert_eq!(s.last_index(), complete, "cut at {cut}");
+        assert_eq!(
+            s.entries(1, complete + 1, u64::MAX).unwrap(),
+            fixed(1, complete + 1, 1)
+        );
+    }
+
+    // The first page of the last batch was lost but later ones reached the disk: record 21
+    // reads as zeros (end of data) and records 22..25 of this very segment follow it.
+    // Recovery must cut them off: a new record 21 of the same size ends exactly where the
+    // old record 22 starts, and that one would verify.
+    let mut damaged = bytes.clone();
+    damaged[at(21)..at(22)].fill(0);
+    let (work, mut s, seg) = reopen(&damaged, "lost first page");
+    assert_eq!(s.last_index(), 20);
+    assert_eq!(
+        file_len(&seg),
+        at(21) as u64,
+        "leftover records are cut off"
+    );
+    s.append(&fixed(21, 22, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = FileStorage::open(work.path(), opts(segment_size, 0)).unwrap();
+    assert_eq!(s.last_index(), 21, "old records 22..25 must not come back");
+    drop(s);
+
+    // Garbage in the pre-allocated space after intact records: not a torn record of ours,
+    // but not zeros either; it is cut, the records stay.
+    let mut damaged = bytes.clone();
+    damaged[at(26) + 100..at(26) + 110].fill(0xEE);
+    let (_work, s, seg) = reopen(&damaged, "garbage in the zero tail");
+    assert_eq!(s.last_index(), 25);
+    assert_eq!(file_len(&seg), at(26) as u64);
+}
+
+#[test]
+fn truncation_inside_a_preallocated_segment_leaves_no_old_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FileStorage::open(dir.path(), opts(1 << 16, 0)).unwrap();
+    s.append(&fixed(1, 31, 1)).unwrap();
+    s.sync().unwrap();
+    s.truncate_suffix(11).unwrap();
+    // Same sizes and term: the new record 11 ends where the old record 12 began.
+    s.append(&fixed(11, 12, 1)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = FileStorage::open(dir.path(), opts(1 << 16, 0)).unwrap();
+    assert_eq!(s.last_index(), 11);
+    s.append(&fixed(12, 15, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = FileStorage::open(dir.path(), opts(1 << 16, 0)).unwrap();
+    let mut want = fixed(1, 12, 1);
+    want.extend(fixed(12, 15, 2));
+    assert_eq!(s.entries(1, 15, u64::MAX).unwrap(), want);
+}
+
+/// Appends entries from `lo` until the log holds `hi - 1`, in batches of 5, with syncs.
+fn append_fixed(s: &mut FileStorage, lo: Index, hi: Index, term: Term) {
+    for chunk in fixed(lo, hi, term).chunks(5) {
+        s.append(chunk).unwrap();
+        s.sync().unwrap();
+    }
+}
+
+/// The segment file that is the same file (inode) as `ino`.
+fn segment_with_inode(dir: &Path, ino: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    segment_files(dir)
+        .into_iter()
+        .find(|p| fs::metadata(p).unwrap().ino() == ino)
+}
+
+/// Appends one entry at a time until the spare file has become a segment, then `more`
+/// entries; returns the next index.
+fn append_into_spare(s: &mut FileStorage, mut next: Index, more: u64, term: Term) -> Index {
+    while s.log.has_spare() {
+        append_fixed(s, next, next + 1, term);
+        next += 1;
+        assert!(next < 10_000, "the spare is never used");
+    }
+    append_fixed(s, next, next + more, term);
+    next + more
+}
+
+#[test]
+fn compacted_segment_is_recycled_and_its_old_records_are_never_replayed() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let spare = dir.path().join(LOG_DIR).join(log::SPARE_FILE);
+    let big = 8192;
+    let mut s = FileStorage::open(dir.path(), opts(big, 0)).unwrap();
+    append_fixed(&mut s, 1, 601, 1);
+    let firsts = segment_firsts(dir.path());
+    assert!(firsts.len() >= 3, "{firsts:?}");
+    let upto = firsts[1] - 1;
+    s.save_snapshot(&snapshot(upto, 1)).unwrap();
+    s.compact(upto).unwrap();
+    // The compacted segment became the spare instead of being deleted.
+    assert!(s.log.has_spare());
+    assert_eq!(segment_firsts(dir.path())[0], firsts[1]);
+    let spare_len = file_len(&spare);
+    let spare_ino = fs::metadata(&spare).unwrap().ino();
+    assert!(spare_len >= big, "a full segment: {spare_len}");
+    drop(s);
+
+    // Reopen with smaller segments: the recycled file is much larger than the data the new
+    // segment receives, so old records of the first segment follow the new ones in the
+    // same file. More appends roll again, leaving the recycled segment in the middle of
+    // the log, closed by an end marker.
+    let small = 1024;
+    let mut s = FileStorage::open(dir.path(), opts(small, 0)).unwrap();
+    assert!(s.log.has_spare(), "the spare is found again on open");
+    let next = append_into_spare(&mut s, 601, 30, 2);
+    assert!(!spare.exists());
+    let recycled = segment_with_inode(dir.path(), spare_ino).expect("spare renamed into place");
+    assert_eq!(file_len(&recycled), spare_len, "renamed, not rewritten");
+    assert_ne!(segment_files(dir.path()).last(), Some(&recycled));
+    drop(s);
+    let s = FileStorage::open(dir.path(), opts(small, 0)).unwrap();
+    assert_eq!((s.first_index(), s.last_index()), (firsts[1], next - 1));
+    let mut want = fixed(firsts[1], 601, 1);
+    want.extend(fixed(601, next, 2));
+    assert_eq!(s.entries(firsts[1], next, u64::MAX).unwrap(), want);
+    assert_eq!(
+        file_len(&recycled),
+        spare_len,
+        "a middle segment is left as it is"
+    );
+    drop(s);
+
+    // A recycled segment that is the last one when the process stops: old records follow
+    // its new data directly; open stops at them and cuts them off.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FileStorage::open(dir.path(), opts(big, 0)).unwrap();
+    append_fixed(&mut s, 1, 601, 1);
+    let last_first = *segment_firsts(dir.path()).last().unwrap();
+    s.save_snapshot(&snapshot(last_first - 1, 1)).unwrap();
+    s.compact(last_first - 1).unwrap();
+    let spare = dir.path().join(LOG_DIR).join(log::SPARE_FILE);
+    let spare_ino = fs::metadata(&spare).unwrap().ino();
+    drop(s);
+    let mut s = FileStorage::open(dir.path(), opts(small, 0)).unwrap();
+    let next = append_into_spare(&mut s, 601, 2, 2);
+    let recycled = segment_with_inode(dir.path(), spare_ino).unwrap();
+    assert_eq!(segment_files(dir.path()).last(), Some(&recycled));
+    assert!(file_len(&recycled) >= big);
+    drop(s);
+    let s = FileStorage::open(dir.path(), opts(small, 0)).unwrap();
+    assert_eq!(s.last_index(), next - 1);
+    assert_eq!(s.entries(601, next, u64::MAX).unwrap(), fixed(601, next, 2));
+    assert!(file_len(&recycled) < big, "the old records were cut off");
+}
+
+#[test]
+fn a_crash_before_the_recycled_segment_gets_records_loses_nothing() {
+    // Roll into the spare, then "crash" before any record lands in it: the new segment
+    // holds a header and old records only, and is dropped on open.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FileStorage::open(dir.path(), opts(2048, 0)).unwrap();
+    append_fixed(&mut s, 1, 101, 1);
+    let firsts = segment_firsts(dir.path());
+    s.save_snapshot(&snapshot(firsts[1] - 1, 1)).unwrap();
+    s.compact(firsts[1] - 1).unwrap();
+    drop(s);
+    let spare = dir.path().join(LOG_DIR).join(log::SPARE_FILE);
+    let next = dir.path().join(LOG_DIR).join(segment::file_name(101));
+    let mut bytes = fs::read(&spare).unwrap();
+    bytes[..segment::SEGMENT_HEADER_LEN].copy_from_slice(&segment::encode_header(101));
+    fs::write(&next, &bytes).unwrap();
+    fs::remove_file(&spare).unwrap();
+    let mut s = FileStorage::open(dir.path(), opts(2048, 0)).unwrap();
+    assert_eq!(s.last_index(), 100);
+    assert!(!next.exists());
+    append_fixed(&mut s, 101, 111, 1);
+    drop(s);
+    let s = FileStorage::open(dir.path(), opts(2048, 0)).unwrap();
+    assert_eq!(s.last_index(), 110);
+}
