@@ -2,14 +2,13 @@
 //! interface).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::node::{self, Command, Observed, Parts};
+use crate::node::{self, Command, Observed, Parts, ProposeReply};
 use crate::rpc::RpcHandler;
 use crate::types::{ApplyMsg, Index, NodeId, RaftStatus, Role, Term};
 
@@ -31,7 +30,6 @@ struct Inner {
     observed: watch::Receiver<Observed>,
     unstarted: Mutex<Option<Unstarted>>,
     apply_rx: Mutex<Option<mpsc::Receiver<ApplyMsg>>>,
-    result_timeout: Duration,
 }
 
 /// A handle to a Raft node. Clones share the node. Build one with
@@ -54,7 +52,6 @@ impl Raft {
         id: NodeId,
         parts: Parts,
         apply_rx: Option<mpsc::Receiver<ApplyMsg>>,
-        result_timeout: Duration,
     ) -> Self {
         let (commands, commands_rx) = mpsc::channel(4096);
         let (observed_tx, observed) = watch::channel(Observed::default());
@@ -75,7 +72,6 @@ impl Raft {
                 observed,
                 unstarted: Mutex::new(Some(unstarted)),
                 apply_rx: Mutex::new(apply_rx),
-                result_timeout,
             }),
         }
     }
@@ -153,30 +149,22 @@ impl Raft {
         let data = command.into();
         self.ask(|reply| Command::Propose {
             data,
-            result: None,
-            reply,
+            reply: ProposeReply::Appended(reply),
         })
         .await?
     }
 
     /// Proposes a command and waits until the application applied it; returns what the
     /// [`Applier`](crate::Applier) returned. Fails with [`Error::LeadershipLost`] if
-    /// another entry took its place, and [`Error::Timeout`] after `apply_entry_timeout`
-    /// (its outcome is then unknown).
+    /// another entry took its place, and [`Error::Timeout`] once `apply_entry_timeout`
+    /// has passed since it was appended (checked every tick; its outcome is then unknown).
     pub async fn propose_and_wait(&self, command: impl Into<Bytes>) -> Result<Bytes> {
         let data = command.into();
-        let (result_tx, result_rx) = oneshot::channel();
         self.ask(|reply| Command::Propose {
             data,
-            result: Some(result_tx),
-            reply,
+            reply: ProposeReply::Applied(reply),
         })
-        .await??;
-        match tokio::time::timeout(self.inner.result_timeout, result_rx).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::Timeout),
-        }
+        .await?
     }
 
     /// A linearizable read: returns an index once this node's state machine has applied

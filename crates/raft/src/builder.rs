@@ -120,7 +120,6 @@ impl RaftBuilder {
         let initial = load_initial_state(storage.as_ref())?;
         let restore_on_start = initial.snapshot.clone();
         let id = config.id.clone();
-        let result_timeout = config.options.apply_entry_timeout;
         let rand = self.rand.unwrap_or_else(|| Box::new(StandardRand::new()));
         let core = RaftCore::new(config, initial, rand)?;
         let (apply_tx, apply_rx) = match self.apply_channel {
@@ -142,6 +141,6 @@ impl RaftBuilder {
             apply_tx,
             restore_on_start,
         };
-        Ok(Raft::new(id, parts, apply_rx, result_timeout))
+        Ok(Raft::new(id, parts, apply_rx))
     }
 }

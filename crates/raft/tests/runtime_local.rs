@@ -415,3 +415,30 @@ async fn inline_storage_and_applier_replicate_snapshot_and_answer() {
         n.stop().await;
     }
 }
+
+/// A proposal that cannot commit fails with `Timeout` once `apply_entry_timeout` has
+/// passed (its outcome is unknown), not earlier and not never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_that_cannot_commit_times_out() {
+    let net = LocalNetwork::new();
+    let timeout = Duration::from_millis(300);
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            build(i, &net, MemStorage::new(), Recorder::default(), |c| {
+                c.options.apply_entry_timeout = timeout;
+            })
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    net.isolate(&id(l + 1));
+    let started = std::time::Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(5), nodes[l].propose_and_wait("cut off"))
+            .await
+            .expect("answered");
+    assert!(matches!(outcome, Err(Error::Timeout)), "{outcome:?}");
+    assert!(started.elapsed() >= timeout, "failed before the timeout");
+    for n in &nodes {
+        n.stop().await;
+    }
+}

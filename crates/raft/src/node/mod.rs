@@ -28,9 +28,7 @@ use crate::types::{Index, NodeId, RaftStatus, Role, Term};
 pub(crate) enum Command {
     Propose {
         data: Bytes,
-        /// Also wait for the applier's result.
-        result: Option<oneshot::Sender<Result<Bytes>>>,
-        reply: oneshot::Sender<Result<(Index, Term)>>,
+        reply: ProposeReply,
     },
     ReadIndex {
         reply: oneshot::Sender<Result<Index>>,
@@ -42,6 +40,22 @@ pub(crate) enum Command {
     Stop {
         reply: oneshot::Sender<()>,
     },
+}
+
+/// Where a proposal's outcome goes: once appended (`propose`), or once applied
+/// (`propose_and_wait`: one channel for both a refusal and the applier's result).
+pub(crate) enum ProposeReply {
+    Appended(oneshot::Sender<Result<(Index, Term)>>),
+    Applied(oneshot::Sender<Result<Bytes>>),
+}
+
+/// A proposer waiting for the applier's result.
+struct WaitingResult {
+    term: Term,
+    /// When it fails with `Timeout` (on the node's clock), `apply_entry_timeout` after
+    /// the proposal was appended.
+    deadline: std::time::Duration,
+    reply: oneshot::Sender<Result<Bytes>>,
 }
 
 /// What a handle can read without asking the event loop.
@@ -99,6 +113,7 @@ pub(crate) fn spawn(
     if let Some(snap) = parts.restore_on_start {
         applier.submit(ApplyJob::Restore(snap), &events_tx);
     }
+    let result_timeout = parts.core.config().options.apply_entry_timeout;
     let node = Node {
         core: parts.core,
         network: parts.network,
@@ -112,6 +127,8 @@ pub(crate) fn spawn(
         observed,
         applied,
         waiting_results: BTreeMap::new(),
+        result_timeout,
+        now: std::time::Duration::ZERO,
         reads: HashMap::new(),
         next_read: 0,
         reads_waiting_apply: Vec::new(),
@@ -144,8 +161,12 @@ struct Node {
     observed: watch::Sender<Observed>,
     /// Highest index the applier reported applied.
     applied: Index,
-    /// Proposers waiting for the applier's result: index → (term, reply).
-    waiting_results: BTreeMap<Index, (Term, oneshot::Sender<Result<Bytes>>)>,
+    /// Proposers waiting for the applier's result, by index.
+    waiting_results: BTreeMap<Index, WaitingResult>,
+    /// `apply_entry_timeout`: how long a proposer waits for its result.
+    result_timeout: std::time::Duration,
+    /// The clock's reading at the current input.
+    now: std::time::Duration,
     /// Reads asked of the core: ctx → (reply, started).
     reads: HashMap<u64, (oneshot::Sender<Result<Index>>, Instant)>,
     next_read: u64,
@@ -175,7 +196,8 @@ impl Node {
                 _ = ticker.tick(), if !self.external_ticks => Input::Tick,
             };
             // Read the clock after the wait, so the lease is judged at the time of the input.
-            self.core.set_now(self.clock.now());
+            self.now = self.clock.now();
+            self.core.set_now(self.now);
             match input {
                 Input::Command(Some(Command::Stop { reply })) => {
                     stop_reply = Some(reply);
@@ -225,11 +247,7 @@ impl Node {
 
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Propose {
-                data,
-                result,
-                reply,
-            } => {
+            Command::Propose { data, reply } => {
                 let outcome = self.core.propose(vec![data]);
                 self.metrics.observe_proposal(match &outcome {
                     Ok(_) => ProposalResult::Accepted,
@@ -238,10 +256,23 @@ impl Node {
                     Err(Error::Overloaded { .. }) => ProposalResult::Overloaded,
                     Err(_) => ProposalResult::Refused,
                 });
-                if let (Ok((index, term)), Some(result)) = (&outcome, result) {
-                    self.waiting_results.insert(*index, (*term, result));
+                match (outcome, reply) {
+                    (outcome, ProposeReply::Appended(reply)) => {
+                        let _ = reply.send(outcome);
+                    }
+                    (Ok((index, term)), ProposeReply::Applied(reply)) => {
+                        let deadline = self.now + self.result_timeout;
+                        let waiting = WaitingResult {
+                            term,
+                            deadline,
+                            reply,
+                        };
+                        self.waiting_results.insert(index, waiting);
+                    }
+                    (Err(e), ProposeReply::Applied(reply)) => {
+                        let _ = reply.send(Err(e));
+                    }
                 }
-                let _ = reply.send(outcome);
             }
             Command::ReadIndex { reply } => {
                 self.next_read += 1;
@@ -269,11 +300,38 @@ impl Node {
     /// per tick, so the cost does not grow with traffic).
     fn tick(&mut self) {
         self.core.tick();
+        self.expire_results();
         if self.core.role() == Role::Leader {
             let last = self.core.last_index();
             for (peer, matched) in self.core.peer_match_indexes() {
                 self.metrics
                     .observe_peer_lag(peer, matched, last.saturating_sub(matched));
+            }
+        }
+    }
+
+    /// Fails with `Timeout` every proposer whose result is overdue (its outcome is
+    /// unknown: the entry may still commit). Checked once per tick, so a proposer waits
+    /// at most one tick longer than `apply_entry_timeout`; a timer per proposal would cost
+    /// more than the whole proposal on a fast path.
+    fn expire_results(&mut self) {
+        let now = self.now;
+        if !self
+            .waiting_results
+            .values()
+            .any(|w| w.deadline <= now || w.reply.is_closed())
+        {
+            return;
+        }
+        let expired: Vec<Index> = self
+            .waiting_results
+            .iter()
+            .filter(|(_, w)| w.deadline <= now || w.reply.is_closed())
+            .map(|(i, _)| *i)
+            .collect();
+        for i in expired {
+            if let Some(w) = self.waiting_results.remove(&i) {
+                let _ = w.reply.send(Err(Error::Timeout));
             }
         }
     }
@@ -299,7 +357,9 @@ impl Node {
                 self.core.on_applied(index);
                 self.metrics.observe_applied_index(index);
                 for (i, term, result) in results {
-                    if let Some((t, reply)) = self.waiting_results.remove(&i) {
+                    if let Some(WaitingResult { term: t, reply, .. }) =
+                        self.waiting_results.remove(&i)
+                    {
                         let outcome = if t == term {
                             result.map_err(|e| Error::NotFound(e.to_string()))
                         } else {
@@ -317,7 +377,7 @@ impl Node {
                     .map(|(i, _)| *i)
                     .collect();
                 for i in passed {
-                    if let Some((_, reply)) = self.waiting_results.remove(&i) {
+                    if let Some(WaitingResult { reply, .. }) = self.waiting_results.remove(&i) {
                         let error = if restored {
                             Error::Timeout
                         } else {
@@ -467,8 +527,8 @@ impl Node {
     /// directory lock), and the transport stops.
     async fn shutdown(mut self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
         self.network.stop();
-        for (_, (_, reply)) in std::mem::take(&mut self.waiting_results) {
-            let _ = reply.send(Err(Error::ShuttingDown));
+        for (_, waiting) in std::mem::take(&mut self.waiting_results) {
+            let _ = waiting.reply.send(Err(Error::ShuttingDown));
         }
         for (_, (reply, _)) in self.reads.drain() {
             let _ = reply.send(Err(Error::ShuttingDown));
