@@ -195,6 +195,10 @@ pub struct RaftCore {
     /// Messages waiting for the write they depend on: (sequence, message).
     held_messages: Vec<(u64, Message)>,
     outbox: Vec<Message>,
+    /// Proposals were appended since the last `Ready`: their AppendEntries go out when it
+    /// is built, so that many proposals between two `Ready`s share one message per
+    /// follower instead of one each.
+    append_pending: bool,
     /// Campaigns started since the last `Ready`.
     elections: Vec<ElectionStart>,
     last_soft_state: SoftState,
@@ -271,6 +275,7 @@ impl RaftCore {
             persisted_seq: 0,
             held_messages: Vec::new(),
             outbox: Vec::new(),
+            append_pending: false,
             elections: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
@@ -464,7 +469,7 @@ impl RaftCore {
             .enumerate()
             .map(|(i, data)| Entry::normal(first + i as u64, term, data));
         self.log.append(entries);
-        self.broadcast_append();
+        self.append_pending = true;
         Ok((first, term))
     }
 
@@ -508,7 +513,8 @@ impl RaftCore {
 
     /// Whether [`RaftCore::ready`] has anything to return.
     pub fn has_ready(&self) -> bool {
-        !self.outbox.is_empty()
+        self.append_pending
+            || !self.outbox.is_empty()
             || !self.elections.is_empty()
             || self.state.hard_state_dirty
             || self.log.has_unstable()
@@ -537,6 +543,11 @@ impl RaftCore {
                 hard_state,
                 log: self.log.take_write(seq),
             });
+        }
+        // A leader that stepped down since proposing sends nothing: its successor decides
+        // what happens to those entries.
+        if std::mem::take(&mut self.append_pending) && self.state.role == Role::Leader {
+            self.broadcast_append();
         }
         self.flush_read_round();
         rd.messages = std::mem::take(&mut self.outbox);
