@@ -6,6 +6,7 @@
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What the benchmark runs on. Printed at the top of every report.
 #[derive(Debug, Clone)]
@@ -69,6 +70,81 @@ impl fmt::Display for Machine {
             self.cpu, self.cores, memory, self.kernel, load
         )
     }
+}
+
+/// Prints the machine description and, when the machine is busy, a warning: the header
+/// of every report.
+pub fn print_header() {
+    let machine = Machine::detect();
+    println!("{machine}");
+    if let Some(warning) = machine.load_warning() {
+        println!("{warning}");
+    }
+}
+
+/// Prints the directory a durable benchmark writes to and its filesystem, with a warning
+/// when the filesystem is memory-backed.
+pub fn print_directory(dir: &Path) {
+    match Filesystem::of(dir) {
+        Some(fs) => {
+            println!("directory: {} ({fs})", dir.display());
+            if fs.is_memory_backed() {
+                println!(
+                    "WARNING: {} is memory-backed; fsync reaches no disk and the numbers \
+                     below say nothing about durability costs (use --dir on a real disk)",
+                    fs.fs_type
+                );
+            }
+        }
+        None => println!("directory: {} (filesystem unknown)", dir.display()),
+    }
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`, or
+/// `None` when it cannot be read. Counts every thread, including threads that ended.
+/// Resolution: one clock tick (10 ms).
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
+}
+
+/// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`, or
+/// `None` when it cannot be read (e.g. the process is gone). Same resolution as
+/// [`process_cpu_time`].
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
+}
+
+/// A memory field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`, ...) in bytes; `pid` `None`
+/// reads this process. `None` when the process or the field is missing.
+pub fn memory_of(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = pid.map_or_else(
+        || "/proc/self/status".to_string(),
+        |p| format!("/proc/{p}/status"),
+    );
+    let status = fs::read_to_string(path).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.split_once(':').is_some_and(|(name, _)| name == field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Linux reports times in `/proc` in units of `USER_HZ`, which is 100 on every
+/// architecture Linux supports (it is part of the ABI, independent of the kernel's HZ).
+const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) is in parentheses and may contain spaces, so fields are counted after the
+/// last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // `rest` starts with field 3 (state); utime is field 14, stime field 15.
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    utime.checked_add(stime)
 }
 
 /// The filesystem holding a directory, from `/proc/self/mountinfo`.
@@ -208,6 +284,15 @@ mod tests {
         let fs = parse_mountinfo_line("40 29 0:35 / /mnt/my\\040disk rw - tmpfs tmpfs rw").unwrap();
         assert_eq!(fs.mount_point, PathBuf::from("/mnt/my disk"));
         assert!(fs.is_memory_backed());
+    }
+
+    #[test]
+    fn parses_cpu_ticks_even_with_spaces_in_the_command() {
+        let stat = "1234 (my (odd) cmd) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
+                    250 37 0 0 20 0 3 0 100 1000 200";
+        assert_eq!(parse_cpu_ticks(stat), Some(287));
+        assert_eq!(parse_cpu_ticks("1 (x) S 1"), None);
+        assert!(process_cpu_time().is_some());
     }
 
     #[test]

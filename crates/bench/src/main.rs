@@ -4,8 +4,20 @@
 //!
 //! - `storage` ([`storage`]): `FileStorage` group-commit throughput and latency against the
 //!   raw `write + fdatasync` rate of the same disk.
+//! - `inproc` ([`inproc`]): three nodes in one process on `LocalNetwork` and `MemStorage`,
+//!   N clients looping `propose_and_wait`; compared with openraft's `benchmarks/minimal`.
+//! - `durable` ([`durable`]): the same on `FileStorage` with an fsync per batch, with the
+//!   nodes' fsync rates next to the disk's raw rate.
 //!
-//! Planned: `inproc`, `durable`, `cluster`, `failover`, `recovery`, `soak`.
+//! The two in-process scenarios share their engine ([`inproc_cluster`]).
+//!
+//! Against real `raftkv` processes (the executable is found or built by [`raftkv_bin`]):
+//!
+//! - `cluster` ([`cluster`]): three nodes on loopback with fsync, clients over HTTP.
+//! - `failover` ([`failover`]): kill -9 the leader; time to a new leader and to a write.
+//! - `soak` ([`soak`]): mixed load with snapshots; RSS per node over time.
+//!
+//! And `recovery` ([`recovery`]): time and memory to open a data directory with 1 M entries.
 //!
 //! Every run starts by describing the machine ([`machine`]) and warns when it is busy, since
 //! numbers taken on a loaded machine are not comparable. Results are printed as a plain-text
@@ -16,8 +28,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
+mod durable;
+mod failover;
+mod inproc;
+mod inproc_cluster;
 mod machine;
+mod raftkv_bin;
+mod recovery;
 mod report;
+mod soak;
 mod storage;
 
 /// Benchmarks of raftlock-raft.
@@ -34,6 +54,25 @@ struct Cli {
 enum Command {
     /// FileStorage append + sync (group commit) against the disk's raw write + fdatasync rate.
     Storage(storage::StorageArgs),
+    /// Three nodes in one process (LocalNetwork, MemStorage), N clients looping
+    /// propose_and_wait: throughput, latency, CPU per op, against openraft's numbers.
+    Inproc(inproc::InprocArgs),
+    /// Like inproc, on FileStorage with an fsync per batch: adds fsyncs/s and entries per
+    /// fsync next to the disk's raw write + fdatasync rate.
+    Durable(durable::DurableArgs),
+    /// Three raftkv node processes on loopback with fsync, clients over the HTTP API:
+    /// puts and linearizable reads (lease and ReadIndex) against etcd's numbers.
+    Cluster(cluster::ClusterArgs),
+    /// Kill -9 the leader of a raftkv cluster repeatedly: time to a new leader and to the
+    /// first successful write.
+    Failover(failover::FailoverArgs),
+    /// Open a FileStorage directory holding a long log: time and memory.
+    Recovery(recovery::RecoveryArgs),
+    /// The child process of `recovery`: opens a data directory and prints time and memory.
+    #[command(hide = true)]
+    RecoveryOpen(recovery::OpenArgs),
+    /// Minutes of mixed writes and reads with snapshots on: RSS per node over time.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +95,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Storage(args) => storage::run(&args),
+        Command::Inproc(args) => inproc::run(&args),
+        Command::Durable(args) => durable::run(&args),
+        Command::Cluster(args) => cluster::run(&args),
+        Command::Failover(args) => failover::run(&args),
+        Command::Recovery(args) => recovery::run(&args),
+        Command::RecoveryOpen(args) => recovery::open(&args),
+        Command::Soak(args) => soak::run(&args),
     }
 }

@@ -51,6 +51,12 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A short duration in microseconds with about three significant digits, for costs per
+/// operation: `0.85 µs`, `12.3 µs`, `1,250 µs`.
+pub fn micros(d: Duration) -> String {
+    format!("{} µs", decimal(d.as_secs_f64() * 1e6))
+}
+
 /// A rate or count with thousands separators and no decimals: `12,345`.
 pub fn count(value: f64) -> String {
     if !value.is_finite() {
@@ -207,6 +213,8 @@ mod tests {
         assert_eq!(duration(us(85)), "85 µs");
         assert_eq!(duration(us(1250)), "1.25 ms");
         assert_eq!(duration(Duration::from_millis(2100)), "2.10 s");
+        assert_eq!(micros(Duration::from_nanos(850)), "0.85 µs");
+        assert_eq!(micros(Duration::from_nanos(12_340)), "12.3 µs");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use clap::Args;
 use raftlock_raft::{Entry, FileStorage, FileStorageOptions, Index, Storage, SyncPolicy};
 
-use crate::machine::{Filesystem, Machine};
+use crate::machine;
 use crate::report::{self, Align, Percentiles, Table};
 
 /// Size of one raw write.
@@ -90,7 +90,7 @@ impl Stop {
 
 /// The measurements of one row.
 #[derive(Debug, Clone)]
-struct Row {
+pub struct Row {
     /// What was measured.
     scenario: &'static str,
     /// Entries per batch, `None` for raw rows.
@@ -139,7 +139,7 @@ impl Row {
     }
 
     /// Syncs per second.
-    fn syncs_per_sec(&self) -> f64 {
+    pub fn syncs_per_sec(&self) -> f64 {
         self.rate(self.syncs)
     }
 }
@@ -150,24 +150,8 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
     let tmp = temp_dir(args.dir.as_deref())?;
     let base = tmp.path();
 
-    let machine = Machine::detect();
-    println!("{machine}");
-    if let Some(warning) = machine.load_warning() {
-        println!("{warning}");
-    }
-    match Filesystem::of(base) {
-        Some(fs) => {
-            println!("directory: {} ({fs})", base.display());
-            if fs.is_memory_backed() {
-                println!(
-                    "WARNING: {} is memory-backed; fsync reaches no disk and the numbers \
-                     below say nothing about durability costs (use --dir on a real disk)",
-                    fs.fs_type
-                );
-            }
-        }
-        None => println!("directory: {} (filesystem unknown)", base.display()),
-    }
+    machine::print_header();
+    machine::print_directory(base);
 
     let seconds = Duration::try_from_secs_f64(args.seconds)
         .map_err(|e| format!("--seconds {}: {e}", args.seconds))?;
@@ -185,10 +169,7 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
     );
     println!();
 
-    eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, growing file ...");
-    let grow = raw_grow(&base.join("raw-grow.dat"), seconds)?;
-    eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, overwriting a synced file ...");
-    let overwrite = raw_overwrite(&base.join("raw-overwrite.dat"), seconds)?;
+    let (grow, overwrite) = measure_raw(base, seconds)?;
 
     let mut rows = Vec::with_capacity(args.batches.len());
     for &batch in &args.batches {
@@ -212,6 +193,42 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
     tmp.close()
         .map_err(|e| format!("removing the benchmark directory {}: {e}", base.display()))?;
     Ok(())
+}
+
+/// Measures the raw `write 4 KiB + fdatasync` rate in `base` for `duration` each: on a
+/// growing file, then overwriting a pre-written one. Returns `(grow, overwrite)`.
+pub fn measure_raw(base: &Path, duration: Duration) -> Result<(Row, Row), Box<dyn Error>> {
+    eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, growing file ...");
+    let grow = raw_grow(&base.join("raw-grow.dat"), duration)?;
+    eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, overwriting a synced file ...");
+    let overwrite = raw_overwrite(&base.join("raw-overwrite.dat"), duration)?;
+    Ok((grow, overwrite))
+}
+
+/// A table of raw rows: fsyncs per second and latency percentiles.
+pub fn raw_table(rows: &[&Row]) -> Table {
+    let mut t = Table::new(&[
+        ("disk (same directory)", Align::Left),
+        ("fsyncs/s", Align::Right),
+        ("p50", Align::Right),
+        ("p99", Align::Right),
+        ("p99.9", Align::Right),
+    ]);
+    for row in rows {
+        let lat = |f: fn(&Percentiles) -> Duration| {
+            row.latency
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |p| report::duration(f(p)))
+        };
+        t.row(vec![
+            format!("{} + fdatasync", row.scenario),
+            report::count(row.syncs_per_sec()),
+            lat(|p| p.p50),
+            lat(|p| p.p99),
+            lat(|p| p.p999),
+        ]);
+    }
+    t
 }
 
 /// Refuses arguments that cannot give a meaningful run.
@@ -238,7 +255,7 @@ fn validate(args: &StorageArgs) -> Result<(), String> {
 }
 
 /// A fresh temporary directory inside `parent`, or inside `./target` (else `$TMPDIR`).
-fn temp_dir(parent: Option<&Path>) -> Result<tempfile::TempDir, Box<dyn Error>> {
+pub fn temp_dir(parent: Option<&Path>) -> Result<tempfile::TempDir, Box<dyn Error>> {
     let mut builder = tempfile::Builder::new();
     builder.prefix("raftlock-bench-");
     let dir = match parent {

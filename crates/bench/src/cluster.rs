@@ -1,0 +1,338 @@
+//! The `cluster` scenario: three `raftkv node` processes on loopback with fsync (the default
+//! `FileStorage`), driven over the HTTP API as etcd's `benchmark` tool drives etcd.
+//!
+//! Each client is a task with its own keep-alive HTTP connection (one `reqwest::Client`)
+//! talking straight to the leader's HTTP address, looping one request at a time over
+//! 8-byte keys (`--keys` distinct ones) with `--value-size`-byte values. Rows: puts, then
+//! linearizable reads answered by the leader's lease (`--lease-reads true`, the default),
+//! on one cluster; linearizable reads by ReadIndex (`--lease-reads false`) on a second
+//! one. CPU time per op is the three node processes' user + system time over the measured
+//! window divided by the operations, next to this benchmark process's own (the clients).
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+
+use crate::machine;
+use crate::raftkv_bin::{self, KvCluster, Rng};
+use crate::report::{self, Align, Percentiles, Table};
+
+/// Options of `raftlock-bench cluster`.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Concurrent clients of each row.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,64"
+    )]
+    pub clients: Vec<usize>,
+    /// Measured seconds per row.
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Unmeasured warm-up seconds before each row.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Bytes of each value.
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    pub value_size: usize,
+    /// Distinct keys written and read.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub keys: u64,
+    /// Worker threads of this benchmark's client runtime.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub client_threads: usize,
+    /// Directory for the nodes' data (a temporary directory is made inside it).
+    /// Default: inside ./target if it exists, else $TMPDIR.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+}
+
+/// What a row's clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `PUT /kv/{key}`.
+    Put,
+    /// `GET /kv/{key}` (linearizable).
+    Get,
+}
+
+/// Phases of a row, shared with the client tasks.
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What one client task saw in the measured window.
+#[derive(Default)]
+struct TaskResult {
+    latencies: Vec<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Runs the scenario and prints the report.
+pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
+    if args.clients.is_empty()
+        || args.clients.iter().any(|&c| c == 0 || c > 100_000)
+        || !(args.seconds > 0.0 && args.seconds < 1e6 && (0.0..1e6).contains(&args.warmup))
+        || !(1..=10_000_000).contains(&args.keys)
+        || args.value_size > 4 << 20
+    {
+        return Err(
+            "cluster: --clients 1..100,000 each, --seconds > 0, --warmup >= 0, \
+                    --keys 1..10M, --value-size <= 4 MiB"
+                .into(),
+        );
+    }
+    machine::print_header();
+    let binary = raftkv_bin::locate()?;
+    println!(
+        "cluster: {} raftkv node processes ({}) on loopback, FileStorage with fsync; HTTP/1.1 \
+         keep-alive, one connection per client, straight to the leader; 8-byte keys ({} \
+         distinct), {}-byte values; {} client threads; {:.1} s warm-up + {:.1} s per row",
+        raftkv_bin::NODES,
+        binary.display(),
+        args.keys,
+        args.value_size,
+        args.client_threads,
+        args.warmup,
+        args.seconds
+    );
+    let rt = raftkv_bin::runtime(args.client_threads)?;
+    let mut table = Table::new(&[
+        ("operation", Align::Left),
+        ("clients", Align::Right),
+        ("ops/s", Align::Right),
+        ("p50", Align::Right),
+        ("p99", Align::Right),
+        ("p99.9", Align::Right),
+        ("nodes CPU/op", Align::Right),
+        ("bench CPU/op", Align::Right),
+        ("errors", Align::Right),
+    ]);
+    let mut puts = Vec::new();
+    rt.block_on(async {
+        let kv = KvCluster::start(&binary, args.dir.as_deref(), &["--lease-reads", "true"])?;
+        let leader = kv.url(kv.leader().await?);
+        for &c in &args.clients {
+            let r = row(args, &kv, &leader, Op::Put, c, "put").await?;
+            puts.push((c, r.1, r.2));
+            table.row(r.0);
+        }
+        for &c in &args.clients {
+            table.row(row(args, &kv, &leader, Op::Get, c, "get (lease)").await?.0);
+        }
+        drop(kv);
+        let kv = KvCluster::start(&binary, args.dir.as_deref(), &["--lease-reads", "false"])?;
+        let leader = kv.url(kv.leader().await?);
+        preload(args, &leader).await?;
+        for &c in &args.clients {
+            table.row(
+                row(args, &kv, &leader, Op::Get, c, "get (ReadIndex)")
+                    .await?
+                    .0,
+            );
+        }
+        Ok::<(), Box<dyn Error>>(())
+    })?;
+    println!("\n{table}");
+    print_reference(&puts);
+    Ok(())
+}
+
+/// Writes every key once so that reads find values.
+async fn preload(args: &ClusterArgs, leader: &str) -> Result<(), Box<dyn Error>> {
+    let value = raftkv_bin::value(args.value_size);
+    let tasks: Vec<_> = (0..64u64)
+        .map(|t| {
+            let (url, value, keys) = (leader.to_string(), value.clone(), args.keys);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                for k in (t..keys).step_by(64) {
+                    let key = raftkv_bin::key(k);
+                    let r = http
+                        .put(format!("{url}/kv/{key}"))
+                        .body(value.clone())
+                        .send();
+                    let status = r
+                        .await
+                        .map_err(|e| format!("preloading {key}: {e}"))?
+                        .status();
+                    if !status.is_success() {
+                        return Err(format!("preloading {key}: HTTP {status}"));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// One row: `clients` tasks doing `op` against `leader`. Returns the table cells, and the
+/// throughput and percentiles for the targets.
+async fn row(
+    args: &ClusterArgs,
+    kv: &KvCluster,
+    leader: &str,
+    op: Op,
+    clients: usize,
+    label: &str,
+) -> Result<(Vec<String>, f64, Option<Percentiles>), Box<dyn Error>> {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let value = raftkv_bin::value(args.value_size);
+    let tasks: Vec<_> = (0..clients)
+        .map(|t| {
+            let worker = Worker {
+                url: leader.to_string(),
+                op,
+                keys: args.keys,
+                value: value.clone(),
+                phase: phase.clone(),
+            };
+            tokio::spawn(worker.run(t as u64))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    let (node_cpu0, bench_cpu0) = (kv.cpu_time(), machine::process_cpu_time());
+    let start = Instant::now();
+    phase.store(MEASURE, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs_f64(args.seconds)).await;
+    phase.store(STOP, Ordering::SeqCst);
+    let elapsed = start.elapsed();
+    let (node_cpu1, bench_cpu1) = (kv.cpu_time(), machine::process_cpu_time());
+    let mut all = TaskResult::default();
+    for t in tasks {
+        let r = t.await?;
+        all.latencies.extend(r.latencies);
+        all.errors += r.errors;
+        all.first_error = all.first_error.or(r.first_error);
+    }
+    if let Some(e) = &all.first_error {
+        println!("{label} x{clients}: {} errors, the first: {e}", all.errors);
+    }
+    let ops = all.latencies.len() as u64;
+    let per_op = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) if ops > 0 => report::micros(b.saturating_sub(a) / ops as u32),
+        _ => "-".to_string(),
+    };
+    let rate = ops as f64 / elapsed.as_secs_f64();
+    let p = Percentiles::of(&mut all.latencies);
+    let lat =
+        |f: fn(&Percentiles) -> Duration| p.as_ref().map_or("-".into(), |p| report::duration(f(p)));
+    let cells = vec![
+        label.to_string(),
+        clients.to_string(),
+        report::count(rate),
+        lat(|p| p.p50),
+        lat(|p| p.p99),
+        lat(|p| p.p999),
+        per_op(node_cpu0, node_cpu1),
+        per_op(bench_cpu0, bench_cpu1),
+        report::count(all.errors as f64),
+    ];
+    println!("done: {}", cells.join(" | "));
+    Ok((cells, rate, p))
+}
+
+/// One client task's settings.
+struct Worker {
+    url: String,
+    op: Op,
+    keys: u64,
+    value: Bytes,
+    phase: Arc<AtomicU8>,
+}
+
+impl Worker {
+    /// Loops requests until the phase is [`STOP`]; records those finished while measuring.
+    async fn run(self, seed: u64) -> TaskResult {
+        let mut out = TaskResult::default();
+        let Ok(http) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+        else {
+            out.errors = 1;
+            out.first_error = Some("building an HTTP client".into());
+            return out;
+        };
+        let mut rng = Rng::new(seed.wrapping_mul(7919).wrapping_add(1));
+        loop {
+            let phase = self.phase.load(Ordering::Relaxed);
+            if phase == STOP {
+                return out;
+            }
+            let url = format!("{}/kv/{}", self.url, raftkv_bin::key(rng.below(self.keys)));
+            let request = match self.op {
+                Op::Put => http.put(url).body(self.value.clone()),
+                Op::Get => http.get(url),
+            };
+            let start = Instant::now();
+            let result = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    match response.bytes().await {
+                        Ok(_) if status.is_success() || status.as_u16() == 404 => Ok(()),
+                        Ok(body) => {
+                            Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let latency = start.elapsed();
+            if self.phase.load(Ordering::Relaxed) != MEASURE {
+                continue;
+            }
+            match result {
+                Ok(()) => out.latencies.push(latency),
+                Err(e) => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// etcd's numbers and the targets from issue 9, and whether the put rows meet them.
+fn print_reference(puts: &[(usize, f64, Option<Percentiles>)]) {
+    println!(
+        "\nReference (issue 9): etcd 3.4, three members on loopback, same key and value sizes, \
+         on this machine:\n\
+         | system | clients | puts/s | p50 | p99 |\n\
+         | ------ | ------: | -----: | --: | --: |\n\
+         | etcd 3.4 | 1 | 1,600 | 0.59 ms | - |\n\
+         | etcd 3.4 | 64 | 12,000 | 4.7 ms | 14 ms |\n\
+         | target | 1 | - | < 0.3 ms | - |\n\
+         | target | 64 | >= 60,000 | - | < 5 ms |"
+    );
+    for (clients, rate, p) in puts {
+        let Some(p) = p else { continue };
+        let verdict = match clients {
+            1 => Some(p.p50 < Duration::from_micros(300)),
+            64 => Some(*rate >= 60_000.0 && p.p99 < Duration::from_millis(5)),
+            _ => None,
+        };
+        if let Some(met) = verdict {
+            println!(
+                "put, {clients} client(s): {} ops/s, p50 {}, p99 {}: target {}",
+                report::count(*rate),
+                report::duration(p.p50),
+                report::duration(p.p99),
+                if met { "met" } else { "MISSED" }
+            );
+        }
+    }
+}
