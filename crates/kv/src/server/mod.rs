@@ -72,6 +72,11 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         .with_applier(store)
         .with_network(network)
         .with_metrics(metrics.clone())
+        // Applying a command is one map operation under a lock held for microseconds, so it
+        // runs on the node's event loop: two thread switches fewer per batch. A snapshot
+        // serializes the map there too, which delays heartbeats by milliseconds per MiB of
+        // state, far below the election timeout.
+        .with_inline_applier()
         .build()?;
     let http = TcpListener::bind(settings.http)
         .await

@@ -20,7 +20,7 @@ use crate::types::PeerConfig;
 /// First reconnection delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest reconnection delay.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Envelopes buffered between the task and the HTTP/2 stream.
 const STREAM_BUFFER: usize = 256;
 
