@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Args;
 use raftlock_raft::{FileStorage, FileStorageOptions, SyncPolicy};
 
-use crate::inproc::{common_cells, warn_about_failures};
+use crate::inproc::{common_cells, warn_about_failures, COMMON_COLUMNS};
 use crate::inproc_cluster::{self, per_sec, LoadArgs, PersistCount, RowResult};
 use crate::machine;
 use crate::report::{self, Align, Table};
@@ -120,14 +120,8 @@ fn fsync_cells(count: PersistCount, nodes: usize, window: Duration) -> [String; 
 
 /// The report table.
 fn table(rows: &[RowResult]) -> Table {
-    let mut t = Table::new(&[
-        ("clients", Align::Right),
-        ("ops/s", Align::Right),
-        ("p50", Align::Right),
-        ("p99", Align::Right),
-        ("p99.9", Align::Right),
-        ("CPU/op", Align::Right),
-        ("cores", Align::Right),
+    let mut columns = COMMON_COLUMNS.to_vec();
+    columns.extend([
         ("leader fsyncs/s", Align::Right),
         ("entries/fsync", Align::Right),
         ("persist", Align::Right),
@@ -135,6 +129,7 @@ fn table(rows: &[RowResult]) -> Table {
         ("entries/fsync", Align::Right),
         ("errors", Align::Right),
     ]);
+    let mut t = Table::new(&columns);
     for row in rows {
         let mut cells = common_cells(row);
         let leader = row.persist.get(row.leader).copied().unwrap_or_default();

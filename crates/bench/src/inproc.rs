@@ -109,19 +109,14 @@ pub fn warn_about_failures(rows: &[RowResult]) {
 
 /// The report table.
 fn table(rows: &[RowResult]) -> Table {
-    let mut t = Table::new(&[
-        ("clients", Align::Right),
-        ("ops/s", Align::Right),
-        ("p50", Align::Right),
-        ("p99", Align::Right),
-        ("p99.9", Align::Right),
-        ("CPU/op", Align::Right),
-        ("cores", Align::Right),
+    let mut columns = COMMON_COLUMNS.to_vec();
+    columns.extend([
         ("errors", Align::Right),
         ("openraft ops/s", Align::Right),
         ("target ops/s", Align::Right),
         ("vs target", Align::Right),
     ]);
+    let mut t = Table::new(&columns);
     for row in rows {
         let mut cells = common_cells(row);
         cells.push(row.errors.to_string());
@@ -142,6 +137,17 @@ fn table(rows: &[RowResult]) -> Table {
     }
     t
 }
+
+/// The columns every in-process table starts with; [`common_cells`] fills them.
+pub const COMMON_COLUMNS: [(&str, Align); 7] = [
+    ("clients", Align::Right),
+    ("ops/s", Align::Right),
+    ("p50", Align::Right),
+    ("p99", Align::Right),
+    ("p99.9", Align::Right),
+    ("CPU/op", Align::Right),
+    ("cores", Align::Right),
+];
 
 /// The cells every in-process table starts with: clients, ops/s, p50, p99, p99.9, CPU/op,
 /// cores.

@@ -24,7 +24,6 @@ use crate::store::StoreHandle;
 pub const INDEX_HEADER: &str = "x-raft-index";
 
 /// What the handlers share.
-#[derive(Clone)]
 pub struct AppState {
     /// The Raft node.
     pub raft: Raft,
@@ -81,8 +80,10 @@ impl AppState {
     }
 }
 
-/// The router of the client API.
+/// The router of the client API. The state is shared behind one `Arc`, so a request
+/// clones one pointer rather than every handle inside.
 pub fn router(state: AppState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/kv/{key}", get(get_key).put(put_key).delete(delete_key))
         .route("/kv/{key}/cas", post(cas_key))
@@ -138,7 +139,7 @@ fn stale_of(query: Option<&str>) -> Result<bool, ApiError> {
 }
 
 async fn put_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
     body: Body,
@@ -153,7 +154,7 @@ async fn put_key(
 }
 
 async fn delete_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -178,7 +179,7 @@ struct CasBody {
 }
 
 async fn cas_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
     body: Body,
@@ -206,7 +207,7 @@ async fn cas_key(
 }
 
 async fn get_key(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     uri: Uri,
@@ -243,7 +244,7 @@ async fn get_key(
     Ok(response)
 }
 
-async fn status(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+async fn status(State(state): State<Arc<AppState>>, uri: Uri) -> Result<Response, ApiError> {
     let status = state.call(&uri, false, state.raft.status()).await?;
     let body = serde_json::to_value(&status).map_err(|e| {
         ApiError::new(
@@ -254,7 +255,7 @@ async fn status(State(state): State<AppState>, uri: Uri) -> Result<Response, Api
     Ok(json_reply(StatusCode::OK, body))
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         StatusCode::OK,
         [(
@@ -266,7 +267,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<Arc<AppState>>) -> Response {
     let observed = state.raft.leader_change_channel().borrow().clone();
     json_reply(
         StatusCode::OK,
