@@ -51,10 +51,10 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS")]
     pub tick_ms: Option<u64>,
     /// Election timeout in ticks (default 10; randomized up to twice that).
-    #[arg(long, value_name = "TICKS")]
+    #[arg(long, value_name = "TICKS", visible_alias = "election-tick-count")]
     pub election_ticks: Option<u32>,
     /// Heartbeat interval in ticks (default 1).
-    #[arg(long, value_name = "TICKS")]
+    #[arg(long, value_name = "TICKS", visible_alias = "heartbeat-tick-count")]
     pub heartbeat_ticks: Option<u32>,
     /// Applied entries between snapshots (default 10000).
     #[arg(long, value_name = "ENTRIES")]
@@ -78,8 +78,8 @@ struct NodeFile {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
     http: Option<SocketAddr>,
-    peers: Option<BTreeMap<String, String>>,
-    http_peers: Option<BTreeMap<String, String>>,
+    peers: Option<MemberList>,
+    http_peers: Option<MemberList>,
     data_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     tick_ms: Option<u64>,
@@ -88,6 +88,24 @@ struct NodeFile {
     snapshot_threshold: Option<u64>,
     request_timeout_ms: Option<u64>,
     lease_reads: Option<bool>,
+}
+
+/// A member list in the file: a table (`[peers]` with `node-1 = "host:port"`) or the
+/// flag's string form (`peers = "node-1=host:port,..."`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum MemberList {
+    Table(BTreeMap<String, String>),
+    Text(String),
+}
+
+impl MemberList {
+    fn resolve(self, flag: &str) -> Result<BTreeMap<String, String>, SettingsError> {
+        match self {
+            MemberList::Table(members) => Ok(members),
+            MemberList::Text(text) => parse_member_list(flag, &text),
+        }
+    }
 }
 
 /// Complete, checked settings of one node.
@@ -155,11 +173,12 @@ impl NodeArgs {
         };
         let members = |flag: &str,
                        given: &Option<String>,
-                       from_file: Option<BTreeMap<String, String>>|
+                       from_file: Option<MemberList>|
          -> Result<Option<BTreeMap<String, String>>, SettingsError> {
-            match given {
-                Some(text) => parse_member_list(flag, text).map(Some),
-                None => Ok(from_file),
+            match (given, from_file) {
+                (Some(text), _) => parse_member_list(flag, text).map(Some),
+                (None, Some(list)) => list.resolve(flag).map(Some),
+                (None, None) => Ok(None),
             }
         };
         let node_id = required(self.node_id.clone().or(file.node_id), "node-id")?;
@@ -324,6 +343,31 @@ node-2 = "127.0.0.1:8002"
         assert_eq!(s.raft.options.election_tick_count, 15);
         assert_eq!(s.raft.options.snapshot_threshold, 100);
         assert!(s.raft.options.log_compaction_min_entries < 100);
+
+        std::fs::write(
+            &path,
+            r#"
+node_id = "node-1"
+listen = "127.0.0.1:8001"
+http = "127.0.0.1:9001"
+data_dir = "/tmp/x"
+peers = "node-1=127.0.0.1:8001,node-2=127.0.0.1:8002"
+http_peers = "node-2=127.0.0.1:9002"
+"#,
+        )
+        .unwrap();
+        let s = NodeArgs {
+            config: Some(path.clone()),
+            ..NodeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            s.raft.peers.len(),
+            2,
+            "member lists may be written as the flag's string"
+        );
+        assert_eq!(s.http_peers[&NodeId::from("node-2")], "127.0.0.1:9002");
 
         std::fs::write(&path, "node_id = \"a\"\nbogus = 1\n").unwrap();
         let a = NodeArgs {
