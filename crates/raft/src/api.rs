@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::node::{self, Command, Observed, Parts, ProposeReply};
+use crate::node::{self, Command, Observed, Parts, ProposeReply, ResultReply};
 use crate::rpc::RpcHandler;
 use crate::types::{ApplyMsg, Index, NodeId, RaftStatus, Role, Term};
 
@@ -148,7 +148,7 @@ impl Raft {
     pub async fn propose(&self, command: impl Into<Bytes>) -> Result<(Index, Term)> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
-            data,
+            data: vec![data],
             reply: ProposeReply::Appended(reply),
         })
         .await?
@@ -161,8 +161,30 @@ impl Raft {
     pub async fn propose_and_wait(&self, command: impl Into<Bytes>) -> Result<Bytes> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
+            data: vec![data],
+            reply: ProposeReply::Applied(ResultReply::One(reply)),
+        })
+        .await?
+    }
+
+    /// Proposes several commands at once and waits until the application applied them
+    /// all: they take consecutive log indices in one term, so either all of them are
+    /// appended or none is, and the call costs one round through the node instead of one
+    /// per command. Returns the [`Applier`](crate::Applier)'s answer to each, in order.
+    /// Fails as [`Raft::propose_and_wait`] does, for the whole batch; a batch whose total
+    /// size exceeds `max_uncommitted_bytes` is refused with [`Error::Overloaded`] unless
+    /// nothing else is uncommitted.
+    pub async fn propose_batch_and_wait(
+        &self,
+        commands: impl IntoIterator<Item = impl Into<Bytes>>,
+    ) -> Result<Vec<Result<Bytes>>> {
+        let data: Vec<Bytes> = commands.into_iter().map(Into::into).collect();
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ask(|reply| Command::Propose {
             data,
-            reply: ProposeReply::Applied(reply),
+            reply: ProposeReply::Applied(ResultReply::Many(reply)),
         })
         .await?
     }

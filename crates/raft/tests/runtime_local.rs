@@ -442,3 +442,41 @@ async fn a_proposal_that_cannot_commit_times_out() {
         n.stop().await;
     }
 }
+
+/// A batch takes consecutive indices and answers each command with the applier's result,
+/// in order; a follower refuses the whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_proposals_is_applied_in_order_and_answered_per_command() {
+    let net = LocalNetwork::new();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &net, MemStorage::new(), appliers[i - 1].clone(), |_| {}))
+        .collect();
+    let l = leader_of(&nodes).await;
+    nodes[l].propose_and_wait("first").await.unwrap();
+    let results = nodes[l]
+        .propose_batch_and_wait((1..=10).map(|k| format!("b{k}")))
+        .await
+        .unwrap();
+    let answers: Vec<Bytes> = results.into_iter().map(|r| r.unwrap()).collect();
+    let expected: Vec<Bytes> = (2..=11)
+        .map(|n| Bytes::from(format!("applied {n} commands")))
+        .collect();
+    assert_eq!(answers, expected);
+    assert!(nodes[l]
+        .propose_batch_and_wait(Vec::<Bytes>::new())
+        .await
+        .unwrap()
+        .is_empty());
+    let f = (l + 1) % 3;
+    assert!(matches!(
+        nodes[f].propose_batch_and_wait(["x", "y"]).await,
+        Err(Error::NotLeader { .. })
+    ));
+    let mut commands = vec!["first".to_string()];
+    commands.extend((1..=10).map(|k| format!("b{k}")));
+    assert_eq!(appliers[l].commands(), commands);
+    for n in &nodes {
+        n.stop().await;
+    }
+}

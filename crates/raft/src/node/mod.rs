@@ -3,9 +3,10 @@
 //! ticks, and completions from the storage and applier threads (`workers.rs`) — carrying
 //! out each `Ready` as the core's persistence contract says.
 
+mod results;
 mod workers;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -14,6 +15,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
+pub(crate) use self::results::ResultReply;
+use self::results::WaitingResults;
 use self::workers::{ApplyJob, ApplyWorker, StorageJob, StorageWorker, WorkerEvent};
 use crate::clock::Clock;
 use crate::core::{RaftCore, Ready};
@@ -27,7 +30,7 @@ use crate::types::{Index, NodeId, RaftStatus, Role, Term};
 /// Requests from [`Raft`](crate::Raft) handles to the event loop.
 pub(crate) enum Command {
     Propose {
-        data: Bytes,
+        data: Vec<Bytes>,
         reply: ProposeReply,
     },
     ReadIndex {
@@ -43,19 +46,11 @@ pub(crate) enum Command {
 }
 
 /// Where a proposal's outcome goes: once appended (`propose`), or once applied
-/// (`propose_and_wait`: one channel for both a refusal and the applier's result).
+/// (`propose_and_wait`, `propose_batch_and_wait`: one channel for both a refusal and the
+/// applier's results).
 pub(crate) enum ProposeReply {
     Appended(oneshot::Sender<Result<(Index, Term)>>),
-    Applied(oneshot::Sender<Result<Bytes>>),
-}
-
-/// A proposer waiting for the applier's result.
-struct WaitingResult {
-    term: Term,
-    /// When it fails with `Timeout` (on the node's clock), `apply_entry_timeout` after
-    /// the proposal was appended.
-    deadline: std::time::Duration,
-    reply: oneshot::Sender<Result<Bytes>>,
+    Applied(ResultReply),
 }
 
 /// What a handle can read without asking the event loop.
@@ -126,8 +121,7 @@ pub(crate) fn spawn(
         threads: storage_thread.into_iter().chain(applier_thread).collect(),
         observed,
         applied,
-        waiting_results: BTreeMap::new(),
-        result_timeout,
+        waiting_results: WaitingResults::new(result_timeout),
         now: std::time::Duration::ZERO,
         reads: HashMap::new(),
         next_read: 0,
@@ -161,10 +155,8 @@ struct Node {
     observed: watch::Sender<Observed>,
     /// Highest index the applier reported applied.
     applied: Index,
-    /// Proposers waiting for the applier's result, by index.
-    waiting_results: BTreeMap<Index, WaitingResult>,
-    /// `apply_entry_timeout`: how long a proposer waits for its result.
-    result_timeout: std::time::Duration,
+    /// Proposers waiting for the applier's results.
+    waiting_results: WaitingResults,
     /// The clock's reading at the current input.
     now: std::time::Duration,
     /// Reads asked of the core: ctx → (reply, started).
@@ -248,7 +240,8 @@ impl Node {
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::Propose { data, reply } => {
-                let outcome = self.core.propose(vec![data]);
+                let count = data.len();
+                let outcome = self.core.propose(data);
                 self.metrics.observe_proposal(match &outcome {
                     Ok(_) => ProposalResult::Accepted,
                     Err(Error::NotLeader { .. }) => ProposalResult::NotLeader,
@@ -260,18 +253,11 @@ impl Node {
                     (outcome, ProposeReply::Appended(reply)) => {
                         let _ = reply.send(outcome);
                     }
-                    (Ok((index, term)), ProposeReply::Applied(reply)) => {
-                        let deadline = self.now + self.result_timeout;
-                        let waiting = WaitingResult {
-                            term,
-                            deadline,
-                            reply,
-                        };
-                        self.waiting_results.insert(index, waiting);
+                    (Ok((first, term)), ProposeReply::Applied(reply)) => {
+                        self.waiting_results
+                            .insert(first, count, term, self.now, reply);
                     }
-                    (Err(e), ProposeReply::Applied(reply)) => {
-                        let _ = reply.send(Err(e));
-                    }
+                    (Err(e), ProposeReply::Applied(reply)) => reply.fail(e),
                 }
             }
             Command::ReadIndex { reply } => {
@@ -300,38 +286,14 @@ impl Node {
     /// per tick, so the cost does not grow with traffic).
     fn tick(&mut self) {
         self.core.tick();
-        self.expire_results();
+        // Once per tick, so a proposer waits at most one tick longer than
+        // `apply_entry_timeout`; a timer per proposal would cost more than the proposal.
+        self.waiting_results.expire(self.now);
         if self.core.role() == Role::Leader {
             let last = self.core.last_index();
             for (peer, matched) in self.core.peer_match_indexes() {
                 self.metrics
                     .observe_peer_lag(peer, matched, last.saturating_sub(matched));
-            }
-        }
-    }
-
-    /// Fails with `Timeout` every proposer whose result is overdue (its outcome is
-    /// unknown: the entry may still commit). Checked once per tick, so a proposer waits
-    /// at most one tick longer than `apply_entry_timeout`; a timer per proposal would cost
-    /// more than the whole proposal on a fast path.
-    fn expire_results(&mut self) {
-        let now = self.now;
-        if !self
-            .waiting_results
-            .values()
-            .any(|w| w.deadline <= now || w.reply.is_closed())
-        {
-            return;
-        }
-        let expired: Vec<Index> = self
-            .waiting_results
-            .iter()
-            .filter(|(_, w)| w.deadline <= now || w.reply.is_closed())
-            .map(|(i, _)| *i)
-            .collect();
-        for i in expired {
-            if let Some(w) = self.waiting_results.remove(&i) {
-                let _ = w.reply.send(Err(Error::Timeout));
             }
         }
     }
@@ -356,36 +318,7 @@ impl Node {
                 self.applied = self.applied.max(index);
                 self.core.on_applied(index);
                 self.metrics.observe_applied_index(index);
-                for (i, term, result) in results {
-                    if let Some(WaitingResult { term: t, reply, .. }) =
-                        self.waiting_results.remove(&i)
-                    {
-                        let outcome = if t == term {
-                            result.map_err(|e| Error::NotFound(e.to_string()))
-                        } else {
-                            Err(Error::LeadershipLost)
-                        };
-                        let _ = reply.send(outcome);
-                    }
-                }
-                // Proposals at or below `index` not answered above: after a snapshot their
-                // outcome is unknown (they may be inside it); otherwise an entry of another
-                // term took their index, so they are lost.
-                let passed: Vec<Index> = self
-                    .waiting_results
-                    .range(..=index)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for i in passed {
-                    if let Some(WaitingResult { reply, .. }) = self.waiting_results.remove(&i) {
-                        let error = if restored {
-                            Error::Timeout
-                        } else {
-                            Error::LeadershipLost
-                        };
-                        let _ = reply.send(Err(error));
-                    }
-                }
+                self.waiting_results.on_applied(index, results, restored);
                 self.release_reads();
             }
             WorkerEvent::SnapshotBuilt { index, data } => match self.core.snapshot_meta_at(index) {
@@ -527,9 +460,7 @@ impl Node {
     /// directory lock), and the transport stops.
     async fn shutdown(mut self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
         self.network.stop();
-        for (_, waiting) in std::mem::take(&mut self.waiting_results) {
-            let _ = waiting.reply.send(Err(Error::ShuttingDown));
-        }
+        self.waiting_results.fail_all(|| Error::ShuttingDown);
         for (_, (reply, _)) in self.reads.drain() {
             let _ = reply.send(Err(Error::ShuttingDown));
         }

@@ -1,0 +1,237 @@
+//! Proposers waiting for the applier's results: one command (`propose_and_wait`) or a
+//! batch at consecutive indices (`propose_batch_and_wait`), answered once the applier has
+//! applied the last of them, failed when another entry takes their place, when a snapshot
+//! swallows them, or when `apply_entry_timeout` passes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::applier::ApplierError;
+use crate::error::{Error, Result};
+use crate::types::{Index, Term};
+
+/// Where the results go.
+pub(crate) enum ResultReply {
+    One(oneshot::Sender<Result<Bytes>>),
+    Many(oneshot::Sender<Result<Vec<Result<Bytes>>>>),
+}
+
+impl ResultReply {
+    pub(crate) fn fail(self, error: Error) {
+        match self {
+            ResultReply::One(tx) => {
+                let _ = tx.send(Err(error));
+            }
+            ResultReply::Many(tx) => {
+                let _ = tx.send(Err(error));
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            ResultReply::One(tx) => tx.is_closed(),
+            ResultReply::Many(tx) => tx.is_closed(),
+        }
+    }
+
+    fn complete(self, mut results: Vec<Result<Bytes>>) {
+        match self {
+            ResultReply::One(tx) => {
+                let result = results.pop().unwrap_or(Err(Error::LeadershipLost));
+                let _ = tx.send(result);
+            }
+            ResultReply::Many(tx) => {
+                let _ = tx.send(Ok(results));
+            }
+        }
+    }
+}
+
+/// One proposer: its entries are `first..=last` (the map key) of `term`.
+struct Waiter {
+    first: Index,
+    term: Term,
+    /// When it fails with `Timeout`, on the node's clock.
+    deadline: Duration,
+    results: Vec<Result<Bytes>>,
+    reply: ResultReply,
+}
+
+/// Every proposer waiting for results, by the last index of its entries.
+pub(crate) struct WaitingResults {
+    by_last: BTreeMap<Index, Waiter>,
+    timeout: Duration,
+}
+
+impl WaitingResults {
+    /// `timeout` is `apply_entry_timeout`.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        WaitingResults {
+            by_last: BTreeMap::new(),
+            timeout,
+        }
+    }
+
+    /// Waits for the `count` entries appended at `first` in `term`.
+    pub(crate) fn insert(
+        &mut self,
+        first: Index,
+        count: usize,
+        term: Term,
+        now: Duration,
+        reply: ResultReply,
+    ) {
+        let Some(span) = u64::try_from(count).ok().and_then(|c| c.checked_sub(1)) else {
+            reply.complete(Vec::new());
+            return;
+        };
+        self.by_last.insert(
+            first + span,
+            Waiter {
+                first,
+                term,
+                deadline: now + self.timeout,
+                results: Vec::with_capacity(count),
+                reply,
+            },
+        );
+    }
+
+    /// The applier applied entries up to `index` and answered `results` (normal entries,
+    /// in order); `restored` says the state machine was replaced by a snapshot instead.
+    pub(crate) fn on_applied(
+        &mut self,
+        index: Index,
+        results: Vec<(Index, Term, std::result::Result<Bytes, ApplierError>)>,
+        restored: bool,
+    ) {
+        for (i, term, result) in results {
+            let Some((&last, waiter)) = self.by_last.range_mut(i..).next() else {
+                continue;
+            };
+            if waiter.first > i {
+                continue;
+            }
+            if waiter.term != term {
+                // Another leader's entry took this index: the proposal is lost.
+                if let Some(w) = self.by_last.remove(&last) {
+                    w.reply.fail(Error::LeadershipLost);
+                }
+                continue;
+            }
+            waiter
+                .results
+                .push(result.map_err(|e| Error::NotFound(e.to_string())));
+            if i == last {
+                if let Some(w) = self.by_last.remove(&last) {
+                    w.reply.complete(w.results);
+                }
+            }
+        }
+        // Proposers whose entries were passed without all their results: after a snapshot
+        // their outcome is unknown (they may be inside it); otherwise entries of another
+        // term took their indices, so they are lost.
+        let passed: Vec<Index> = self
+            .by_last
+            .iter()
+            .filter(|(&last, w)| last <= index || (restored && w.first <= index))
+            .map(|(&last, _)| last)
+            .collect();
+        for last in passed {
+            if let Some(w) = self.by_last.remove(&last) {
+                w.reply.fail(if restored {
+                    Error::Timeout
+                } else {
+                    Error::LeadershipLost
+                });
+            }
+        }
+    }
+
+    /// Fails with `Timeout` every proposer whose deadline passed (its outcome is unknown:
+    /// the entries may still commit) and forgets those that stopped waiting.
+    pub(crate) fn expire(&mut self, now: Duration) {
+        let due = |w: &Waiter| w.deadline <= now || w.reply.is_closed();
+        if !self.by_last.values().any(due) {
+            return;
+        }
+        let expired: Vec<Index> = self
+            .by_last
+            .iter()
+            .filter(|(_, w)| due(w))
+            .map(|(&last, _)| last)
+            .collect();
+        for last in expired {
+            if let Some(w) = self.by_last.remove(&last) {
+                w.reply.fail(Error::Timeout);
+            }
+        }
+    }
+
+    /// Fails every proposer with `error()` (shutdown).
+    pub(crate) fn fail_all(&mut self, error: impl Fn() -> Error) {
+        for (_, w) in std::mem::take(&mut self.by_last) {
+            w.reply.fail(error());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(i: Index, term: Term) -> (Index, Term, std::result::Result<Bytes, ApplierError>) {
+        (i, term, Ok(Bytes::from(format!("r{i}"))))
+    }
+
+    #[test]
+    fn a_batch_is_answered_once_its_last_entry_is_applied_even_across_events() {
+        let mut w = WaitingResults::new(Duration::from_secs(5));
+        let (tx, mut rx) = oneshot::channel();
+        w.insert(3, 3, 2, Duration::ZERO, ResultReply::Many(tx));
+        w.on_applied(4, vec![ok(3, 2), ok(4, 2)], false);
+        assert!(rx.try_recv().is_err(), "not before the last entry");
+        w.on_applied(5, vec![ok(5, 2)], false);
+        let results = rx.try_recv().unwrap().unwrap();
+        let texts: Vec<Bytes> = results.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(texts, vec!["r3", "r4", "r5"]);
+    }
+
+    #[test]
+    fn another_term_at_the_index_loses_the_proposal_and_a_snapshot_makes_it_unknown() {
+        let mut w = WaitingResults::new(Duration::from_secs(5));
+        let (one, mut one_rx) = oneshot::channel();
+        w.insert(7, 1, 2, Duration::ZERO, ResultReply::One(one));
+        w.on_applied(7, vec![ok(7, 3)], false);
+        assert!(matches!(
+            one_rx.try_recv().unwrap(),
+            Err(Error::LeadershipLost)
+        ));
+
+        let (many, mut many_rx) = oneshot::channel();
+        w.insert(8, 4, 2, Duration::ZERO, ResultReply::Many(many));
+        w.on_applied(9, Vec::new(), true);
+        assert!(matches!(many_rx.try_recv().unwrap(), Err(Error::Timeout)));
+    }
+
+    #[test]
+    fn overdue_and_abandoned_proposers_expire() {
+        let mut w = WaitingResults::new(Duration::from_millis(100));
+        let (late, mut late_rx) = oneshot::channel();
+        w.insert(1, 1, 1, Duration::ZERO, ResultReply::One(late));
+        let (fresh, mut fresh_rx) = oneshot::channel();
+        w.insert(2, 1, 1, Duration::from_millis(50), ResultReply::One(fresh));
+        w.expire(Duration::from_millis(120));
+        assert!(matches!(late_rx.try_recv().unwrap(), Err(Error::Timeout)));
+        assert!(fresh_rx.try_recv().is_err(), "still within its timeout");
+        w.fail_all(|| Error::ShuttingDown);
+        assert!(matches!(
+            fresh_rx.try_recv().unwrap(),
+            Err(Error::ShuttingDown)
+        ));
+    }
+}
