@@ -135,12 +135,20 @@ impl WaitingResults {
         // Proposers whose entries were passed without all their results: after a snapshot
         // their outcome is unknown (they may be inside it); otherwise entries of another
         // term took their indices, so they are lost.
-        let passed: Vec<Index> = self
-            .by_last
-            .iter()
-            .filter(|(&last, w)| last <= index || (restored && w.first <= index))
-            .map(|(&last, _)| last)
-            .collect();
+        let passed: Vec<Index> = if restored {
+            // Rare: a scan of every waiter is fine.
+            self.by_last
+                .iter()
+                .filter(|(_, w)| w.first <= index)
+                .map(|(&last, _)| last)
+                .collect()
+        } else {
+            // Every apply: only the waiters that ended at or below `index`, usually none.
+            self.by_last
+                .range(..=index)
+                .map(|(&last, _)| last)
+                .collect()
+        };
         for last in passed {
             if let Some(w) = self.by_last.remove(&last) {
                 w.reply.fail(if restored {
