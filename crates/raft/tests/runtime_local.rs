@@ -37,13 +37,24 @@ fn build(
     applier: Recorder,
     tweak: impl Fn(&mut Config),
 ) -> Raft {
-    let node = RaftBuilder::new()
+    build_with(i, net, storage, applier, tweak, |b| b)
+}
+
+/// [`build`], with `extra` applied to the builder (metrics, inline applier, ...).
+fn build_with(
+    i: usize,
+    net: &LocalNetwork,
+    storage: impl Storage,
+    applier: Recorder,
+    tweak: impl Fn(&mut Config),
+    extra: impl FnOnce(RaftBuilder) -> RaftBuilder,
+) -> Raft {
+    let builder = RaftBuilder::new()
         .with_config(config(i, tweak))
         .with_storage(storage)
         .with_applier(applier)
-        .with_network(net.transport(id(i)))
-        .build()
-        .unwrap();
+        .with_network(net.transport(id(i)));
+    let node = extra(builder).build().unwrap();
     node.start().unwrap();
     node
 }
@@ -184,18 +195,16 @@ async fn metrics_see_elections_peer_lag_fsyncs_and_refused_proposals() {
     let logs: Vec<MetricsLog> = (0..3).map(|_| MetricsLog::default()).collect();
     let nodes: Vec<Raft> = (1..=3)
         .map(|i| {
-            let mut c = config(i, |_| {});
-            c.tuning.max_proposal_bytes = 1024;
-            let node = RaftBuilder::new()
-                .with_config(c)
-                .with_storage(MemStorage::new())
-                .with_applier(Recorder::default())
-                .with_network(net.transport(id(i)))
-                .with_metrics(logs[i - 1].clone())
-                .build()
-                .unwrap();
-            node.start().unwrap();
-            node
+            let tweak = |c: &mut Config| c.tuning.max_proposal_bytes = 1024;
+            let metrics = logs[i - 1].clone();
+            build_with(
+                i,
+                &net,
+                MemStorage::new(),
+                Recorder::default(),
+                tweak,
+                |b| b.with_metrics(metrics),
+            )
         })
         .collect();
     let l = leader_of(&nodes).await;
@@ -247,16 +256,14 @@ async fn stopped_leader_is_replaced_within_three_election_timeouts_and_catches_u
     };
     let open = |k: usize| FileStorage::open(dirs[k].path(), opts.clone()).unwrap();
     let start = |i: usize, applier: Recorder| {
-        let node = RaftBuilder::new()
-            .with_config(config(i, |_| {}))
-            .with_storage(open(i - 1))
-            .with_applier(applier)
-            .with_network(net.transport(id(i)))
-            .with_external_ticks()
-            .build()
-            .unwrap();
-        node.start().unwrap();
-        node
+        build_with(
+            i,
+            &net,
+            open(i - 1),
+            applier,
+            |_| {},
+            |b| b.with_external_ticks(),
+        )
     };
     let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
     let mut nodes: Vec<Option<Raft>> = (1..=3)
@@ -330,16 +337,15 @@ async fn prometheus_metrics_follow_a_running_node() {
     let metrics: Vec<PrometheusMetrics> = (0..3).map(|_| PrometheusMetrics::new()).collect();
     let nodes: Vec<Raft> = (1..=3)
         .map(|i| {
-            let node = RaftBuilder::new()
-                .with_config(config(i, |_| {}))
-                .with_storage(MemStorage::new())
-                .with_applier(Recorder::default())
-                .with_network(net.transport(id(i)))
-                .with_metrics(metrics[i - 1].clone())
-                .build()
-                .unwrap();
-            node.start().unwrap();
-            node
+            let m = metrics[i - 1].clone();
+            build_with(
+                i,
+                &net,
+                MemStorage::new(),
+                Recorder::default(),
+                |_| {},
+                |b| b.with_metrics(m),
+            )
         })
         .collect();
     let l = leader_of(&nodes).await;
@@ -370,19 +376,14 @@ async fn inline_storage_and_applier_replicate_snapshot_and_answer() {
     let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
     let nodes: Vec<Raft> = (1..=3)
         .map(|i| {
-            let mut c = config(i, |_| {});
-            c.options.snapshot_threshold = 20;
-            c.options.log_compaction_min_entries = 5;
-            let node = RaftBuilder::new()
-                .with_config(c)
-                .with_storage(MemStorage::new())
-                .with_applier(appliers[i - 1].clone())
-                .with_network(net.transport(id(i)))
-                .with_inline_applier()
-                .build()
-                .unwrap();
-            node.start().unwrap();
-            node
+            let tweak = |c: &mut Config| {
+                c.options.snapshot_threshold = 20;
+                c.options.log_compaction_min_entries = 5;
+            };
+            let applier = appliers[i - 1].clone();
+            build_with(i, &net, MemStorage::new(), applier, tweak, |b| {
+                b.with_inline_applier()
+            })
         })
         .collect();
     let l = leader_of(&nodes).await;
