@@ -78,6 +78,12 @@
 //! assert_eq!(storage.last_index(), 1);
 //! assert_eq!(storage.hard_state().term, 1);
 //! ```
+// Without the `grpc` feature the type is absent; point the crate docs' link at its
+// published documentation instead of leaving it dangling.
+#![cfg_attr(
+    not(feature = "grpc"),
+    doc = "[`GrpcNetwork`]: https://docs.rs/raftlock-raft/latest/raftlock_raft/struct.GrpcNetwork.html"
+)]
 
 pub mod api;
 pub mod applier;
