@@ -1,8 +1,9 @@
 //! The `cluster` scenario: three `raftkv node` processes on loopback with fsync (the default
 //! `FileStorage`), driven over the HTTP API as etcd's `benchmark` tool drives etcd.
 //!
-//! Each client is a task with its own keep-alive HTTP connection (one `reqwest::Client`)
-//! talking straight to the leader's HTTP address, looping one request at a time over
+//! Each client is a task with its own keep-alive HTTP/1.1 connection (the lean
+//! [`crate::http1`] client, so that the load generator takes as little as possible of the
+//! CPU the nodes share with it) talking straight to the leader's HTTP address, looping one request at a time over
 //! 8-byte keys (`--keys` distinct ones) with `--value-size`-byte values. Rows: puts, then
 //! linearizable reads answered by the leader's lease (`--lease-reads true`, the default),
 //! on one cluster; linearizable reads by ReadIndex (`--lease-reads false`) on a second
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 
+use crate::http1::Connection;
 use crate::machine;
 use crate::raftkv_bin::{self, KvCluster, Rng};
 use crate::report::{self, Align, Percentiles, Table};
@@ -62,6 +64,9 @@ enum Op {
     /// `GET /kv/{key}` (linearizable).
     Get,
 }
+
+/// How long one request may take before it counts as an error.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Phases of a row, shared with the client tasks.
 const WARMUP: u8 = 0;
@@ -193,7 +198,7 @@ async fn row(
     let tasks: Vec<_> = (0..clients)
         .map(|t| {
             let worker = Worker {
-                url: leader.to_string(),
+                addr: leader.trim_start_matches("http://").to_string(),
                 op,
                 keys: args.keys,
                 value: value.clone(),
@@ -246,7 +251,8 @@ async fn row(
 
 /// One client task's settings.
 struct Worker {
-    url: String,
+    /// The leader's `host:port`.
+    addr: String,
     op: Op,
     keys: u64,
     value: Bytes,
@@ -255,42 +261,36 @@ struct Worker {
 
 impl Worker {
     /// Loops requests until the phase is [`STOP`]; records those finished while measuring.
+    /// A failed connection is replaced (after a pause), and the failure counted if it
+    /// happened while measuring.
     async fn run(self, seed: u64) -> TaskResult {
         let mut out = TaskResult::default();
-        let Ok(http) = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-        else {
-            out.errors = 1;
-            out.first_error = Some("building an HTTP client".into());
-            return out;
-        };
         let mut rng = Rng::new(seed.wrapping_mul(7919).wrapping_add(1));
+        let mut conn = None;
+        let mut path = String::with_capacity(16);
         loop {
             let phase = self.phase.load(Ordering::Relaxed);
             if phase == STOP {
                 return out;
             }
-            let url = format!("{}/kv/{}", self.url, raftkv_bin::key(rng.below(self.keys)));
-            let request = match self.op {
-                Op::Put => http.put(url).body(self.value.clone()),
-                Op::Get => http.get(url),
-            };
+            path.clear();
+            path.push_str("/kv/");
+            path.push_str(&raftkv_bin::key(rng.below(self.keys)));
             let start = Instant::now();
-            let result = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    match response.bytes().await {
-                        Ok(_) if status.is_success() || status.as_u16() == 404 => Ok(()),
-                        Ok(body) => {
-                            Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
-                        }
-                        Err(e) => Err(e.to_string()),
+            let result = match &mut conn {
+                Some(c) => self.request(c, &path).await,
+                None => match Connection::connect(&self.addr, TIMEOUT).await {
+                    Ok(c) => {
+                        let c = conn.insert(c);
+                        self.request(c, &path).await
                     }
-                }
-                Err(e) => Err(e.to_string()),
+                    Err(e) => Err(format!("connecting to {}: {e}", self.addr)),
+                },
             };
             let latency = start.elapsed();
+            if result.is_err() {
+                conn = None;
+            }
             if self.phase.load(Ordering::Relaxed) != MEASURE {
                 continue;
             }
@@ -302,6 +302,24 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
+        }
+    }
+
+    /// One request on `conn`; success is a 2xx, or a 404 for a read.
+    async fn request(&self, conn: &mut Connection, path: &str) -> Result<(), String> {
+        let (method, body) = match self.op {
+            Op::Put => ("PUT", Some(&self.value[..])),
+            Op::Get => ("GET", None),
+        };
+        match tokio::time::timeout(TIMEOUT, conn.request(method, path, body)).await {
+            Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(r)) if (200..300).contains(&r.status) || r.status == 404 => Ok(()),
+            Ok(Ok(r)) => Err(format!(
+                "HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )),
         }
     }
 }

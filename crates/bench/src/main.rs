@@ -14,6 +14,8 @@
 //! Against real `raftkv` processes (the executable is found or built by [`raftkv_bin`]):
 //!
 //! - `cluster` ([`cluster`]): three nodes on loopback with fsync, clients over HTTP.
+//! - `loopback` ([`loopback`]): the floor under `cluster`: bare TCP request/answer
+//!   exchanges of the same sizes with a server that does nothing else.
 //! - `failover` ([`failover`]): kill -9 the leader; time to a new leader and to a write.
 //! - `soak` ([`soak`]): mixed load with snapshots; RSS per node over time.
 //!
@@ -31,8 +33,10 @@ use clap::{Parser, Subcommand};
 mod cluster;
 mod durable;
 mod failover;
+mod http1;
 mod inproc;
 mod inproc_cluster;
+mod loopback;
 mod machine;
 mod raftkv_bin;
 mod recovery;
@@ -63,6 +67,9 @@ enum Command {
     /// Three raftkv node processes on loopback with fsync, clients over the HTTP API:
     /// puts and linearizable reads (lease and ReadIndex) against etcd's numbers.
     Cluster(cluster::ClusterArgs),
+    /// The floor under cluster's HTTP rows: N loopback TCP connections exchanging requests
+    /// and answers of a put's size with a server that does nothing else.
+    Loopback(loopback::LoopbackArgs),
     /// Kill -9 the leader of a raftkv cluster repeatedly: time to a new leader and to the
     /// first successful write.
     Failover(failover::FailoverArgs),
@@ -98,6 +105,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Inproc(args) => inproc::run(&args),
         Command::Durable(args) => durable::run(&args),
         Command::Cluster(args) => cluster::run(&args),
+        Command::Loopback(args) => loopback::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::RecoveryOpen(args) => recovery::open(&args),

@@ -6,11 +6,13 @@
 //! runtime does with group commit. One sync per batch is the cost that matters: a leader
 //! acknowledges nothing before it. The latency of a batch is `append + sync`.
 //!
-//! In the same directory, two raw rows measure the disk with plain `std`: `write 4 KiB +
+//! In the same directory, raw rows measure the disk with plain `std`: `write 4 KiB +
 //! fdatasync` on a growing file (every sync also commits file-size metadata) and on a file
 //! that was written and synced beforehand (pure data overwrite, the cheapest durable write
 //! the disk offers). The ratio of the storage's syncs/s to these rates shows how far the
-//! storage is from the disk's limit.
+//! storage is from the disk's limit. A third raw row runs three overwrite writers at once,
+//! each on its own file, as the three nodes of a one-machine cluster sync: its latency is
+//! what one fsync costs when the others are in flight, the floor of a commit there.
 
 use std::error::Error;
 use std::fs::{self, File, OpenOptions};
@@ -170,6 +172,10 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
     println!();
 
     let (grow, overwrite) = measure_raw(base, seconds)?;
+    // Three nodes of a one-machine cluster sync at the same moments: what one fsync then
+    // costs is the floor of a commit there.
+    eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, three writers at once ...");
+    let together = raw_overwrite(&base.join("raw-overwrite-3"), seconds, 3)?;
 
     let mut rows = Vec::with_capacity(args.batches.len());
     for &batch in &args.batches {
@@ -177,7 +183,7 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
         rows.push(storage_row(base, batch, args.entry_size, stop)?);
     }
 
-    println!("{}", table(&rows, &grow, &overwrite));
+    println!("{}", table(&rows, &grow, &overwrite, &together));
     for note in [
         "entries/s and MB/s: payload bytes (MB = 10^6 B).",
         "fsyncs/s: sync calls, one per batch (raw rows: one fdatasync per 4 KiB write).",
@@ -201,7 +207,7 @@ pub fn measure_raw(base: &Path, duration: Duration) -> Result<(Row, Row), Box<dy
     eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, growing file ...");
     let grow = raw_grow(&base.join("raw-grow.dat"), duration)?;
     eprintln!("measuring raw write {RAW_BLOCK} B + fdatasync, overwriting a synced file ...");
-    let overwrite = raw_overwrite(&base.join("raw-overwrite.dat"), duration)?;
+    let overwrite = raw_overwrite(&base.join("raw-overwrite.dat"), duration, 1)?;
     Ok((grow, overwrite))
 }
 
@@ -366,8 +372,51 @@ fn raw_grow(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>> {
 }
 
 /// Raw `write 4 KiB + fdatasync` cycling over a file that was fully written and synced
-/// first, so no write allocates blocks or changes the file size.
-fn raw_overwrite(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>> {
+/// first, so no write allocates blocks or changes the file size. With `writers` > 1, that
+/// many threads do it at once, each on its own file (as the nodes of a one-machine cluster
+/// do): the latencies are those of every fsync, the rate the sum.
+fn raw_overwrite(path: &Path, duration: Duration, writers: usize) -> Result<Row, Box<dyn Error>> {
+    let paths: Vec<PathBuf> = (0..writers)
+        .map(|w| path.with_extension(format!("{w}.dat")))
+        .collect();
+    let start = Instant::now();
+    let results: Vec<Result<(u64, Vec<Duration>), String>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = paths
+            .iter()
+            .map(|p| scope.spawn(move || overwrite_loop(p, duration)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("a raw writer panicked".into()))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let (mut n, mut latencies) = (0, Vec::new());
+    for r in results {
+        let (done, lat) = r?;
+        n += done;
+        latencies.extend(lat);
+    }
+    Ok(Row::new(
+        if writers == 1 {
+            "raw overwrite 4 KiB"
+        } else {
+            "raw overwrite 4 KiB, 3 writers at once"
+        },
+        None,
+        n,
+        n * RAW_BLOCK as u64,
+        elapsed,
+        latencies,
+    ))
+}
+
+/// One raw overwrite writer: pre-writes and syncs `path`, then times `write + fdatasync`
+/// for `duration`, and removes the file.
+fn overwrite_loop(path: &Path, duration: Duration) -> Result<(u64, Vec<Duration>), String> {
     let io = |op: &str, e: std::io::Error| format!("{op} {}: {e}", path.display());
     let mut file = OpenOptions::new()
         .create(true)
@@ -395,21 +444,13 @@ fn raw_overwrite(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>>
         latencies.push(t.elapsed());
         n += 1;
     }
-    let elapsed = start.elapsed();
     drop(file);
     fs::remove_file(path).map_err(|e| io("remove", e))?;
-    Ok(Row::new(
-        "raw overwrite 4 KiB",
-        None,
-        n,
-        n * RAW_BLOCK as u64,
-        elapsed,
-        latencies,
-    ))
+    Ok((n, latencies))
 }
 
 /// The report table: storage rows with their ratio to both raw rows, then the raw rows.
-fn table(rows: &[Row], grow: &Row, overwrite: &Row) -> Table {
+fn table(rows: &[Row], grow: &Row, overwrite: &Row, together: &Row) -> Table {
     let mut t = Table::new(&[
         ("scenario", Align::Left),
         ("batch", Align::Right),
@@ -456,7 +497,7 @@ fn table(rows: &[Row], grow: &Row, overwrite: &Row) -> Table {
     for row in rows {
         t.row(cells(row, ratio(row, grow), ratio(row, overwrite)));
     }
-    for raw in [grow, overwrite] {
+    for raw in [grow, overwrite, together] {
         t.row(cells(raw, "-".into(), "-".into()));
     }
     t
