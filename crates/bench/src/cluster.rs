@@ -50,6 +50,10 @@ pub struct ClusterArgs {
     /// Worker threads of this benchmark's client runtime.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub client_threads: usize,
+    /// `--worker-threads` of each node (0: the node's default, one per core). Three nodes
+    /// and this load generator share the machine, so one each by default.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub node_worker_threads: usize,
     /// Directory for the nodes' data (a temporary directory is made inside it).
     /// Default: inside ./target if it exists, else $TMPDIR.
     #[arg(long, value_name = "PATH")]
@@ -109,6 +113,21 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
         args.warmup,
         args.seconds
     );
+    println!(
+        "node runtime: {}",
+        match args.node_worker_threads {
+            0 => "one worker thread per core (raftkv's default)".to_string(),
+            n => format!("--worker-threads {n}"),
+        }
+    );
+    let workers = args.node_worker_threads.to_string();
+    let node_args = |lease: &'static str| {
+        let mut a = vec!["--lease-reads", lease];
+        if args.node_worker_threads > 0 {
+            a.extend(["--worker-threads", workers.as_str()]);
+        }
+        a
+    };
     let rt = raftkv_bin::runtime(args.client_threads)?;
     let mut table = Table::new(&[
         ("operation", Align::Left),
@@ -123,7 +142,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
     ]);
     let mut puts = Vec::new();
     rt.block_on(async {
-        let kv = KvCluster::start(&binary, args.dir.as_deref(), &["--lease-reads", "true"])?;
+        let kv = KvCluster::start(&binary, args.dir.as_deref(), &node_args("true"))?;
         let leader = kv.url(kv.leader().await?);
         for &c in &args.clients {
             let r = row(args, &kv, &leader, Op::Put, c, "put").await?;
@@ -134,7 +153,7 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
             table.row(row(args, &kv, &leader, Op::Get, c, "get (lease)").await?.0);
         }
         drop(kv);
-        let kv = KvCluster::start(&binary, args.dir.as_deref(), &["--lease-reads", "false"])?;
+        let kv = KvCluster::start(&binary, args.dir.as_deref(), &node_args("false"))?;
         let leader = kv.url(kv.leader().await?);
         preload(args, &leader).await?;
         for &c in &args.clients {

@@ -65,6 +65,11 @@ pub struct NodeArgs {
     /// Serve linearizable reads from the leader lease when it is valid (default true).
     #[arg(long, value_name = "BOOL")]
     pub lease_reads: Option<bool>,
+    /// Worker threads of the node's async runtime (default: one per CPU core). Nodes that
+    /// share a machine with others (a one-machine cluster, a benchmark) do better with
+    /// fewer, since every extra thread adds wake-ups and context switches.
+    #[arg(long, value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Exit when the parent process dies (used by `raftkv demo` and tests, so that no
     /// node outlives them).
     #[arg(long, hide = true)]
@@ -88,6 +93,7 @@ struct NodeFile {
     snapshot_threshold: Option<u64>,
     request_timeout_ms: Option<u64>,
     lease_reads: Option<bool>,
+    worker_threads: Option<usize>,
 }
 
 /// A member list in the file: a table (`[peers]` with `node-1 = "host:port"`) or the
@@ -125,6 +131,8 @@ pub struct NodeSettings {
     pub cluster_id: String,
     /// Client request timeout.
     pub request_timeout: Duration,
+    /// Worker threads of the async runtime; `None` for one per core.
+    pub worker_threads: Option<usize>,
     /// See [`NodeArgs::exit_with_parent`].
     pub exit_with_parent: bool,
 }
@@ -250,6 +258,14 @@ impl NodeArgs {
                 "--request-timeout-ms must be positive".into(),
             ));
         }
+        let worker_threads = self.worker_threads.or(file.worker_threads);
+        if let Some(n) = worker_threads {
+            if !(1..=1024).contains(&n) {
+                return Err(SettingsError(format!(
+                    "--worker-threads must be 1..1024, not {n}"
+                )));
+            }
+        }
         Ok(NodeSettings {
             raft,
             listen,
@@ -258,6 +274,7 @@ impl NodeArgs {
             data_dir,
             cluster_id,
             request_timeout,
+            worker_threads,
             exit_with_parent: self.exit_with_parent,
         })
     }
@@ -327,6 +344,7 @@ http = "127.0.0.1:9002"
 data_dir = "/tmp/x"
 election_ticks = 20
 snapshot_threshold = 100
+worker_threads = 1
 [peers]
 node-1 = "127.0.0.1:8001"
 node-2 = "127.0.0.1:8002"
@@ -343,6 +361,13 @@ node-2 = "127.0.0.1:8002"
         assert_eq!(s.raft.options.election_tick_count, 15);
         assert_eq!(s.raft.options.snapshot_threshold, 100);
         assert!(s.raft.options.log_compaction_min_entries < 100);
+        assert_eq!(s.worker_threads, Some(1));
+        let zero = NodeArgs {
+            config: Some(path.clone()),
+            worker_threads: Some(0),
+            ..NodeArgs::default()
+        };
+        assert!(zero.resolve().unwrap_err().0.contains("--worker-threads"));
 
         std::fs::write(
             &path,

@@ -119,6 +119,15 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// The runtime of `raftkv node`: multi-threaded, with `workers` threads when given.
+fn node_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
+}
+
 async fn run_client(cmd: Cmd) -> Result<ExitCode, ClientError> {
     match cmd {
         Cmd::Put {
@@ -195,11 +204,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            runtime(true).map_err(|e| e.to_string()).and_then(|rt| {
-                rt.block_on(server::run(settings))
-                    .map(|()| ExitCode::SUCCESS)
-                    .map_err(|e| e.to_string())
-            })
+            node_runtime(settings.worker_threads)
+                .map_err(|e| e.to_string())
+                .and_then(|rt| {
+                    rt.block_on(server::run(settings))
+                        .map(|()| ExitCode::SUCCESS)
+                        .map_err(|e| e.to_string())
+                })
         }
         Cmd::Demo { dir, writes } => runtime(true).map_err(|e| e.to_string()).and_then(|rt| {
             rt.block_on(demo::run(demo::DemoOptions {

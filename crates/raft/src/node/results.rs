@@ -76,7 +76,10 @@ impl WaitingResults {
         }
     }
 
-    /// Waits for the `count` entries appended at `first` in `term`.
+    /// Waits for the `count` entries appended at `first` in `term`. Proposers still waiting
+    /// for an index at or after `first` are answered `LeadershipLost` first: the new entries
+    /// overwrote theirs (this node led before, lost an election, had its log cut back, and
+    /// leads again), and an overwritten entry can never commit.
     pub(crate) fn insert(
         &mut self,
         first: Index,
@@ -89,6 +92,12 @@ impl WaitingResults {
             reply.complete(Vec::new());
             return;
         };
+        while let Some(entry) = self.by_last.last_entry() {
+            if *entry.key() < first {
+                break;
+            }
+            entry.remove().reply.fail(Error::LeadershipLost);
+        }
         self.by_last.insert(
             first + span,
             Waiter {
@@ -224,6 +233,26 @@ mod tests {
         w.insert(8, 4, 2, Duration::ZERO, ResultReply::Many(many));
         w.on_applied(9, Vec::new(), true);
         assert!(matches!(many_rx.try_recv().unwrap(), Err(Error::Timeout)));
+    }
+
+    #[test]
+    fn a_new_proposal_over_an_older_ones_index_loses_the_older_one() {
+        let mut w = WaitingResults::new(Duration::from_secs(5));
+        let (kept, mut kept_rx) = oneshot::channel();
+        w.insert(4, 1, 1, Duration::ZERO, ResultReply::One(kept));
+        let (old, mut old_rx) = oneshot::channel();
+        w.insert(5, 3, 1, Duration::ZERO, ResultReply::Many(old));
+        // Leader again in term 3 with the log cut back to 5: the next proposal lands at 6.
+        let (new, mut new_rx) = oneshot::channel();
+        w.insert(6, 1, 3, Duration::ZERO, ResultReply::One(new));
+        assert!(matches!(
+            old_rx.try_recv().unwrap(),
+            Err(Error::LeadershipLost)
+        ));
+        assert!(kept_rx.try_recv().is_err(), "entry 4 was not overwritten");
+        w.on_applied(6, vec![ok(4, 1), ok(5, 2), ok(6, 3)], false);
+        assert_eq!(kept_rx.try_recv().unwrap().unwrap(), "r4");
+        assert_eq!(new_rx.try_recv().unwrap().unwrap(), "r6");
     }
 
     #[test]

@@ -133,9 +133,24 @@ fn run_storage_batch(
     let mut last_seq = None;
     let mut entries = 0;
     let mut saved = Vec::new();
+    // Consecutive writes' entries are contiguous, so they go to the storage as one append
+    // (one write syscall for the whole group). Anything else flushes them first to keep
+    // the jobs' order.
+    let mut pending: Vec<Entry> = Vec::new();
+    let flush = |storage: &mut dyn Storage, pending: &mut Vec<Entry>| {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let result = storage.append(pending);
+        pending.clear();
+        result
+    };
     for job in batch {
         match job {
-            StorageJob::Write(w) => {
+            StorageJob::Write(mut w) => {
+                if w.snapshot.is_some() || w.hard_state.is_some() || w.log.truncate_from.is_some() {
+                    flush(storage, &mut pending)?;
+                }
                 if let Some(snap) = &w.snapshot {
                     storage.save_snapshot(snap)?;
                 }
@@ -145,13 +160,16 @@ fn run_storage_batch(
                 if let Some(from) = w.log.truncate_from {
                     storage.truncate_suffix(from)?;
                 }
-                if !w.log.entries.is_empty() {
-                    storage.append(&w.log.entries)?;
-                    entries += w.log.entries.len();
+                entries += w.log.entries.len();
+                if pending.is_empty() {
+                    pending = std::mem::take(&mut w.log.entries);
+                } else {
+                    pending.append(&mut w.log.entries);
                 }
                 last_seq = Some(w.seq);
             }
             StorageJob::SaveSnapshot(snap) => {
+                flush(storage, &mut pending)?;
                 // A snapshot the node built itself: newer than the stored one unless a
                 // leader's snapshot overtook it, which is harmless to skip.
                 match storage.save_snapshot(&snap) {
@@ -162,9 +180,13 @@ fn run_storage_batch(
                     Err(e) => return Err(e),
                 }
             }
-            StorageJob::Compact(upto) => storage.compact(upto)?,
+            StorageJob::Compact(upto) => {
+                flush(storage, &mut pending)?;
+                storage.compact(upto)?;
+            }
         }
     }
+    flush(storage, &mut pending)?;
     let sync_started = Instant::now();
     storage.sync()?;
     let fsync = sync_started.elapsed();
@@ -300,6 +322,110 @@ impl ApplyWorker {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::LogWrite;
+    use crate::storage::MemStorage;
+    use crate::types::HardState;
+
+    /// A `MemStorage` that counts its `append` calls.
+    struct Counting {
+        inner: MemStorage,
+        appends: usize,
+    }
+
+    impl Storage for Counting {
+        fn hard_state(&self) -> HardState {
+            self.inner.hard_state()
+        }
+        fn set_hard_state(&mut self, state: &HardState) -> Result<(), StorageError> {
+            self.inner.set_hard_state(state)
+        }
+        fn first_index(&self) -> Index {
+            self.inner.first_index()
+        }
+        fn last_index(&self) -> Index {
+            self.inner.last_index()
+        }
+        fn term(&self, index: Index) -> Result<Term, StorageError> {
+            self.inner.term(index)
+        }
+        fn entries(&self, lo: Index, hi: Index, max: u64) -> Result<Vec<Entry>, StorageError> {
+            self.inner.entries(lo, hi, max)
+        }
+        fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+            self.appends += 1;
+            self.inner.append(entries)
+        }
+        fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
+            self.inner.truncate_suffix(from)
+        }
+        fn sync(&mut self) -> Result<(), StorageError> {
+            self.inner.sync()
+        }
+        fn snapshot_meta(&self) -> Option<crate::types::SnapshotMeta> {
+            self.inner.snapshot_meta()
+        }
+        fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+            self.inner.load_snapshot()
+        }
+        fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+            self.inner.save_snapshot(snapshot)
+        }
+        fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
+            self.inner.compact(upto)
+        }
+    }
+
+    fn write(seq: u64, truncate_from: Option<Index>, entries: &[(Index, Term)]) -> StorageJob {
+        StorageJob::Write(WriteBatch {
+            seq,
+            snapshot: None,
+            hard_state: None,
+            log: LogWrite {
+                truncate_from,
+                entries: entries
+                    .iter()
+                    .map(|&(i, t)| Entry::normal(i, t, format!("e{i}t{t}")))
+                    .collect(),
+            },
+        })
+    }
+
+    #[test]
+    fn consecutive_writes_go_down_as_one_append_and_a_truncation_keeps_its_place() {
+        let mut s = Counting {
+            inner: MemStorage::new(),
+            appends: 0,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let batch = vec![
+            write(1, None, &[(1, 1), (2, 1)]),
+            write(2, None, &[(3, 1)]),
+            write(3, None, &[(4, 1), (5, 1)]),
+            // A new leader's entries replace 4 and 5: what was pending goes down first.
+            write(4, Some(4), &[(4, 2)]),
+            write(5, None, &[(5, 2)]),
+        ];
+        run_storage_batch(&mut s, batch, &tx, Instant::now()).unwrap();
+        assert_eq!(s.appends, 2, "one append before the truncation, one after");
+        let terms: Vec<(Index, Term)> = s
+            .entries(1, 6, u64::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect();
+        assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]);
+        match rx.try_recv() {
+            Ok(WorkerEvent::Persisted { seq, entries, .. }) => {
+                assert_eq!((seq, entries), (5, 7));
+            }
+            _ => panic!("expected one Persisted event for the whole batch"),
         }
     }
 }
