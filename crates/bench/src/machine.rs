@@ -108,6 +108,13 @@ pub fn process_cpu_time() -> Option<Duration> {
     parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
 }
 
+/// CPU time (user + system) the calling thread has used so far, from
+/// `/proc/thread-self/stat`; same resolution as [`process_cpu_time`].
+pub fn thread_cpu_time() -> Option<Duration> {
+    let stat = fs::read_to_string("/proc/thread-self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_millis(ticks * 1000 / CLOCK_TICKS_PER_SEC))
+}
+
 /// CPU time (user + system) process `pid` has used so far, from `/proc/<pid>/stat`, or
 /// `None` when it cannot be read (e.g. the process is gone). Same resolution as
 /// [`process_cpu_time`].

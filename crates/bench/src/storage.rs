@@ -107,6 +107,8 @@ pub struct Row {
     elapsed: Duration,
     /// Latency percentiles of one batch (write + sync).
     latency: Option<Percentiles>,
+    /// CPU time (user + system) of the writing threads over the row, when readable.
+    cpu: Option<Duration>,
 }
 
 impl Row {
@@ -127,6 +129,23 @@ impl Row {
             bytes,
             elapsed,
             latency: Percentiles::of(&mut latencies),
+            cpu: None,
+        }
+    }
+
+    /// The row with the CPU time its writing threads used.
+    fn with_cpu(mut self, cpu: Option<Duration>) -> Row {
+        self.cpu = cpu;
+        self
+    }
+
+    /// CPU time per sync, for display.
+    fn cpu_per_sync(&self) -> String {
+        match self.cpu {
+            Some(cpu) if self.syncs > 0 => {
+                report::micros(cpu / u32::try_from(self.syncs).unwrap_or(u32::MAX))
+            }
+            _ => "-".into(),
         }
     }
 
@@ -188,6 +207,8 @@ pub fn run(args: &StorageArgs) -> Result<(), Box<dyn Error>> {
         "entries/s and MB/s: payload bytes (MB = 10^6 B).",
         "fsyncs/s: sync calls, one per batch (raw rows: one fdatasync per 4 KiB write).",
         "p50/p99/p99.9: one append + sync (raw rows: write + fdatasync).",
+        "CPU/fsync: user + system CPU time of the writing thread(s) per sync, the append \
+         (or write) included; on a VM much of an fsync's cost is CPU, not waiting.",
         "vs raw: the row's fsyncs/s divided by the raw row's. Raw overwrite allocates no \
          blocks and is the disk's ceiling; small batches fill a 4 KiB block over several \
          syncs, so they allocate less often than raw grow and can beat it.",
@@ -219,6 +240,7 @@ pub fn raw_table(rows: &[&Row]) -> Table {
         ("p50", Align::Right),
         ("p99", Align::Right),
         ("p99.9", Align::Right),
+        ("CPU/fsync", Align::Right),
     ]);
     for row in rows {
         let lat = |f: fn(&Percentiles) -> Duration| {
@@ -232,6 +254,7 @@ pub fn raw_table(rows: &[&Row]) -> Table {
             lat(|p| p.p50),
             lat(|p| p.p99),
             lat(|p| p.p999),
+            row.cpu_per_sync(),
         ]);
     }
     t
@@ -302,6 +325,7 @@ fn storage_row(
     let mut next = first;
     let mut entries = Vec::with_capacity(batch);
     let mut latencies = Vec::new();
+    let cpu_before = machine::thread_cpu_time();
     let start = Instant::now();
     while !stop.reached(start, next - first) {
         entries.clear();
@@ -317,6 +341,7 @@ fn storage_row(
         next += entries.len() as u64;
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_used(cpu_before);
     drop(storage);
 
     let done = next - first;
@@ -334,14 +359,7 @@ fn storage_row(
     fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
 
     let bytes = done * entry_size as u64;
-    Ok(Row::new(
-        "FileStorage",
-        Some(batch),
-        done,
-        bytes,
-        elapsed,
-        latencies,
-    ))
+    Ok(Row::new("FileStorage", Some(batch), done, bytes, elapsed, latencies).with_cpu(cpu))
 }
 
 /// Raw `write 4 KiB + fdatasync` appending to a file that grows with every write.
@@ -350,6 +368,7 @@ fn raw_grow(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>> {
     let mut file = File::create(path).map_err(|e| io("create", e))?;
     let block = [0xA5u8; RAW_BLOCK];
     let mut latencies = Vec::new();
+    let cpu_before = machine::thread_cpu_time();
     let start = Instant::now();
     while start.elapsed() < duration {
         let t = Instant::now();
@@ -358,6 +377,7 @@ fn raw_grow(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>> {
         latencies.push(t.elapsed());
     }
     let elapsed = start.elapsed();
+    let cpu = cpu_used(cpu_before);
     drop(file);
     fs::remove_file(path).map_err(|e| io("remove", e))?;
     let writes = latencies.len() as u64;
@@ -368,7 +388,8 @@ fn raw_grow(path: &Path, duration: Duration) -> Result<Row, Box<dyn Error>> {
         writes * RAW_BLOCK as u64,
         elapsed,
         latencies,
-    ))
+    )
+    .with_cpu(cpu))
 }
 
 /// Raw `write 4 KiB + fdatasync` cycling over a file that was fully written and synced
@@ -380,7 +401,8 @@ fn raw_overwrite(path: &Path, duration: Duration, writers: usize) -> Result<Row,
         .map(|w| path.with_extension(format!("{w}.dat")))
         .collect();
     let start = Instant::now();
-    let results: Vec<Result<(u64, Vec<Duration>), String>> = std::thread::scope(|scope| {
+    type Outcome = Result<(u64, Vec<Duration>, Option<Duration>), String>;
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
         let threads: Vec<_> = paths
             .iter()
             .map(|p| scope.spawn(move || overwrite_loop(p, duration)))
@@ -394,11 +416,12 @@ fn raw_overwrite(path: &Path, duration: Duration, writers: usize) -> Result<Row,
             .collect()
     });
     let elapsed = start.elapsed();
-    let (mut n, mut latencies) = (0, Vec::new());
+    let (mut n, mut latencies, mut cpu) = (0, Vec::new(), Some(Duration::ZERO));
     for r in results {
-        let (done, lat) = r?;
+        let (done, lat, used) = r?;
         n += done;
         latencies.extend(lat);
+        cpu = cpu.zip(used).map(|(a, b)| a + b);
     }
     Ok(Row::new(
         if writers == 1 {
@@ -411,12 +434,16 @@ fn raw_overwrite(path: &Path, duration: Duration, writers: usize) -> Result<Row,
         n * RAW_BLOCK as u64,
         elapsed,
         latencies,
-    ))
+    )
+    .with_cpu(cpu))
 }
 
 /// One raw overwrite writer: pre-writes and syncs `path`, then times `write + fdatasync`
 /// for `duration`, and removes the file.
-fn overwrite_loop(path: &Path, duration: Duration) -> Result<(u64, Vec<Duration>), String> {
+fn overwrite_loop(
+    path: &Path,
+    duration: Duration,
+) -> Result<(u64, Vec<Duration>, Option<Duration>), String> {
     let io = |op: &str, e: std::io::Error| format!("{op} {}: {e}", path.display());
     let mut file = OpenOptions::new()
         .create(true)
@@ -434,6 +461,7 @@ fn overwrite_loop(path: &Path, duration: Duration) -> Result<(u64, Vec<Duration>
 
     let mut latencies = Vec::new();
     let mut n: u64 = 0;
+    let cpu_before = machine::thread_cpu_time();
     let start = Instant::now();
     while start.elapsed() < duration {
         let offset = (n % blocks) * RAW_BLOCK as u64;
@@ -444,9 +472,17 @@ fn overwrite_loop(path: &Path, duration: Duration) -> Result<(u64, Vec<Duration>
         latencies.push(t.elapsed());
         n += 1;
     }
+    let cpu = cpu_used(cpu_before);
     drop(file);
     fs::remove_file(path).map_err(|e| io("remove", e))?;
-    Ok((n, latencies))
+    Ok((n, latencies, cpu))
+}
+
+/// CPU time the calling thread used since `before` was read.
+fn cpu_used(before: Option<Duration>) -> Option<Duration> {
+    before
+        .zip(machine::thread_cpu_time())
+        .map(|(a, b)| b.saturating_sub(a))
 }
 
 /// The report table: storage rows with their ratio to both raw rows, then the raw rows.
@@ -460,6 +496,7 @@ fn table(rows: &[Row], grow: &Row, overwrite: &Row, together: &Row) -> Table {
         ("p50", Align::Right),
         ("p99", Align::Right),
         ("p99.9", Align::Right),
+        ("CPU/fsync", Align::Right),
         ("vs raw grow", Align::Right),
         ("vs raw overwrite", Align::Right),
     ]);
@@ -490,6 +527,7 @@ fn table(rows: &[Row], grow: &Row, overwrite: &Row, together: &Row) -> Table {
             lat(|p| p.p50),
             lat(|p| p.p99),
             lat(|p| p.p999),
+            row.cpu_per_sync(),
             vs_grow,
             vs_overwrite,
         ]
