@@ -22,7 +22,7 @@ use raftlock_raft::{
 };
 
 use crate::machine;
-use crate::report::Percentiles;
+use crate::report::{Histogram, Percentiles};
 
 /// Nodes in the cluster.
 pub const NODES: usize = 3;
@@ -244,7 +244,7 @@ pub fn per_sec(n: u64, window: Duration) -> f64 {
 /// What one client saw.
 #[derive(Debug, Default)]
 struct ClientResult {
-    latencies: Vec<Duration>,
+    latencies: Histogram,
     errors: u64,
 }
 
@@ -325,21 +325,21 @@ async fn measure(
     let persist_close: Vec<PersistCount> = stats.iter().map(|s| s.read()).collect();
     let leader_changed = current_leader(nodes) != Some(leader);
 
-    let mut latencies = Vec::new();
+    let mut latencies = Histogram::default();
     let mut errors = 0;
     for task in tasks {
         let r = task
             .await
             .map_err(|e| format!("a client task failed: {e}"))?;
-        latencies.extend(r.latencies);
+        latencies.merge(&r.latencies);
         errors += r.errors;
     }
     Ok(RowResult {
         clients,
-        ops: latencies.len() as u64,
+        ops: latencies.count(),
         errors,
         window,
-        latency: Percentiles::of(&mut latencies),
+        latency: latencies.percentiles(),
         cpu: cpu_open.zip(cpu_close).map(|(a, b)| b.saturating_sub(a)),
         persist: persist_close
             .into_iter()
@@ -383,7 +383,7 @@ async fn client(
             Ok(()) => {
                 if counted {
                     let latency = done - started;
-                    out.latencies.extend(std::iter::repeat_n(latency, batch));
+                    out.latencies.record_n(latency, batch as u64);
                 }
             }
             Err(e) => {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::core::Commands;
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::node::{self, Command, Observed, Parts, ProposeReply, ResultReply};
@@ -148,7 +149,7 @@ impl Raft {
     pub async fn propose(&self, command: impl Into<Bytes>) -> Result<(Index, Term)> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
-            data: vec![data],
+            data: Commands::One(data),
             reply: ProposeReply::Appended(reply),
         })
         .await?
@@ -161,7 +162,7 @@ impl Raft {
     pub async fn propose_and_wait(&self, command: impl Into<Bytes>) -> Result<Bytes> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
-            data: vec![data],
+            data: Commands::One(data),
             reply: ProposeReply::Applied(ResultReply::One(reply)),
         })
         .await?
@@ -183,7 +184,7 @@ impl Raft {
             return Ok(Vec::new());
         }
         self.ask(|reply| Command::Propose {
-            data,
+            data: Commands::Many(data),
             reply: ProposeReply::Applied(ResultReply::Many(reply)),
         })
         .await?

@@ -102,7 +102,8 @@ pub mod storage;
 pub mod types;
 
 pub use self::core::{
-    ElectionStart, InitialState, RaftCore, ReadFailure, ReadState, Ready, SoftState, WriteBatch,
+    Commands, ElectionStart, InitialState, RaftCore, ReadFailure, ReadState, Ready, SoftState,
+    WriteBatch,
 };
 pub use api::Raft;
 pub use applier::{Applier, ApplierError};

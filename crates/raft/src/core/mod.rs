@@ -83,6 +83,38 @@ pub struct WriteBatch {
     pub log: LogWrite,
 }
 
+/// The commands of one proposal ([`RaftCore::propose`]): one, without a `Vec` to
+/// allocate, or several at consecutive indices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Commands {
+    /// A single command.
+    One(Bytes),
+    /// A batch, appended together.
+    Many(Vec<Bytes>),
+}
+
+impl Commands {
+    /// The commands in order.
+    pub fn as_slice(&self) -> &[Bytes] {
+        match self {
+            Commands::One(c) => std::slice::from_ref(c),
+            Commands::Many(all) => all,
+        }
+    }
+}
+
+impl From<Bytes> for Commands {
+    fn from(command: Bytes) -> Self {
+        Commands::One(command)
+    }
+}
+
+impl From<Vec<Bytes>> for Commands {
+    fn from(commands: Vec<Bytes>) -> Self {
+        Commands::Many(commands)
+    }
+}
+
 impl WriteBatch {
     /// Whether the batch writes nothing (it still orders the messages that wait on it).
     pub fn is_empty(&self) -> bool {
@@ -430,10 +462,12 @@ impl RaftCore {
         }
     }
 
-    /// Proposes commands as one batch. On the leader they are appended at consecutive
-    /// indices starting at the returned index, in the returned term; elsewhere the call
-    /// fails with [`Error::NotLeader`] naming the known leader.
-    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<(Index, Term)> {
+    /// Proposes commands as one batch (a `Vec<Bytes>`, or one `Bytes`, which costs no
+    /// allocation). On the leader they are appended at consecutive indices starting at the
+    /// returned index, in the returned term; elsewhere the call fails with
+    /// [`Error::NotLeader`] naming the known leader.
+    pub fn propose(&mut self, commands: impl Into<Commands>) -> Result<(Index, Term)> {
+        let commands = commands.into();
         if self.state.role != Role::Leader {
             return Err(Error::NotLeader {
                 leader: self.state.leader.clone(),
@@ -441,7 +475,7 @@ impl RaftCore {
         }
         let limit = self.config.tuning.max_proposal_bytes;
         let mut size = 0u64;
-        for c in &commands {
+        for c in commands.as_slice() {
             if c.len() > limit {
                 return Err(Error::ProposalTooLarge {
                     size: c.len(),
@@ -464,11 +498,16 @@ impl RaftCore {
         let first = self.log.last_index() + 1;
         let term = self.state.term;
         self.uncommitted_bytes += size;
-        let entries = commands
-            .into_iter()
-            .enumerate()
-            .map(|(i, data)| Entry::normal(first + i as u64, term, data));
-        self.log.append(entries);
+        match commands {
+            Commands::One(data) => self
+                .log
+                .append(std::iter::once(Entry::normal(first, term, data))),
+            Commands::Many(all) => self.log.append(
+                all.into_iter()
+                    .enumerate()
+                    .map(|(i, data)| Entry::normal(first + i as u64, term, data)),
+            ),
+        }
         self.append_pending = true;
         Ok((first, term))
     }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -19,7 +18,7 @@ pub(crate) use self::results::ResultReply;
 use self::results::WaitingResults;
 use self::workers::{ApplyJob, ApplyWorker, StorageJob, StorageWorker, WorkerEvent};
 use crate::clock::Clock;
-use crate::core::{RaftCore, Ready};
+use crate::core::{Commands, RaftCore, Ready};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::metrics::{Metrics, ProposalResult};
@@ -30,7 +29,7 @@ use crate::types::{Index, NodeId, RaftStatus, Role, Term};
 /// Requests from [`Raft`](crate::Raft) handles to the event loop.
 pub(crate) enum Command {
     Propose {
-        data: Vec<Bytes>,
+        data: Commands,
         reply: ProposeReply,
     },
     ReadIndex {
@@ -240,7 +239,7 @@ impl Node {
     fn handle_command(&mut self, cmd: Command) {
         match cmd {
             Command::Propose { data, reply } => {
-                let count = data.len();
+                let count = data.as_slice().len();
                 let outcome = self.core.propose(data);
                 self.metrics.observe_proposal(match &outcome {
                     Ok(_) => ProposalResult::Accepted,

@@ -38,6 +38,20 @@ impl ResultReply {
         }
     }
 
+    /// Answers with the `earlier` results and the `last` one (a single command's answer
+    /// is `last` alone, with no `Vec` involved).
+    fn complete_with(self, mut earlier: Vec<Result<Bytes>>, last: Result<Bytes>) {
+        match self {
+            ResultReply::One(tx) => {
+                let _ = tx.send(last);
+            }
+            ResultReply::Many(tx) => {
+                earlier.push(last);
+                let _ = tx.send(Ok(earlier));
+            }
+        }
+    }
+
     fn complete(self, mut results: Vec<Result<Bytes>>) {
         match self {
             ResultReply::One(tx) => {
@@ -104,7 +118,8 @@ impl WaitingResults {
                 first,
                 term,
                 deadline: now + self.timeout,
-                results: Vec::with_capacity(count),
+                // Holds all but the last result: nothing to allocate for a single command.
+                results: Vec::with_capacity(count - 1),
                 reply,
             },
         );
@@ -132,13 +147,11 @@ impl WaitingResults {
                 }
                 continue;
             }
-            waiter
-                .results
-                .push(result.map_err(|e| Error::NotFound(e.to_string())));
-            if i == last {
-                if let Some(w) = self.by_last.remove(&last) {
-                    w.reply.complete(w.results);
-                }
+            let result = result.map_err(|e| Error::NotFound(e.to_string()));
+            if i != last {
+                waiter.results.push(result);
+            } else if let Some(w) = self.by_last.remove(&last) {
+                w.reply.complete_with(w.results, result);
             }
         }
         // Proposers whose entries were passed without all their results: after a snapshot

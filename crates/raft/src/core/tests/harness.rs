@@ -489,7 +489,7 @@ impl Cluster {
         i: usize,
         commands: &[&str],
     ) -> crate::error::Result<(Index, Term)> {
-        let batch = commands
+        let batch: Vec<Bytes> = commands
             .iter()
             .map(|c| Bytes::copy_from_slice(c.as_bytes()))
             .collect();
