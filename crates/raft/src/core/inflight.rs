@@ -23,6 +23,10 @@ impl Inflights {
         self.last_indices.len() >= self.capacity
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.last_indices.is_empty()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.last_indices.len()
     }

@@ -138,15 +138,12 @@ impl RaftLog {
     /// Up to `max_count` entries from `lo`, stopping once `max_bytes` is exceeded (at least
     /// one entry is returned when `lo` is held).
     pub(crate) fn slice(&self, lo: Index, max_count: usize, max_bytes: usize) -> Vec<Entry> {
-        let mut out = Vec::new();
+        let Some(start) = self.position(lo) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(max_count.min(self.entries.len() - start));
         let mut bytes = 0usize;
-        let Some(start) = lo.checked_sub(self.offset_index + 1) else {
-            return out;
-        };
-        let Ok(start) = usize::try_from(start) else {
-            return out;
-        };
-        for e in self.entries.iter().skip(start).take(max_count) {
+        for e in self.entries.range(start..).take(max_count) {
             bytes += e.size_hint();
             if !out.is_empty() && bytes > max_bytes {
                 break;
@@ -154,6 +151,27 @@ impl RaftLog {
             out.push(e.clone());
         }
         out
+    }
+
+    /// Whether the entries from `lo` on fill a request: `max_count` of them, or `max_bytes`.
+    pub(crate) fn fills_request(&self, lo: Index, max_count: usize, max_bytes: usize) -> bool {
+        let Some(start) = self.position(lo) else {
+            return false;
+        };
+        if self.entries.len() - start >= max_count {
+            return true;
+        }
+        let mut bytes = 0usize;
+        self.entries.range(start..).any(|e| {
+            bytes += e.size_hint();
+            bytes >= max_bytes
+        })
+    }
+
+    /// Where entry `index` sits in `entries`, if it is held.
+    fn position(&self, index: Index) -> Option<usize> {
+        let at = usize::try_from(index.checked_sub(self.offset_index + 1)?).ok()?;
+        (at < self.entries.len()).then_some(at)
     }
 
     /// Entries in `[lo, hi]` (both held), for application.

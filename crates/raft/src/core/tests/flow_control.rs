@@ -123,6 +123,55 @@ fn window_fills_and_pauses_then_heartbeat_response_resumes() {
     assert_eq!(c.applied(2), c.applied(1));
 }
 
+/// A small proposal made while a request to the follower is in flight waits for that
+/// request's answer and then leaves with the others in one request; on an idle link it
+/// leaves at once; and a full request's worth opens the pipeline without waiting.
+#[test]
+fn small_proposals_wait_for_the_request_in_flight_and_leave_together() {
+    let mut c = Cluster::with(
+        3,
+        14,
+        |cfg| cfg.options.max_log_entries_per_request = 4,
+        |_| InitialState::default(),
+    );
+    c.elect(1);
+    c.deliver_all();
+    assert_eq!(c.progress(1, 2).mode, ReplicationMode::Replicate);
+    let before = c.appends_sent_to(2).len();
+
+    let (a, _) = c.propose(1, "a");
+    assert_eq!(
+        appends_with_entries_to(&c, 2, before),
+        vec![vec![a]],
+        "an idle link sends at once"
+    );
+    let (b, _) = c.propose(1, "b");
+    let (c_at, _) = c.try_propose(1, &["c", "d"]).unwrap();
+    assert_eq!(
+        appends_with_entries_to(&c, 2, before).len(),
+        1,
+        "b, c and d wait for the answer to a"
+    );
+    c.deliver_all();
+    let sent = appends_with_entries_to(&c, 2, before);
+    assert_eq!(sent[1], vec![b, b + 1, b + 2], "they leave together");
+    assert_eq!(c_at, b + 1);
+    assert_eq!(c.applied(2), c.applied(1));
+
+    // With a request in flight, four waiting entries fill one: it goes at once.
+    let before = c.appends_sent_to(2).len();
+    let (e, _) = c.propose(1, "e");
+    c.try_propose(1, &["f", "g", "h", "i"]).unwrap();
+    assert_eq!(
+        appends_with_entries_to(&c, 2, before),
+        vec![vec![e], vec![e + 1, e + 2, e + 3, e + 4]],
+        "a full request does not wait"
+    );
+    c.deliver_all();
+    assert_eq!(c.log_terms(2), c.log_terms(1));
+    assert_eq!(c.applied(2), c.applied(1));
+}
+
 /// A follower cut off while the leader commits 300 entries (more than the in-flight window
 /// of 256 requests) catches up from heartbeats alone, with no new proposal.
 #[test]
