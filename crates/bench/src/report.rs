@@ -31,10 +31,9 @@ impl Percentiles {
 }
 
 /// A latency histogram with buckets about 1.6% wide (log-linear over nanoseconds: exact
-/// below 128 ns, then 64 buckets per power of two). Recording is an increment, with no
-/// allocation once the buckets up to the slowest sample exist, so that the in-process
-/// benchmarks, where an operation costs about a microsecond, do not spend their time
-/// storing samples. Percentiles are read at the lower edge of their bucket.
+/// below 128 ns, then 64 buckets per power of two): millions of samples (the in-process
+/// benchmarks make several per microsecond) summarized in a few KiB, without sorting.
+/// Percentiles are read at the lower edge of their bucket.
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
     counts: Vec<u64>,
@@ -60,18 +59,6 @@ impl Histogram {
     /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.total
-    }
-
-    /// Adds `other`'s samples.
-    pub fn merge(&mut self, other: &Histogram) {
-        if other.counts.len() > self.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
-        }
-        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
-            *mine += theirs;
-        }
-        self.total += other.total;
-        self.max = self.max.max(other.max);
     }
 
     /// The percentiles (nearest rank, at bucket precision); `None` when empty.
@@ -344,10 +331,8 @@ mod tests {
             );
         }
         assert_eq!(got.max, want.max);
-        let mut merged = Histogram::default();
-        merged.merge(&h);
-        merged.record_n(us(1), 5);
-        assert_eq!(merged.count(), 10_005);
+        h.record_n(us(1), 5);
+        assert_eq!(h.count(), 10_005);
         assert!(Histogram::default().percentiles().is_none());
     }
 }
