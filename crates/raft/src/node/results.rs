@@ -3,7 +3,7 @@
 //! applied the last of them, failed when another entry takes their place, when a snapshot
 //! swallows them, or when `apply_entry_timeout` passes.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -65,19 +65,24 @@ impl ResultReply {
     }
 }
 
-/// One proposer: its entries are `first..=last` (the map key) of `term`.
+/// One proposer: its entries are `first..=last` of `term`.
 struct Waiter {
     first: Index,
+    last: Index,
     term: Term,
     /// When it fails with `Timeout`, on the node's clock.
     deadline: Duration,
+    /// The results of `first..last` (the last one completes the waiter).
     results: Vec<Result<Bytes>>,
     reply: ResultReply,
 }
 
-/// Every proposer waiting for results, by the last index of its entries.
+/// Every proposer waiting for results, in log order. The index ranges are disjoint and
+/// ascending: a leader proposes at its log's end, and a proposal over an older one's
+/// indices ends the older one (see [`WaitingResults::insert`]). So a new waiter goes at
+/// the back and applied entries complete waiters from the front, each in O(1).
 pub(crate) struct WaitingResults {
-    by_last: BTreeMap<Index, Waiter>,
+    waiters: VecDeque<Waiter>,
     timeout: Duration,
 }
 
@@ -85,7 +90,7 @@ impl WaitingResults {
     /// `timeout` is `apply_entry_timeout`.
     pub(crate) fn new(timeout: Duration) -> Self {
         WaitingResults {
-            by_last: BTreeMap::new(),
+            waiters: VecDeque::new(),
             timeout,
         }
     }
@@ -106,23 +111,20 @@ impl WaitingResults {
             reply.complete(Vec::new());
             return;
         };
-        while let Some(entry) = self.by_last.last_entry() {
-            if *entry.key() < first {
-                break;
+        while self.waiters.back().is_some_and(|w| w.last >= first) {
+            if let Some(w) = self.waiters.pop_back() {
+                w.reply.fail(Error::LeadershipLost);
             }
-            entry.remove().reply.fail(Error::LeadershipLost);
         }
-        self.by_last.insert(
-            first + span,
-            Waiter {
-                first,
-                term,
-                deadline: now + self.timeout,
-                // Holds all but the last result: nothing to allocate for a single command.
-                results: Vec::with_capacity(count - 1),
-                reply,
-            },
-        );
+        self.waiters.push_back(Waiter {
+            first,
+            last: first + span,
+            term,
+            deadline: now + self.timeout,
+            // Holds all but the last result: nothing to allocate for a single command.
+            results: Vec::with_capacity(count - 1),
+            reply,
+        });
     }
 
     /// The applier applied entries up to `index` and answered `results` (normal entries,
@@ -134,45 +136,41 @@ impl WaitingResults {
         restored: bool,
     ) {
         for (i, term, result) in results {
-            let Some((&last, waiter)) = self.by_last.range_mut(i..).next() else {
+            // Waiters that end before `i` were passed without all their results; they are
+            // settled below. The one that may hold `i` is the first that ends at or after it.
+            let Some(at) = self.waiters.iter().position(|w| w.last >= i) else {
                 continue;
             };
+            let waiter = &mut self.waiters[at];
             if waiter.first > i {
                 continue;
             }
             if waiter.term != term {
                 // Another leader's entry took this index: the proposal is lost.
-                if let Some(w) = self.by_last.remove(&last) {
+                if let Some(w) = self.waiters.remove(at) {
                     w.reply.fail(Error::LeadershipLost);
                 }
                 continue;
             }
             let result = result.map_err(|e| Error::NotFound(e.to_string()));
-            if i != last {
+            if i != waiter.last {
                 waiter.results.push(result);
-            } else if let Some(w) = self.by_last.remove(&last) {
+            } else if let Some(w) = self.waiters.remove(at) {
                 w.reply.complete_with(w.results, result);
             }
         }
         // Proposers whose entries were passed without all their results: after a snapshot
         // their outcome is unknown (they may be inside it); otherwise entries of another
-        // term took their indices, so they are lost.
-        let passed: Vec<Index> = if restored {
-            // Rare: a scan of every waiter is fine.
-            self.by_last
-                .iter()
-                .filter(|(_, w)| w.first <= index)
-                .map(|(&last, _)| last)
-                .collect()
-        } else {
-            // Every apply: only the waiters that ended at or below `index`, usually none.
-            self.by_last
-                .range(..=index)
-                .map(|(&last, _)| last)
-                .collect()
+        // term took their indices, so they are lost. Both conditions hold for a prefix.
+        let passed = |w: &Waiter| {
+            if restored {
+                w.first <= index
+            } else {
+                w.last <= index
+            }
         };
-        for last in passed {
-            if let Some(w) = self.by_last.remove(&last) {
+        while self.waiters.front().is_some_and(passed) {
+            if let Some(w) = self.waiters.pop_front() {
                 w.reply.fail(if restored {
                     Error::Timeout
                 } else {
@@ -186,25 +184,21 @@ impl WaitingResults {
     /// the entries may still commit) and forgets those that stopped waiting.
     pub(crate) fn expire(&mut self, now: Duration) {
         let due = |w: &Waiter| w.deadline <= now || w.reply.is_closed();
-        if !self.by_last.values().any(due) {
+        if !self.waiters.iter().any(due) {
             return;
         }
-        let expired: Vec<Index> = self
-            .by_last
-            .iter()
-            .filter(|(_, w)| due(w))
-            .map(|(&last, _)| last)
-            .collect();
-        for last in expired {
-            if let Some(w) = self.by_last.remove(&last) {
+        for w in std::mem::take(&mut self.waiters) {
+            if due(&w) {
                 w.reply.fail(Error::Timeout);
+            } else {
+                self.waiters.push_back(w);
             }
         }
     }
 
     /// Fails every proposer with `error()` (shutdown).
     pub(crate) fn fail_all(&mut self, error: impl Fn() -> Error) {
-        for (_, w) in std::mem::take(&mut self.by_last) {
+        for w in self.waiters.drain(..) {
             w.reply.fail(error());
         }
     }
