@@ -79,6 +79,8 @@ pub fn run(args: &InprocArgs) -> Result<(), Box<dyn Error>> {
         "CPU/op: user + system CPU time of the whole process (3 nodes and the clients) over \
          the window, per op; cores: that CPU time over the wall time (this machine has no \
          more cores than the header says).",
+        "entries/write: the followers' mean entries per storage write, one write per \
+         AppendEntries carrying entries (how well replication batches).",
         "openraft: the range it measured; target: 1.5x (2x at 1 client) its upper end; \
          vs target: our ops/s over the target.",
     ] {
@@ -112,6 +114,7 @@ fn table(rows: &[RowResult]) -> Table {
     let mut columns = COMMON_COLUMNS.to_vec();
     columns.extend([
         ("errors", Align::Right),
+        ("entries/write", Align::Right),
         ("openraft ops/s", Align::Right),
         ("target ops/s", Align::Right),
         ("vs target", Align::Right),
@@ -120,6 +123,7 @@ fn table(rows: &[RowResult]) -> Table {
     for row in rows {
         let mut cells = common_cells(row);
         cells.push(row.errors.to_string());
+        cells.push(follower_batching(row));
         match reference(row.clients) {
             Some((low, high, factor)) => {
                 let target = high * factor;
@@ -136,6 +140,22 @@ fn table(rows: &[RowResult]) -> Table {
         t.row(cells);
     }
     t
+}
+
+/// The followers' mean entries per storage write: with `MemStorage` one write per
+/// AppendEntries carrying entries, so this is how well replication batches.
+fn follower_batching(row: &RowResult) -> String {
+    let (entries, batches) = row
+        .persist
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != row.leader)
+        .fold((0, 0), |(e, b), (_, c)| (e + c.entries, b + c.batches));
+    if batches == 0 {
+        "-".into()
+    } else {
+        report::decimal(entries as f64 / batches as f64)
+    }
 }
 
 /// The columns every in-process table starts with; [`common_cells`] fills them.
