@@ -1,6 +1,7 @@
 //! [`Raft`]: the cheap, cloneable handle applications use (the original's `Raft`
 //! interface).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ const INBOUND_CAPACITY: usize = 4096;
 struct Unstarted {
     parts: Parts,
     commands: mpsc::Receiver<Command>,
+    tick_queued: Arc<AtomicBool>,
     inbound: mpsc::Receiver<Message>,
     observed: watch::Sender<Observed>,
 }
@@ -27,6 +29,8 @@ struct Unstarted {
 struct Inner {
     id: NodeId,
     commands: mpsc::Sender<Command>,
+    /// A `Tick` is queued and not yet taken; see [`Raft::tick`].
+    tick_queued: Arc<AtomicBool>,
     rpc: RpcHandler,
     observed: watch::Receiver<Observed>,
     unstarted: Mutex<Option<Unstarted>>,
@@ -59,9 +63,11 @@ impl Raft {
         let members = parts.core.config().peers.iter().map(|p| p.id.clone());
         let (rpc, inbound) =
             RpcHandler::new(id.clone(), members, INBOUND_CAPACITY, parts.metrics.clone());
+        let tick_queued = Arc::new(AtomicBool::new(false));
         let unstarted = Unstarted {
             parts,
             commands: commands_rx,
+            tick_queued: tick_queued.clone(),
             inbound,
             observed: observed_tx,
         };
@@ -69,6 +75,7 @@ impl Raft {
             inner: Arc::new(Inner {
                 id,
                 commands,
+                tick_queued,
                 rpc,
                 observed,
                 unstarted: Mutex::new(Some(unstarted)),
@@ -95,7 +102,7 @@ impl Raft {
             return Err(Error::NotFound("node already started".into()));
         };
         let inbound = (self.inner.rpc.clone(), u.inbound);
-        node::spawn(u.parts, u.commands, inbound, u.observed)
+        node::spawn(u.parts, (u.commands, u.tick_queued), inbound, u.observed)
     }
 
     /// The entrance for inbound peer RPCs, for a transport of your own: deliver every
@@ -129,8 +136,18 @@ impl Raft {
     /// Advances the node's logical clock by one tick, for nodes built with
     /// [`RaftBuilder::with_external_ticks`](crate::RaftBuilder::with_external_ticks). Tick
     /// every `nominal_tick_interval`: the leader lease assumes it.
+    ///
+    /// Ticks given while the node is busy count once: at most one is queued. A node that
+    /// stalled must not take a burst of ticks when it resumes, since followers count ticks
+    /// to refuse votes and a burst would end their patience early, below the leader's
+    /// lease (the built-in ticker skips missed ticks for the same reason).
     pub fn tick(&self) {
-        let _ = self.inner.commands.try_send(Command::Tick);
+        let flag = &self.inner.tick_queued;
+        if !flag.swap(true, Ordering::AcqRel)
+            && self.inner.commands.try_send(Command::Tick).is_err()
+        {
+            flag.store(false, Ordering::Release);
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {

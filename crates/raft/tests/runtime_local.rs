@@ -481,3 +481,44 @@ async fn a_batch_of_proposals_is_applied_in_order_and_answered_per_command() {
         n.stop().await;
     }
 }
+
+/// Ticks given while the node cannot take them count once: a node built with external
+/// ticks and ticked 100 times before its event loop runs sees one tick, not an election's
+/// worth of them (a burst would end a follower's patience early, below the leader's
+/// lease); ticks given one at a time then elect it as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_given_while_the_node_is_busy_count_once() {
+    let net = LocalNetwork::new();
+    let alone = vec![PeerConfig {
+        id: id(1),
+        address: "127.0.0.1:7101".into(),
+    }];
+    let node = RaftBuilder::new()
+        .with_config(Config::new(id(1), alone))
+        .with_storage(MemStorage::new())
+        .with_applier(Recorder::default())
+        .with_network(net.transport(id(1)))
+        .with_external_ticks()
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        node.tick();
+    }
+    node.start().unwrap();
+    let status = node.status().await.unwrap();
+    assert_eq!(
+        status.term, 0,
+        "one tick starts no election (the default timeout is 10-20 ticks)"
+    );
+    let mut elected = false;
+    for _ in 0..100 {
+        node.tick();
+        // The status request queues behind the tick, so the tick has been taken.
+        if node.status().await.unwrap().leader_id == Some(id(1)) {
+            elected = true;
+            break;
+        }
+    }
+    assert!(elected, "ticks given one at a time elect the only member");
+    node.stop().await;
+}

@@ -7,6 +7,7 @@ mod results;
 mod workers;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -84,11 +85,12 @@ use crate::types::ApplyMsg;
 /// messages arrive on `inbound`, fed by `handler` (which the transport gets).
 pub(crate) fn spawn(
     parts: Parts,
-    commands: mpsc::Receiver<Command>,
+    commands: (mpsc::Receiver<Command>, Arc<AtomicBool>),
     inbound: (RpcHandler, mpsc::Receiver<Message>),
     observed: watch::Sender<Observed>,
 ) -> Result<()> {
     let (handler, inbound_rx) = inbound;
+    let (commands, tick_queued) = commands;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
     let (storage, storage_thread) = StorageWorker::start(parts.storage, &events_tx).map_err(io)?;
@@ -114,6 +116,7 @@ pub(crate) fn spawn(
         metrics: parts.metrics,
         clock: parts.clock,
         external_ticks: parts.external_ticks,
+        tick_queued,
         storage: Some(storage),
         applier: Some(applier),
         events_tx,
@@ -145,6 +148,8 @@ struct Node {
     metrics: Arc<dyn Metrics>,
     clock: Arc<dyn Clock>,
     external_ticks: bool,
+    /// Cleared when a queued `Tick` command is taken (see `Raft::tick`).
+    tick_queued: Arc<AtomicBool>,
     /// `None` once stopping: closing a thread's queue lets it finish and exit.
     storage: Option<StorageWorker>,
     applier: Option<ApplyWorker>,
@@ -271,7 +276,11 @@ impl Node {
                     }
                 }
             }
-            Command::Tick => self.tick(),
+            Command::Tick => {
+                // Cleared first: a tick given from here on is queued again, not lost.
+                self.tick_queued.store(false, Ordering::Release);
+                self.tick();
+            }
             Command::Status { reply } => {
                 let mut status = self.core.status();
                 status.last_applied = self.applied;
