@@ -37,10 +37,10 @@ pub struct LoopbackArgs {
     #[arg(long, value_name = "S", default_value_t = 3.0)]
     pub seconds: f64,
     /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 365)]
+    #[arg(long, value_name = "BYTES", default_value_t = 369)]
     pub request_bytes: usize,
     /// Bytes of each answer (default: raftkv's answer to a put, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 130)]
+    #[arg(long, value_name = "BYTES", default_value_t = 124)]
     pub response_bytes: usize,
 }
 
