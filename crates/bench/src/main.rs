@@ -9,6 +9,9 @@
 //! - `durable` ([`durable`]): the same on `FileStorage` with an fsync per batch, with the
 //!   nodes' fsync rates next to the disk's raw rate.
 //!
+//! - `core` ([`core`]): the consensus core alone on one thread, no runtime: the protocol
+//!   code's CPU per proposal (deterministic, for callgrind).
+//!
 //! The two in-process scenarios share their engine ([`inproc_cluster`]).
 //!
 //! Against real `raftkv` processes (the executable is found or built by [`raftkv_bin`]):
@@ -31,6 +34,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cluster;
+mod core;
 mod durable;
 mod failover;
 mod http1;
@@ -61,6 +65,9 @@ enum Command {
     /// Three nodes in one process (LocalNetwork, MemStorage), N clients looping
     /// propose_and_wait: throughput, latency, CPU per op, against openraft's numbers.
     Inproc(inproc::InprocArgs),
+    /// The consensus core alone: three RaftCores on one thread with no runtime, CPU per
+    /// proposal of the protocol code itself (deterministic under callgrind).
+    Core(core::CoreArgs),
     /// Like inproc, on FileStorage with an fsync per batch: adds fsyncs/s and entries per
     /// fsync next to the disk's raw write + fdatasync rate.
     Durable(durable::DurableArgs),
@@ -103,6 +110,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
     match cli.command {
         Command::Storage(args) => storage::run(&args),
         Command::Inproc(args) => inproc::run(&args),
+        Command::Core(args) => core::run(&args),
         Command::Durable(args) => durable::run(&args),
         Command::Cluster(args) => cluster::run(&args),
         Command::Loopback(args) => loopback::run(&args),

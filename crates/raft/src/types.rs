@@ -26,9 +26,42 @@ pub type Index = u64;
 /// assert_eq!(id.as_str(), "node-1");
 /// assert_eq!(id.to_string(), "node-1");
 /// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct NodeId(Arc<str>);
+
+// Equality and order are the text's. Ids cloned from one another (every id a node holds
+// comes from its configuration) compare without reading the text: the leader looks its
+// peers up by id for every message.
+impl PartialEq for NodeId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for NodeId {}
+
+impl Ord for NodeId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(&other.0)
+        }
+    }
+}
+
+impl PartialOrd for NodeId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl NodeId {
     /// Creates an id from anything string-like.
@@ -312,6 +345,31 @@ pub enum ApplyMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ids_compare_by_text_whether_or_not_they_share_storage() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let hash = |id: &NodeId| {
+            let mut h = DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish()
+        };
+        let a = NodeId::from("node-2");
+        let shared = a.clone();
+        let separate = NodeId::from("node-2");
+        let other = NodeId::from("node-10");
+        assert_eq!(a, shared);
+        assert_eq!(a, separate);
+        assert_eq!(a.cmp(&separate), std::cmp::Ordering::Equal);
+        assert_eq!(hash(&a), hash(&separate));
+        assert_ne!(a, other);
+        // Text order, not numeric: "node-10" < "node-2".
+        assert!(other < a);
+        assert_eq!(a.partial_cmp(&other), Some(std::cmp::Ordering::Greater));
+        let map: std::collections::BTreeMap<NodeId, u8> = [(a, 1), (other, 2)].into();
+        assert_eq!(map.get(&NodeId::from("node-2")), Some(&1));
+    }
 
     #[test]
     fn entry_kind_codes_round_trip_and_reject_unknown() {

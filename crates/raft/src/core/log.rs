@@ -141,14 +141,27 @@ impl RaftLog {
         let Some(start) = self.position(lo) else {
             return Vec::new();
         };
-        let mut out = Vec::with_capacity(max_count.min(self.entries.len() - start));
-        let mut bytes = 0usize;
-        for e in self.entries.range(start..).take(max_count) {
-            bytes += e.size_hint();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
+        let mut count = (self.entries.len() - start).min(max_count);
+        if max_bytes != usize::MAX {
+            // Count first, then clone in one tight pass: every entry is cloned into several
+            // slices (each follower's request, the storage write, the applier's batch).
+            let mut bytes = 0usize;
+            let fitting = self.entries.range(start..start + count).position(|e| {
+                bytes += e.size_hint();
+                bytes > max_bytes
+            });
+            if let Some(at) = fitting {
+                count = at.max(1);
             }
-            out.push(e.clone());
+        }
+        let end = start + count;
+        let (front, back) = self.entries.as_slices();
+        let mut out = Vec::with_capacity(count);
+        if start < front.len() {
+            out.extend_from_slice(&front[start..end.min(front.len())]);
+        }
+        if end > front.len() {
+            out.extend_from_slice(&back[start.saturating_sub(front.len())..end - front.len()]);
         }
         out
     }
@@ -202,27 +215,19 @@ impl RaftLog {
     /// the same term are skipped, the first conflicting one truncates the suffix (§5.3,
     /// AppendEntries receiver rule 3) and the rest are appended. Returns the index the
     /// truncation started at, if one happened.
-    pub(crate) fn merge(&mut self, entries: &[Entry]) -> Option<Index> {
+    pub(crate) fn merge(&mut self, entries: Vec<Entry>) -> Option<Index> {
+        // Entries are moved, not cloned: a follower takes in every entry of the log.
+        let pos = entries
+            .iter()
+            .position(|e| self.term(e.index) != Some(e.term))?;
+        let first = entries[pos].index;
         let mut truncated = None;
-        for (pos, e) in entries.iter().enumerate() {
-            match self.term(e.index) {
-                Some(t) if t == e.term => continue,
-                Some(_) => {
-                    debug_assert!(
-                        e.index > self.offset_index,
-                        "never truncate into a snapshot"
-                    );
-                    self.truncate_from(e.index);
-                    truncated = Some(e.index);
-                    self.append(entries[pos..].iter().cloned());
-                    return truncated;
-                }
-                None => {
-                    self.append(entries[pos..].iter().cloned());
-                    return truncated;
-                }
-            }
+        if self.term(first).is_some() {
+            debug_assert!(first > self.offset_index, "never truncate into a snapshot");
+            self.truncate_from(first);
+            truncated = Some(first);
         }
+        self.append(entries.into_iter().skip(pos));
         truncated
     }
 
@@ -333,11 +338,11 @@ mod tests {
     fn merge_skips_matching_and_truncates_conflicts() {
         let mut log = log_with_terms(&[1, 1, 2, 2]);
         assert_eq!(
-            log.merge(&[Entry::normal(2, 1, ""), Entry::normal(3, 2, "")]),
+            log.merge(vec![Entry::normal(2, 1, ""), Entry::normal(3, 2, "")]),
             None
         );
         assert_eq!(log.last_index(), 4);
-        assert_eq!(log.merge(&[Entry::normal(3, 3, "")]), Some(3));
+        assert_eq!(log.merge(vec![Entry::normal(3, 3, "")]), Some(3));
         assert_eq!(log.last_index(), 3);
         assert_eq!(log.term(3), Some(3));
         assert_eq!(log.durable_index(), 2);
@@ -357,7 +362,7 @@ mod tests {
         assert!(log.persisted(1));
         assert_eq!(log.durable_index(), 2);
         // A conflict replaces index 3 while write 2 (which held the old index 3) is in flight.
-        assert_eq!(log.merge(&[Entry::normal(3, 2, "")]), Some(3));
+        assert_eq!(log.merge(vec![Entry::normal(3, 2, "")]), Some(3));
         let w = log.take_write(3);
         assert_eq!(w.truncate_from, Some(3));
         assert!(!log.persisted(2));
@@ -376,5 +381,47 @@ mod tests {
         assert!(log.is_up_to_date(1, 5));
         assert!(!log.is_up_to_date(9, 3));
         assert!(!log.is_up_to_date(5, 4));
+    }
+
+    #[test]
+    fn slices_respect_count_and_bytes_across_the_ring_buffer_wrap() {
+        // Compacting the front and appending again makes the VecDeque wrap around, so
+        // slices must be stitched from its two halves.
+        let mut log = RaftLog::new(0, 0, Vec::new());
+        let entry = |i: u64| Entry::normal(i, 1, vec![b'x'; (i % 5) as usize]);
+        log.append((1..=12).map(entry));
+        let _ = log.take_write(1);
+        log.compact_to(8);
+        log.append((13..=20).map(entry));
+        assert!(
+            !log.entries.as_slices().1.is_empty(),
+            "the test needs a wrap"
+        );
+        let held: Vec<Entry> = (9..=20).map(entry).collect();
+        for lo in 9..=20u64 {
+            for max_count in [1usize, 3, 7, 100] {
+                for max_bytes in [0usize, 30, 60, usize::MAX] {
+                    // The rule, entry by entry: stop before the entry that exceeds
+                    // max_bytes, but always return at least one.
+                    let mut want = Vec::new();
+                    let mut bytes = 0;
+                    for e in held.iter().filter(|e| e.index >= lo).take(max_count) {
+                        bytes += e.size_hint();
+                        if !want.is_empty() && bytes > max_bytes {
+                            break;
+                        }
+                        want.push(e.clone());
+                    }
+                    assert_eq!(
+                        log.slice(lo, max_count, max_bytes),
+                        want,
+                        "lo {lo}, max_count {max_count}, max_bytes {max_bytes}"
+                    );
+                }
+            }
+        }
+        assert!(log.slice(8, 10, usize::MAX).is_empty(), "compacted");
+        assert!(log.slice(21, 10, usize::MAX).is_empty(), "beyond the end");
+        assert_eq!(log.range(15, 20).len(), 6);
     }
 }

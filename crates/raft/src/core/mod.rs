@@ -565,7 +565,7 @@ impl RaftCore {
             || self.reads_need_round()
             || self.snapshot_due()
             || self.next_to_apply().is_some()
-            || self.soft_state() != self.last_soft_state
+            || self.soft_state_changed()
     }
 
     /// Drains everything the runtime has to do.
@@ -600,8 +600,8 @@ impl RaftCore {
             rd.committed_entries = self.log.range(lo, hi);
             self.state.handed_out = hi;
         }
-        let soft = self.soft_state();
-        if soft != self.last_soft_state {
+        if self.soft_state_changed() {
+            let soft = self.soft_state();
             self.last_soft_state = soft.clone();
             rd.soft_state = Some(soft);
         }
@@ -659,6 +659,15 @@ impl RaftCore {
             term: self.state.term,
             leader: self.state.leader.clone(),
         }
+    }
+
+    /// Whether role, term or leader changed since the last `Ready` (compared in place:
+    /// `has_ready` runs several times per input).
+    fn soft_state_changed(&self) -> bool {
+        let last = &self.last_soft_state;
+        self.state.role != last.role
+            || self.state.term != last.term
+            || self.state.leader != last.leader
     }
 
     /// The next range of entries to hand out for application: committed and durable here.

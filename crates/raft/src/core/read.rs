@@ -242,9 +242,12 @@ impl RaftCore {
             return;
         };
         pr.read_acked = pr.read_acked.max(seq);
-        let mut acked: Vec<u64> = self.progress.values().map(|p| p.read_acked).collect();
-        acked.push(self.reads.seq);
-        let confirmed = quorum::committed_index(acked);
+        let confirmed = quorum::committed_index(
+            self.progress
+                .values()
+                .map(|p| p.read_acked)
+                .chain(std::iter::once(self.reads.seq)),
+        );
         if confirmed == 0 {
             return;
         }

@@ -138,7 +138,7 @@ impl RaftCore {
             return;
         }
         let last_new = req.prev_log_index + req.entries.len() as u64;
-        if let Some(truncated) = self.log.merge(&req.entries) {
+        if let Some(truncated) = self.log.merge(req.entries) {
             debug_assert!(
                 truncated > commit,
                 "a committed entry was truncated at {truncated}"
@@ -284,9 +284,12 @@ impl RaftCore {
     /// leader only up to its durable index, and only for an entry of the current term
     /// (§5.4.2, Figure 8). Returns whether it advanced.
     pub(super) fn maybe_commit(&mut self) -> bool {
-        let mut matches: Vec<u64> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.durable_index());
-        let candidate = quorum::committed_index(matches);
+        let candidate = quorum::committed_index(
+            self.progress
+                .values()
+                .map(|p| p.match_index)
+                .chain(std::iter::once(self.log.durable_index())),
+        );
         let current_term = self.log.term(candidate) == Some(self.state.term)
             || self.bug(|b| b.commit_old_term_by_counting);
         if candidate <= self.state.commit || !current_term {
