@@ -141,9 +141,7 @@ fn run_storage_batch(
         if pending.is_empty() {
             return Ok(());
         }
-        let result = storage.append(pending);
-        pending.clear();
-        result
+        storage.append_owned(std::mem::take(pending))
     };
     for job in batch {
         match job {

@@ -112,6 +112,13 @@ impl Storage for MemStorage {
         Ok(())
     }
 
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let last = self.last_index();
+        check_append(last, self.term(last)?, &entries)?;
+        self.log.extend(entries);
+        Ok(())
+    }
+
     fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
         if from <= self.snapshot_index() {
             return Err(StorageError::InvalidRequest(format!(
@@ -184,7 +191,13 @@ mod tests {
         s.append(&[Entry::normal(1, 2, "a")]).unwrap();
         assert!(s.append(&[Entry::normal(3, 2, "c")]).is_err());
         assert!(s.append(&[Entry::normal(2, 1, "b")]).is_err());
+        assert!(s.append_owned(vec![Entry::normal(3, 2, "c")]).is_err());
+        assert!(s.append_owned(vec![Entry::normal(2, 1, "b")]).is_err());
         assert_eq!(s.last_index(), 1);
+        s.append_owned(vec![Entry::normal(2, 2, "b"), Entry::normal(3, 3, "c")])
+            .unwrap();
+        assert_eq!(s.last_index(), 3);
+        assert_eq!(s.entries(2, 4, u64::MAX).unwrap()[1].data, "c");
     }
 
     #[test]

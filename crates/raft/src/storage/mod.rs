@@ -57,6 +57,13 @@ pub trait Storage: Send + 'static {
     /// without gaps and with non-decreasing terms. Not durable until [`Storage::sync`].
     fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError>;
 
+    /// [`Storage::append`] of entries the caller gives up, as the runtime does: storage
+    /// that keeps entries in memory takes them without copying each one. The default
+    /// appends them by reference.
+    fn append_owned(&mut self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.append(&entries)
+    }
+
     /// Removes every entry with index `>= from` (conflicting entries, Raft §5.3); durable
     /// when it returns. `from` must be above the snapshot index.
     fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError>;
