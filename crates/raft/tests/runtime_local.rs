@@ -522,3 +522,149 @@ async fn ticks_given_while_the_node_is_busy_count_once() {
     assert!(elected, "ticks given one at a time elect the only member");
     node.stop().await;
 }
+
+/// A `FileStorage` that records which thread each append ran on.
+struct ThreadRecording {
+    inner: FileStorage,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Storage for ThreadRecording {
+    fn hard_state(&self) -> raftlock_raft::HardState {
+        self.inner.hard_state()
+    }
+    fn set_hard_state(
+        &mut self,
+        state: &raftlock_raft::HardState,
+    ) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.set_hard_state(state)
+    }
+    fn first_index(&self) -> u64 {
+        self.inner.first_index()
+    }
+    fn last_index(&self) -> u64 {
+        self.inner.last_index()
+    }
+    fn term(&self, index: u64) -> Result<u64, raftlock_raft::StorageError> {
+        self.inner.term(index)
+    }
+    fn entries(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<raftlock_raft::Entry>, raftlock_raft::StorageError> {
+        self.inner.entries(lo, hi, max_bytes)
+    }
+    fn append(
+        &mut self,
+        entries: &[raftlock_raft::Entry],
+    ) -> Result<(), raftlock_raft::StorageError> {
+        let name = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        self.threads.lock().unwrap().push(name);
+        self.inner.append(entries)
+    }
+    fn truncate_suffix(&mut self, from: u64) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.truncate_suffix(from)
+    }
+    fn sync(&mut self) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.sync()
+    }
+    fn snapshot_meta(&self) -> Option<raftlock_raft::SnapshotMeta> {
+        self.inner.snapshot_meta()
+    }
+    fn load_snapshot(
+        &self,
+    ) -> Result<Option<raftlock_raft::Snapshot>, raftlock_raft::StorageError> {
+        self.inner.load_snapshot()
+    }
+    fn save_snapshot(
+        &mut self,
+        snapshot: &raftlock_raft::Snapshot,
+    ) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.save_snapshot(snapshot)
+    }
+    fn compact(&mut self, upto: u64) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.compact(upto)
+    }
+}
+
+/// With `with_inline_follower_writes`, followers write on their event loop and the leader
+/// on its storage thread; replication, snapshots (an isolated follower catches up by one)
+/// and a change of leader work as with the thread alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_follower_writes_keep_the_leader_on_its_thread_and_replicate() {
+    let net = LocalNetwork::new();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let threads: Vec<std::sync::Arc<std::sync::Mutex<Vec<String>>>> =
+        (0..3).map(|_| Default::default()).collect();
+    let appliers: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+    let opts = FileStorageOptions {
+        sync: SyncPolicy::UnsafeNoSync,
+        ..Default::default()
+    };
+    let tweak = |c: &mut Config| {
+        c.options.snapshot_threshold = 20;
+        c.options.log_compaction_min_entries = 5;
+    };
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            let storage = ThreadRecording {
+                inner: FileStorage::open(dirs[i - 1].path(), opts.clone()).unwrap(),
+                threads: threads[i - 1].clone(),
+            };
+            build_with(i, &net, storage, appliers[i - 1].clone(), tweak, |b| {
+                b.with_inline_follower_writes()
+            })
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    // Only what happens under this leader counts (an earlier leader's no-op may have
+    // been appended on this node's loop while it followed).
+    for t in &threads {
+        t.lock().unwrap().clear();
+    }
+    let behind = (l + 1) % 3;
+    let other = (l + 2) % 3;
+    net.isolate(&id(behind + 1));
+    for k in 1..=40 {
+        nodes[l].propose_and_wait(format!("c{k}")).await.unwrap();
+    }
+    net.heal();
+    let commit = nodes[l].status().await.unwrap().commit_index;
+    let mut caught_up = false;
+    for _ in 0..1000 {
+        if nodes[behind].status().await.unwrap().last_applied >= commit {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(caught_up, "the isolated follower caught up after healing");
+    assert!(nodes[l].status().await.unwrap().snapshot_index > 0);
+    let leader_threads = threads[l].lock().unwrap().clone();
+    assert!(!leader_threads.is_empty());
+    assert!(
+        leader_threads.iter().all(|t| t == "raft-storage"),
+        "the leader appends on its storage thread: {leader_threads:?}"
+    );
+    let follower_threads = threads[other].lock().unwrap().clone();
+    assert!(
+        follower_threads.iter().any(|t| t != "raft-storage"),
+        "a follower appends on its event loop: {follower_threads:?}"
+    );
+    let expected: Vec<String> = (1..=40).map(|k| format!("c{k}")).collect();
+    assert_eq!(appliers[other].commands(), expected);
+    assert_eq!(appliers[behind].commands(), expected);
+    // A new leader: the old one steps down and its writes may now run inline.
+    nodes[l].stop().await;
+    let alive: Vec<Raft> = vec![nodes[behind].clone(), nodes[other].clone()];
+    let nl = leader_of(&alive).await;
+    alive[nl].propose_and_wait("after").await.unwrap();
+    for n in &alive {
+        n.stop().await;
+    }
+}

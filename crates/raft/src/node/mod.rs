@@ -76,6 +76,8 @@ pub(crate) struct Parts {
     pub apply_tx: Option<mpsc::Sender<ApplyMsg>>,
     /// Run the applier on the event loop (never together with `apply_tx`).
     pub inline_applier: bool,
+    /// Write to storage on the event loop while not leading (see the builder).
+    pub inline_follower_writes: bool,
     pub restore_on_start: Option<crate::types::Snapshot>,
 }
 
@@ -116,6 +118,7 @@ pub(crate) fn spawn(
         metrics: parts.metrics,
         clock: parts.clock,
         external_ticks: parts.external_ticks,
+        inline_follower_writes: parts.inline_follower_writes,
         tick_queued,
         storage: Some(storage),
         applier: Some(applier),
@@ -148,6 +151,8 @@ struct Node {
     metrics: Arc<dyn Metrics>,
     clock: Arc<dyn Clock>,
     external_ticks: bool,
+    /// Write to storage on this loop while not leading (`with_inline_follower_writes`).
+    inline_follower_writes: bool,
     /// Cleared when a queued `Tick` command is taken (see `Raft::tick`).
     tick_queued: Arc<AtomicBool>,
     /// `None` once stopping: closing a thread's queue lets it finish and exit.
@@ -452,8 +457,9 @@ impl Node {
     }
 
     fn send_to_storage(&mut self, job: StorageJob) {
+        let inline_if_idle = self.inline_follower_writes && self.core.role() != Role::Leader;
         if let Some(w) = &mut self.storage {
-            w.submit(job, &self.events_tx);
+            w.submit(job, &self.events_tx, inline_if_idle);
         }
     }
 

@@ -5,7 +5,9 @@
 //! non-blocking, inline on the event loop, saving the thread switches. Either way they
 //! report back through one event channel.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -63,9 +65,46 @@ pub(crate) enum ApplyJob {
 /// Where storage jobs run: on a thread of their own (group commit: everything queued
 /// since the last flush goes to disk with one `sync`), or inline on the event loop for
 /// storage that [`is_in_memory`](Storage::is_in_memory).
+///
+/// A node with a storage thread still writes inline while it is not the leader and the
+/// thread is idle. A follower has nothing to do while its write is in flight (its answer
+/// waits for the `sync`), and handing the write to the thread and the outcome back costs
+/// two thread wake-ups on every write's critical path. A leader keeps the thread: its own
+/// write overlaps the round trip to the followers, and its loop keeps taking proposals
+/// meanwhile.
 pub(crate) enum StorageWorker {
-    Thread(std_mpsc::Sender<StorageJob>),
+    Thread {
+        jobs: std_mpsc::Sender<StorageJob>,
+        shared: Arc<SharedStorage>,
+    },
     Inline(Box<dyn Storage>),
+}
+
+/// The storage, shared by the thread and the event loop. Only the event loop submits
+/// jobs, so when `queued` is 0 the thread has finished and reported every job, and the
+/// lock is free.
+pub(crate) struct SharedStorage {
+    storage: Mutex<Box<dyn Storage>>,
+    /// Jobs handed to the thread and not yet finished.
+    queued: AtomicUsize,
+}
+
+impl SharedStorage {
+    /// Runs `batch` under the lock. A poisoned lock (a panic inside the storage) leaves
+    /// the durable state unknown, which is a storage failure too.
+    fn run(
+        &self,
+        batch: Vec<StorageJob>,
+        events: &mpsc::UnboundedSender<WorkerEvent>,
+        started: Instant,
+    ) -> Result<(), StorageError> {
+        let mut storage = self.storage.lock().map_err(|_| {
+            StorageError::InvalidRequest(
+                "the storage panicked during an earlier call; its state is unknown".into(),
+            )
+        })?;
+        run_storage_batch(storage.as_mut(), batch, events, started)
+    }
 }
 
 impl StorageWorker {
@@ -77,32 +116,48 @@ impl StorageWorker {
         if storage.is_in_memory() {
             return Ok((StorageWorker::Inline(storage), None));
         }
-        let (tx, rx) = std_mpsc::channel();
-        let thread = spawn_storage(storage, rx, events.clone())?;
-        Ok((StorageWorker::Thread(tx), Some(thread)))
+        let shared = Arc::new(SharedStorage {
+            storage: Mutex::new(storage),
+            queued: AtomicUsize::new(0),
+        });
+        let (jobs, rx) = std_mpsc::channel();
+        let thread = spawn_storage(Arc::clone(&shared), rx, events.clone())?;
+        Ok((StorageWorker::Thread { jobs, shared }, Some(thread)))
     }
 
-    /// Runs `job` (inline) or queues it (thread); outcomes arrive as events.
-    pub(crate) fn submit(&mut self, job: StorageJob, events: &mpsc::UnboundedSender<WorkerEvent>) {
-        match self {
-            StorageWorker::Thread(tx) => {
-                let _ = tx.send(job);
-            }
-            StorageWorker::Inline(storage) => {
-                if let Err(e) =
-                    run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
-                {
-                    let _ = events.send(WorkerEvent::StorageFailed(e));
+    /// Runs `job` inline or queues it for the thread; outcomes arrive as events. With a
+    /// thread, `inline_if_idle` runs the job here when the thread has nothing queued, so
+    /// jobs stay in order either way.
+    pub(crate) fn submit(
+        &mut self,
+        job: StorageJob,
+        events: &mpsc::UnboundedSender<WorkerEvent>,
+        inline_if_idle: bool,
+    ) {
+        let result = match self {
+            StorageWorker::Thread { jobs, shared } => {
+                if inline_if_idle && shared.queued.load(Ordering::Acquire) == 0 {
+                    shared.run(vec![job], events, Instant::now())
+                } else {
+                    shared.queued.fetch_add(1, Ordering::AcqRel);
+                    let _ = jobs.send(job);
+                    Ok(())
                 }
             }
+            StorageWorker::Inline(storage) => {
+                run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
+            }
+        };
+        if let Err(e) = result {
+            let _ = events.send(WorkerEvent::StorageFailed(e));
         }
     }
 }
 
-/// Runs the storage writer until its job channel closes; dropping the storage at the end
-/// releases the data directory.
+/// Runs the storage writer until its job channel closes. The storage is dropped (its data
+/// directory released) once both this thread and the event loop have let go of it.
 fn spawn_storage(
-    mut storage: Box<dyn Storage>,
+    shared: Arc<SharedStorage>,
     jobs: std_mpsc::Receiver<StorageJob>,
     events: mpsc::UnboundedSender<WorkerEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -116,7 +171,12 @@ fn spawn_storage(
                 while let Ok(more) = jobs.try_recv() {
                     batch.push(more);
                 }
-                if let Err(e) = run_storage_batch(storage.as_mut(), batch, &events, started) {
+                let count = batch.len();
+                let result = shared.run(batch, &events, started);
+                // Only once the outcome is reported: the event loop may then write
+                // inline, and its events must come after these.
+                shared.queued.fetch_sub(count, Ordering::AcqRel);
+                if let Err(e) = result {
                     let _ = events.send(WorkerEvent::StorageFailed(e));
                     return;
                 }
