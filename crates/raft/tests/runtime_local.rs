@@ -59,6 +59,17 @@ fn build_with(
     node
 }
 
+/// Whether `node` applies up to `index` within 10 s.
+async fn applies_up_to(node: &Raft, index: u64) -> bool {
+    for _ in 0..1000 {
+        if node.status().await.unwrap().last_applied >= index {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_replicate_and_read() {
     let net = LocalNetwork::new();
@@ -398,15 +409,10 @@ async fn inline_storage_and_applier_replicate_snapshot_and_answer() {
     net.heal();
     let expected: Vec<String> = (1..=60).map(|k| format!("c{k}")).collect();
     let commit = nodes[l].status().await.unwrap().commit_index;
-    let mut caught_up = false;
-    for _ in 0..1000 {
-        if nodes[behind].status().await.unwrap().last_applied >= commit {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(caught_up, "the isolated follower caught up after healing");
+    assert!(
+        applies_up_to(&nodes[behind], commit).await,
+        "the isolated follower caught up after healing"
+    );
     // The lagging follower got a snapshot, so its recorder holds the snapshot's commands
     // (restored) followed by the rest; the other follower applied every entry.
     let other = (l + 2) % 3;
@@ -635,15 +641,10 @@ async fn inline_follower_writes_keep_the_leader_on_its_thread_and_replicate() {
     }
     net.heal();
     let commit = nodes[l].status().await.unwrap().commit_index;
-    let mut caught_up = false;
-    for _ in 0..1000 {
-        if nodes[behind].status().await.unwrap().last_applied >= commit {
-            caught_up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(caught_up, "the isolated follower caught up after healing");
+    assert!(
+        applies_up_to(&nodes[behind], commit).await,
+        "the isolated follower caught up after healing"
+    );
     assert!(nodes[l].status().await.unwrap().snapshot_index > 0);
     let leader_threads = threads[l].lock().unwrap().clone();
     assert!(!leader_threads.is_empty());
