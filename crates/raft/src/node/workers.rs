@@ -66,8 +66,8 @@ pub(crate) enum ApplyJob {
 /// since the last flush goes to disk with one `sync`), or inline on the event loop for
 /// storage that [`is_in_memory`](Storage::is_in_memory).
 ///
-/// A node with a storage thread still writes inline while it is not the leader and the
-/// thread is idle. A follower has nothing to do while its write is in flight (its answer
+/// With `RaftBuilder::with_inline_follower_writes`, a node with a storage thread still
+/// writes inline while it is not the leader and the thread is idle. A follower has nothing to do while its write is in flight (its answer
 /// waits for the `sync`), and handing the write to the thread and the outcome back costs
 /// two thread wake-ups on every write's critical path. A leader keeps the thread: its own
 /// write overlaps the round trip to the followers, and its loop keeps taking proposals
