@@ -152,11 +152,19 @@ impl Raft {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .commands
-            .send(make(reply))
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+        // `try_send` first: with room in the queue (the common case) it skips building
+        // and polling the permit future; tokio's semaphore never lets it jump callers
+        // already waiting for room.
+        match self.inner.commands.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => self
+                .inner
+                .commands
+                .send(command)
+                .await
+                .map_err(|_| Error::ShuttingDown)?,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::ShuttingDown),
+        }
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 
