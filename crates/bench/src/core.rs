@@ -262,3 +262,32 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rounds_commit_and_apply_every_proposal_on_every_core() {
+        let mut cluster = Cluster::new().unwrap();
+        cluster.elect().unwrap();
+        let start = cluster.cores[0].applied_index();
+        let before = cluster.traffic;
+        for _ in 0..5 {
+            cluster.round(64, &Bytes::from_static(b"x")).unwrap();
+        }
+        let end = start + 5 * 64;
+        for core in &cluster.cores {
+            // The leader broadcasts the new commit index and the round settles only when no
+            // message is left, so the followers have applied everything too.
+            assert_eq!(core.applied_index(), end, "{}", core.id());
+        }
+        let traffic = cluster.traffic.since(&before);
+        assert_eq!(
+            traffic.entries,
+            2 * 5 * 64,
+            "each entry went to both followers once"
+        );
+    }
+}
