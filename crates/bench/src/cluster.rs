@@ -3,8 +3,10 @@
 //!
 //! Each client is a task with its own keep-alive HTTP/1.1 connection (the lean
 //! [`crate::http1`] client, so that the load generator takes as little as possible of the
-//! CPU the nodes share with it) talking straight to the leader's HTTP address, looping one request at a time over
-//! 8-byte keys (`--keys` distinct ones) with `--value-size`-byte values. Rows: puts, then
+//! CPU the nodes share with it) talking straight to the leader's HTTP address, looping one
+//! request at a time over 8-byte keys (`--keys` distinct ones) with `--value-size`-byte
+//! values. With `--conns N` the clients share N HTTP/2 connections instead (the
+//! [`crate::http2`] client), as etcd's `benchmark --conns` multiplexes its clients. Rows: puts, then
 //! linearizable reads answered by the leader's lease (`--lease-reads true`, the default),
 //! on one cluster; linearizable reads by ReadIndex (`--lease-reads false`) on a second
 //! one. CPU time per op is the three node processes' user + system time over the measured
@@ -19,10 +21,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 
-use crate::http1::Connection;
 use crate::machine;
 use crate::raftkv_bin::{self, KvCluster, Rng};
 use crate::report::{self, Align, Percentiles, Table};
+use crate::{http1, http2};
 
 /// Options of `raftlock-bench cluster`.
 #[derive(Debug, Clone, Args)]
@@ -47,6 +49,10 @@ pub struct ClusterArgs {
     /// Distinct keys written and read.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub keys: u64,
+    /// HTTP/2 connections the clients share (as etcd's `benchmark --conns`): 0 gives each
+    /// client its own HTTP/1.1 connection instead.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub conns: usize,
     /// Worker threads of this benchmark's client runtime.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub client_threads: usize,
@@ -102,11 +108,15 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
     machine::print_header();
     let binary = raftkv_bin::locate()?;
     println!(
-        "cluster: {} raftkv node processes ({}) on loopback, FileStorage with fsync; HTTP/1.1 \
-         keep-alive, one connection per client, straight to the leader; 8-byte keys ({} \
-         distinct), {}-byte values; {} client threads; {:.1} s warm-up + {:.1} s per row",
+        "cluster: {} raftkv node processes ({}) on loopback, FileStorage with fsync; {}, \
+         straight to the leader; 8-byte keys ({} distinct), {}-byte values; {} client \
+         threads; {:.1} s warm-up + {:.1} s per row",
         raftkv_bin::NODES,
         binary.display(),
+        match args.conns {
+            0 => "HTTP/1.1 keep-alive, one connection per client".to_string(),
+            n => format!("HTTP/2 (cleartext), the clients multiplexed over {n} connection(s)"),
+        },
         args.keys,
         args.value_size,
         args.client_threads,
@@ -214,14 +224,24 @@ async fn row(
 ) -> Result<(Vec<String>, f64, Option<Percentiles>), Box<dyn Error>> {
     let phase = Arc::new(AtomicU8::new(WARMUP));
     let value = raftkv_bin::value(args.value_size);
+    let addr = leader.trim_start_matches("http://").to_string();
+    let mut shared = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        shared.push(
+            http2::Connection::connect(&addr, TIMEOUT)
+                .await
+                .map_err(|e| format!("HTTP/2 connection to {addr}: {e}"))?,
+        );
+    }
     let tasks: Vec<_> = (0..clients)
         .map(|t| {
             let worker = Worker {
-                addr: leader.trim_start_matches("http://").to_string(),
+                addr: addr.clone(),
                 op,
                 keys: args.keys,
                 value: value.clone(),
                 phase: phase.clone(),
+                http2: (!shared.is_empty()).then(|| shared[t % shared.len()].clone()),
             };
             tokio::spawn(worker.run(t as u64))
         })
@@ -276,6 +296,14 @@ struct Worker {
     keys: u64,
     value: Bytes,
     phase: Arc<AtomicU8>,
+    /// The shared HTTP/2 connection, if clients multiplex; `None`: HTTP/1.1.
+    http2: Option<http2::Connection>,
+}
+
+/// A client's connection.
+enum Conn {
+    Http1(http1::Connection),
+    Http2(http2::Connection),
 }
 
 impl Worker {
@@ -285,7 +313,7 @@ impl Worker {
     async fn run(self, seed: u64) -> TaskResult {
         let mut out = TaskResult::default();
         let mut rng = Rng::new(seed.wrapping_mul(7919).wrapping_add(1));
-        let mut conn = None;
+        let mut conn = self.http2.clone().map(Conn::Http2);
         let mut path = String::with_capacity(16);
         loop {
             let phase = self.phase.load(Ordering::Relaxed);
@@ -298,7 +326,7 @@ impl Worker {
             let start = Instant::now();
             let result = match &mut conn {
                 Some(c) => self.request(c, &path).await,
-                None => match Connection::connect(&self.addr, TIMEOUT).await {
+                None => match self.connect().await {
                     Ok(c) => {
                         let c = conn.insert(c);
                         self.request(c, &path).await
@@ -324,13 +352,29 @@ impl Worker {
         }
     }
 
+    /// A new connection of the kind this client uses; after a failure, an HTTP/2 client
+    /// gets a connection of its own.
+    async fn connect(&self) -> std::io::Result<Conn> {
+        Ok(match self.http2 {
+            Some(_) => Conn::Http2(http2::Connection::connect(&self.addr, TIMEOUT).await?),
+            None => Conn::Http1(http1::Connection::connect(&self.addr, TIMEOUT).await?),
+        })
+    }
+
     /// One request on `conn`; success is a 2xx, or a 404 for a read.
-    async fn request(&self, conn: &mut Connection, path: &str) -> Result<(), String> {
-        let (method, body) = match self.op {
-            Op::Put => ("PUT", Some(&self.value[..])),
-            Op::Get => ("GET", None),
+    async fn request(&self, conn: &mut Conn, path: &str) -> Result<(), String> {
+        let method = match self.op {
+            Op::Put => "PUT",
+            Op::Get => "GET",
         };
-        match tokio::time::timeout(TIMEOUT, conn.request(method, path, body)).await {
+        let body = (self.op == Op::Put).then_some(&self.value);
+        let answer = async {
+            match conn {
+                Conn::Http1(c) => c.request(method, path, body.map(|b| &b[..])).await,
+                Conn::Http2(c) => c.request(method, path, body.cloned()).await,
+            }
+        };
+        match tokio::time::timeout(TIMEOUT, answer).await {
             Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Ok(Ok(r)) if (200..300).contains(&r.status) || r.status == 404 => Ok(()),

@@ -38,6 +38,7 @@ mod core;
 mod durable;
 mod failover;
 mod http1;
+mod http2;
 mod inproc;
 mod inproc_cluster;
 mod loopback;

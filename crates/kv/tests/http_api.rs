@@ -89,6 +89,27 @@ async fn steps(cluster: &mut LocalCluster) {
     let index = body["index"].as_u64().unwrap();
     assert!(index > 0);
 
+    // The same API over HTTP/2 without TLS (prior knowledge), as gRPC-style clients and
+    // load generators that multiplex many requests on one connection speak it.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let r = h2
+        .put(format!("{lead}/kv/over-h2"))
+        .body("multiplexed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.version(), r.status()),
+        (reqwest::Version::HTTP_2, StatusCode::OK)
+    );
+    let r = h2.get(format!("{lead}/kv/over-h2")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().await.unwrap(), "multiplexed");
+
     // A follower redirects writes and linearizable reads to the leader's client address.
     for req in [
         http.put(format!("{foll}/kv/greeting")).body("x"),

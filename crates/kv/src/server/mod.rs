@@ -7,6 +7,7 @@ mod routes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use raftlock_raft::{
     FileStorage, FileStorageOptions, GrpcNetwork, GrpcOptions, PrometheusMetrics, RaftBuilder,
 };
@@ -98,6 +99,14 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         metrics,
         request_timeout: settings.request_timeout,
         max_body_bytes: max_body_bytes.saturating_add(BODY_SLACK),
+    });
+    // Nagle's algorithm would hold back the second write of an answer written in parts
+    // (an HTTP/2 frame after its headers, a large body) until the client's delayed ACK:
+    // 40 ms. Go's net, which etcd serves on, turns it off on every connection too.
+    let http = http.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a client connection");
+        }
     });
     let served = axum::serve(http, app)
         .with_graceful_shutdown(shutdown_signal(settings.exit_with_parent))
