@@ -69,3 +69,16 @@ fn runs_record_substantial_histories() {
         report.ops_ok
     );
 }
+
+/// Seeds that once failed, replayed with the settings that found them.
+#[test]
+fn seeds_that_found_bugs_stay_fixed() {
+    // A leader paused for 1.2 s resumed as the network healed and took a proposal before
+    // the newer term reached it, so an operation invoked after healing ended uncertain.
+    // Fixed by CheckQuorum on the clock before each proposal.
+    let report = run(RunConfig {
+        fault_ms: 10_000,
+        ..config(20_000, 5, Profile::Crashes)
+    });
+    assert_eq!(report.violation, None);
+}

@@ -78,6 +78,29 @@ impl RaftCore {
         }
     }
 
+    /// CheckQuorum on the clock: whether no heartbeat round sent in the last two election
+    /// timeouts (the longest randomized one) has been acknowledged by a majority. The
+    /// tick-based check above runs only as ticks arrive; a leader whose process was
+    /// stopped, or whose event loop stalled, comes back with its ticks behind real time.
+    /// By then its followers have elected another leader, and every proposal it accepted
+    /// before its next tick would be lost, leaving the client uncertain instead of
+    /// redirected. Two election timeouts never trip a leader whose followers still answer
+    /// (they answer every heartbeat), so this check only acts where the tick-based one
+    /// would, later.
+    pub(super) fn quorum_contact_lost(&self) -> bool {
+        if !self.config.feature_flags.check_quorum || self.voters.len() <= 1 {
+            return false;
+        }
+        let (Some(now), Some(contact)) = (self.clock, self.reads.quorum_contact) else {
+            return false;
+        };
+        let options = &self.config.options;
+        let bound = options
+            .nominal_tick_interval
+            .saturating_mul(options.election_tick_count.saturating_mul(2));
+        now.saturating_sub(contact) > bound
+    }
+
     /// Whether a majority (this node included) answered since the last CheckQuorum round.
     fn quorum_active(&self) -> bool {
         let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
@@ -327,6 +350,8 @@ impl RaftCore {
         self.timers.election_elapsed = 0;
         self.timers.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;
+        // Winning the election is contact with a majority.
+        self.reads.quorum_contact = self.clock;
         let next = self.log.last_index() + 1;
         let max_inflight = self.config.tuning.max_inflight_msgs;
         self.progress = self

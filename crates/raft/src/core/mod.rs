@@ -473,6 +473,14 @@ impl RaftCore {
                 leader: self.state.leader.clone(),
             });
         }
+        if self.quorum_contact_lost() {
+            tracing::info!(
+                term = self.state.term,
+                "leader has not heard from a quorum in two election timeouts; stepping down"
+            );
+            self.become_follower(self.state.term, None);
+            return Err(Error::NotLeader { leader: None });
+        }
         let limit = self.config.tuning.max_proposal_bytes;
         let mut size = 0u64;
         for c in commands.as_slice() {

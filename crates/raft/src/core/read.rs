@@ -99,6 +99,9 @@ pub(crate) struct Reads {
     need_round: bool,
     /// Leader: reads may be served without a round until this clock time (exclusive).
     lease_until: Option<Duration>,
+    /// Leader: when (clock) the latest heartbeat round a majority acknowledged was sent;
+    /// at first, when it won its election. Measures CheckQuorum on the clock.
+    pub(crate) quorum_contact: Option<Duration>,
     /// Follower: reads forwarded to the leader: request id → (caller's ctx, age).
     forwarded: Vec<(u64, u64, u32)>,
     next_forward_id: u64,
@@ -258,6 +261,8 @@ impl RaftCore {
             .find(|(s, _)| *s == confirmed)
             .and_then(|(_, at)| *at);
         if let Some(sent) = sent {
+            self.reads.quorum_contact =
+                Some(self.reads.quorum_contact.map_or(sent, |c| c.max(sent)));
             let until = sent + self.lease_duration();
             self.reads.lease_until = Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
         }
@@ -378,6 +383,7 @@ impl RaftCore {
             );
         }
         self.reads.lease_until = None;
+        self.reads.quorum_contact = None;
         self.reads.need_round = false;
         self.reads.sent_at.clear();
     }

@@ -371,6 +371,77 @@ fn check_quorum_off_leader_keeps_role_when_isolated() {
     assert!(c.nodes[other].core.term() > term);
 }
 
+/// A leader whose process was stopped: its clock moved on, its ticks did not. On its
+/// first proposal after two election timeouts of clock time with no majority-acknowledged
+/// heartbeat, it steps down and refuses (the client is redirected, not left uncertain).
+/// Found by the simulator (seed 20000, profile crashes): a leader paused for 1.2 s took a
+/// proposal the instant it resumed, before the messages of the newer term reached it.
+#[test]
+fn a_resumed_leader_past_two_election_timeouts_steps_down_before_proposing() {
+    let mut c = Cluster::new(3, 38);
+    c.elect(1);
+    c.deliver_all();
+    // Ordinary operation: heartbeats answered for many election timeouts, proposals accepted.
+    let election_ticks = c.node(1).config().options.election_tick_count;
+    for _ in 0..5 * election_ticks {
+        c.tick_all();
+        c.deliver_all();
+    }
+    assert!(c.try_propose(1, &["before the pause"]).is_ok());
+    c.deliver_all();
+    let term = c.node(1).term();
+    let tick = c.node(1).config().options.nominal_tick_interval;
+    let pause = |c: &mut Cluster, ticks: u32| {
+        let node = c.node_mut(1);
+        node.clock += tick * ticks;
+        let now = node.clock;
+        node.core.set_now(now);
+    };
+    // Exactly two election timeouts since the last acknowledged round: still the leader.
+    pause(&mut c, 2 * election_ticks - 1);
+    assert!(c.try_propose(1, &["at the bound"]).is_ok());
+    assert_eq!(c.node(1).role(), Role::Leader);
+    // Beyond them: it steps down without a new term and names no leader.
+    pause(&mut c, 2);
+    let log_before = c.log_tail(1);
+    let r = c.try_propose(1, &["after the pause"]);
+    assert!(
+        matches!(r, Err(crate::error::Error::NotLeader { leader: None })),
+        "{r:?}"
+    );
+    assert_eq!(c.node(1).role(), Role::Follower);
+    assert_eq!(c.node(1).term(), term);
+    assert_eq!(
+        c.log_tail(1),
+        log_before,
+        "the refused command is not in the log"
+    );
+}
+
+/// With CheckQuorum off, the clock does not depose a leader either.
+#[test]
+fn without_check_quorum_a_resumed_leader_keeps_proposing() {
+    let mut c = Cluster::with(
+        3,
+        39,
+        |cfg| {
+            cfg.feature_flags.check_quorum = false;
+            cfg.feature_flags.enable_leader_lease = false;
+        },
+        |_| InitialState::default(),
+    );
+    c.elect(1);
+    c.deliver_all();
+    let election_ticks = c.node(1).config().options.election_tick_count;
+    let tick = c.node(1).config().options.nominal_tick_interval;
+    let node = c.node_mut(1);
+    node.clock += tick * (10 * election_ticks);
+    let now = node.clock;
+    node.core.set_now(now);
+    assert!(c.try_propose(1, &["after the pause"]).is_ok());
+    assert_eq!(c.node(1).role(), Role::Leader);
+}
+
 /// Five nodes, PreVote off; n1, n2 and n3 time out together and the votes of n4 and n5
 /// are split between n1 and n2, so term 1 has no leader. Randomized timeouts then settle
 /// on exactly one leader with every term in agreement.
