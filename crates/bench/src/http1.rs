@@ -41,12 +41,7 @@ pub struct Response {
 impl Connection {
     /// Connects to `addr` (`host:port`, no scheme) with Nagle's algorithm off.
     pub async fn connect(addr: &str, timeout: Duration) -> io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}"))
-            })??;
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(addr, timeout).await?;
         Ok(Connection {
             stream,
             host: addr.to_string(),
@@ -115,6 +110,16 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// A TCP connection to `addr` within `timeout`, with Nagle's algorithm off (a request is
+/// one write, and must not wait for the previous answer's ACK).
+pub(crate) async fn connect_tcp(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// The length of the head including its blank line, once `buf` holds all of it.

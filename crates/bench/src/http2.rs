@@ -10,10 +10,8 @@
 use std::io;
 use std::time::Duration;
 
+use crate::http1::{connect_tcp, Response};
 use bytes::Bytes;
-use tokio::net::TcpStream;
-
-use crate::http1::Response;
 
 /// Largest body accepted.
 const MAX_BODY: usize = 8 << 20;
@@ -29,12 +27,7 @@ impl Connection {
     /// Connects to `addr` (`host:port`, no scheme) with Nagle's algorithm off, and drives
     /// the connection on a task of the current runtime until every handle is dropped.
     pub async fn connect(addr: &str, timeout: Duration) -> io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, format!("connecting to {addr}"))
-            })??;
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(addr, timeout).await?;
         let (send, connection) = h2::client::Builder::new()
             // Answers are small; a large window keeps flow control out of the way.
             .initial_window_size(1 << 20)

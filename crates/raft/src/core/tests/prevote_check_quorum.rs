@@ -11,6 +11,31 @@ fn no_pre_vote(c: &mut Config) {
     c.feature_flags.pre_vote_enabled = false;
 }
 
+/// Three nodes with CheckQuorum (and the lease, which requires it) off; n1 leads.
+fn elected_without_check_quorum(seed: u64) -> Cluster {
+    let mut c = Cluster::with(
+        3,
+        seed,
+        |cfg| {
+            cfg.feature_flags.check_quorum = false;
+            cfg.feature_flags.enable_leader_lease = false;
+        },
+        |_| InitialState::default(),
+    );
+    c.elect(1);
+    c.deliver_all();
+    c
+}
+
+/// Node `i`'s process was stopped for `ticks` tick intervals: its clock moves on, it
+/// gets no tick.
+fn pause(c: &mut Cluster, i: usize, ticks: u32) {
+    let node = c.node_mut(i);
+    node.clock += node.core.config().options.nominal_tick_interval * ticks;
+    let now = node.clock;
+    node.core.set_now(now);
+}
+
 /// Whether every node agrees on one leader and one term.
 fn converged(c: &Cluster) -> bool {
     let leaders = c.leaders();
@@ -337,17 +362,7 @@ fn check_quorum_isolated_leader_steps_down() {
 /// keeps its role indefinitely while the others elect a leader of a newer term.
 #[test]
 fn check_quorum_off_leader_keeps_role_when_isolated() {
-    let mut c = Cluster::with(
-        3,
-        37,
-        |cfg| {
-            cfg.feature_flags.check_quorum = false;
-            cfg.feature_flags.enable_leader_lease = false;
-        },
-        |_| InitialState::default(),
-    );
-    c.elect(1);
-    c.deliver_all();
+    let mut c = elected_without_check_quorum(37);
     let term = c.node(1).term();
     c.isolate(1);
     let election_ticks = c.node(1).config().options.election_tick_count;
@@ -390,19 +405,12 @@ fn a_resumed_leader_past_two_election_timeouts_steps_down_before_proposing() {
     assert!(c.try_propose(1, &["before the pause"]).is_ok());
     c.deliver_all();
     let term = c.node(1).term();
-    let tick = c.node(1).config().options.nominal_tick_interval;
-    let pause = |c: &mut Cluster, ticks: u32| {
-        let node = c.node_mut(1);
-        node.clock += tick * ticks;
-        let now = node.clock;
-        node.core.set_now(now);
-    };
     // Exactly two election timeouts since the last acknowledged round: still the leader.
-    pause(&mut c, 2 * election_ticks - 1);
+    pause(&mut c, 1, 2 * election_ticks - 1);
     assert!(c.try_propose(1, &["at the bound"]).is_ok());
     assert_eq!(c.node(1).role(), Role::Leader);
     // Beyond them: it steps down without a new term and names no leader.
-    pause(&mut c, 2);
+    pause(&mut c, 1, 2);
     let log_before = c.log_tail(1);
     let r = c.try_propose(1, &["after the pause"]);
     assert!(
@@ -421,23 +429,9 @@ fn a_resumed_leader_past_two_election_timeouts_steps_down_before_proposing() {
 /// With CheckQuorum off, the clock does not depose a leader either.
 #[test]
 fn without_check_quorum_a_resumed_leader_keeps_proposing() {
-    let mut c = Cluster::with(
-        3,
-        39,
-        |cfg| {
-            cfg.feature_flags.check_quorum = false;
-            cfg.feature_flags.enable_leader_lease = false;
-        },
-        |_| InitialState::default(),
-    );
-    c.elect(1);
-    c.deliver_all();
+    let mut c = elected_without_check_quorum(39);
     let election_ticks = c.node(1).config().options.election_tick_count;
-    let tick = c.node(1).config().options.nominal_tick_interval;
-    let node = c.node_mut(1);
-    node.clock += tick * (10 * election_ticks);
-    let now = node.clock;
-    node.core.set_now(now);
+    pause(&mut c, 1, 10 * election_ticks);
     assert!(c.try_propose(1, &["after the pause"]).is_ok());
     assert_eq!(c.node(1).role(), Role::Leader);
 }
