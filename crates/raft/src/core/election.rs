@@ -1,6 +1,8 @@
 //! Elections (the original's ElectionManager): randomized timeouts, PreVote, vote
 //! requests and answers, CheckQuorum, and every role transition.
 
+use std::time::Duration;
+
 use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::RaftCore;
@@ -88,17 +90,20 @@ impl RaftCore {
     /// (they answer every heartbeat), so this check only acts where the tick-based one
     /// would, later.
     pub(super) fn quorum_contact_lost(&self) -> bool {
-        if !self.config.feature_flags.check_quorum || self.voters.len() <= 1 {
-            return false;
-        }
-        let (Some(now), Some(contact)) = (self.clock, self.reads.quorum_contact) else {
-            return false;
-        };
+        self.config.feature_flags.check_quorum
+            && self.voters.len() > 1
+            && matches!(
+                (self.clock, self.reads.quorum_deadline),
+                (Some(now), Some(deadline)) if now > deadline
+            )
+    }
+
+    /// Two election timeouts, the longest a follower waits before campaigning.
+    pub(super) fn quorum_timeout(&self) -> Duration {
         let options = &self.config.options;
-        let bound = options
+        options
             .nominal_tick_interval
-            .saturating_mul(options.election_tick_count.saturating_mul(2));
-        now.saturating_sub(contact) > bound
+            .saturating_mul(options.election_tick_count.saturating_mul(2))
     }
 
     /// Whether a majority (this node included) answered since the last CheckQuorum round.
@@ -351,7 +356,9 @@ impl RaftCore {
         self.timers.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;
         // Winning the election is contact with a majority.
-        self.reads.quorum_contact = self.clock;
+        self.reads.quorum_deadline = self
+            .clock
+            .map(|now| now.saturating_add(self.quorum_timeout()));
         let next = self.log.last_index() + 1;
         let max_inflight = self.config.tuning.max_inflight_msgs;
         self.progress = self

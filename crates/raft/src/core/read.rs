@@ -99,9 +99,11 @@ pub(crate) struct Reads {
     need_round: bool,
     /// Leader: reads may be served without a round until this clock time (exclusive).
     lease_until: Option<Duration>,
-    /// Leader: when (clock) the latest heartbeat round a majority acknowledged was sent;
-    /// at first, when it won its election. Measures CheckQuorum on the clock.
-    pub(crate) quorum_contact: Option<Duration>,
+    /// Leader: CheckQuorum on the clock. Past this time it has lost its quorum: two
+    /// election timeouts after the latest heartbeat round a majority acknowledged was
+    /// sent (at first, after it won its election). Kept as a deadline so that the check
+    /// on every proposal is one comparison.
+    pub(crate) quorum_deadline: Option<Duration>,
     /// Follower: reads forwarded to the leader: request id → (caller's ctx, age).
     forwarded: Vec<(u64, u64, u32)>,
     next_forward_id: u64,
@@ -261,8 +263,12 @@ impl RaftCore {
             .find(|(s, _)| *s == confirmed)
             .and_then(|(_, at)| *at);
         if let Some(sent) = sent {
-            self.reads.quorum_contact =
-                Some(self.reads.quorum_contact.map_or(sent, |c| c.max(sent)));
+            let deadline = sent.saturating_add(self.quorum_timeout());
+            self.reads.quorum_deadline = Some(
+                self.reads
+                    .quorum_deadline
+                    .map_or(deadline, |d| d.max(deadline)),
+            );
             let until = sent + self.lease_duration();
             self.reads.lease_until = Some(self.reads.lease_until.map_or(until, |u| u.max(until)));
         }
@@ -383,7 +389,7 @@ impl RaftCore {
             );
         }
         self.reads.lease_until = None;
-        self.reads.quorum_contact = None;
+        self.reads.quorum_deadline = None;
         self.reads.need_round = false;
         self.reads.sent_at.clear();
     }
