@@ -6,11 +6,13 @@
 //! CPU the nodes share with it) talking straight to the leader's HTTP address, looping one
 //! request at a time over 8-byte keys (`--keys` distinct ones) with `--value-size`-byte
 //! values. With `--conns N` the clients share N HTTP/2 connections instead (the
-//! [`crate::http2`] client), as etcd's `benchmark --conns` multiplexes its clients. Rows: puts, then
-//! linearizable reads answered by the leader's lease (`--lease-reads true`, the default),
-//! on one cluster; linearizable reads by ReadIndex (`--lease-reads false`) on a second
-//! one. CPU time per op is the three node processes' user + system time over the measured
-//! window divided by the operations, next to this benchmark process's own (the clients).
+//! [`crate::http2`] client), as etcd's `benchmark --conns` multiplexes its clients.
+//!
+//! Rows: puts, then linearizable reads answered by the leader's lease (`--lease-reads
+//! true`, the default), on one cluster; linearizable reads by ReadIndex (`--lease-reads
+//! false`) on a second one. CPU time per op is the three node processes' user + system
+//! time over the measured window divided by the operations, next to this benchmark
+//! process's own (the clients).
 
 use std::error::Error;
 use std::path::PathBuf;
