@@ -8,7 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     #[cfg(feature = "grpc")]
     {
-        let proto_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+        // Read at run time, not with `env!`: cargo reuses a compiled build script for
+        // another checkout that shares the target directory, and a path baked in at
+        // compile time would point that checkout at the first one's proto file.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .ok_or("CARGO_MANIFEST_DIR is not set; run this through cargo")?;
+        let proto_dir = std::path::Path::new(&manifest_dir).join("../../proto");
         let file = proto_dir.join("raft.proto");
         println!("cargo:rerun-if-changed={}", file.display());
         let fds = protox::compile([&file], [&proto_dir])?;
