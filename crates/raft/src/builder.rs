@@ -75,7 +75,10 @@ impl RaftBuilder {
         self
     }
 
-    /// Randomness for election timeouts (default: [`StandardRand`]).
+    /// Randomness for election timeouts (default: [`StandardRand`]). It also numbers the
+    /// reads a follower forwards to its leader, so that a late answer meant for this node's
+    /// previous process cannot match a new read: a source that repeats its sequence on
+    /// every start (a fixed seed) gives up that protection, so seed it anew each time.
     pub fn with_rand(mut self, rand: impl Rand) -> Self {
         self.rand = Some(Box::new(rand));
         self

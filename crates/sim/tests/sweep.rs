@@ -70,15 +70,27 @@ fn runs_record_substantial_histories() {
     );
 }
 
-/// Seeds that once failed, replayed with the settings that found them.
+/// Seeds that once failed, replayed with the settings that found them. A change to the
+/// core can shift a run's random draws so that its seed no longer reaches the moment that
+/// failed; the core tests named below pin each mechanism regardless.
 #[test]
 fn seeds_that_found_bugs_stay_fixed() {
     // A leader paused for 1.2 s resumed as the network healed and took a proposal before
     // the newer term reached it, so an operation invoked after healing ended uncertain.
-    // Fixed by CheckQuorum on the clock before each proposal.
+    // Fixed by CheckQuorum on the clock before each proposal (core test
+    // `a_resumed_leader_past_two_election_timeouts_steps_down_before_proposing`).
     let report = run(RunConfig {
         fault_ms: 10_000,
         ..config(20_000, 5, Profile::Crashes)
+    });
+    assert_eq!(report.violation, None);
+    // A follower's ReadIndex answered after the follower restarted matched a new read,
+    // because request numbers restarted from zero: a stale read. Fixed by numbering from
+    // a random start in each process (core test
+    // `a_late_answer_for_the_previous_process_cannot_serve_a_read_after_a_restart`).
+    let report = run(RunConfig {
+        fault_ms: 10_000,
+        ..config(114_039, 3, Profile::Brutal)
     });
     assert_eq!(report.violation, None);
 }

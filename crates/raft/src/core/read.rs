@@ -106,7 +106,7 @@ pub(crate) struct Reads {
     pub(crate) quorum_deadline: Option<Duration>,
     /// Follower: reads forwarded to the leader: request id → (caller's ctx, age).
     forwarded: Vec<(u64, u64, u32)>,
-    next_forward_id: u64,
+    pub(crate) next_forward_id: u64,
     /// Output.
     pub(crate) ready: Vec<ReadState>,
     pub(crate) failed: Vec<(u64, ReadFailure)>,
@@ -132,7 +132,7 @@ impl RaftCore {
                 let Some(leader) = self.state.leader.clone() else {
                     return Err(Error::NotLeader { leader: None });
                 };
-                self.reads.next_forward_id += 1;
+                self.reads.next_forward_id = self.reads.next_forward_id.wrapping_add(1);
                 let id = self.reads.next_forward_id;
                 self.reads.forwarded.push((id, ctx, 0));
                 self.send(leader, MessageBody::ReadIndex(ReadIndexRequest { id }));

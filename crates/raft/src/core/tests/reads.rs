@@ -262,6 +262,54 @@ fn late_answer_to_an_earlier_attempt_cannot_satisfy_a_retry() {
     assert!(r[0].index >= commit, "the retry sees the write: {r:?}");
 }
 
+/// The leader answers a read the follower forwarded before it crashed; the answer arrives
+/// after the follower restarted and forwarded a new read. Request numbers start afresh in
+/// each process, randomly, so the late answer cannot serve the new read at its old index.
+/// Found by the simulator (seed 114039, 3 nodes, profile brutal): the numbers restarted
+/// from zero and the new read returned a value overwritten long before.
+#[test]
+fn a_late_answer_for_the_previous_process_cannot_serve_a_read_after_a_restart() {
+    let mut c = Cluster::with(3, 41, no_lease, |_| InitialState::default());
+    c.elect(1);
+    c.deliver_all();
+    // n2 forwards a read; the leader answers it, but the answer is held in a queue.
+    c.read(2, 31);
+    let late = c.deliver_all_except(|m| m.kind() == "ReadIndexResponse" && m.to == id(2));
+    assert_eq!(late.len(), 1);
+    let MessageBody::ReadIndexResponse(answer) = &late[0].body else {
+        unreachable!("taken by kind");
+    };
+    let stale_index = answer.index;
+    // Writes commit meanwhile; n2 crashes, restarts as a new process and reads again.
+    for w in ["w1", "w2", "w3"] {
+        c.propose(1, w);
+        c.deliver_all();
+    }
+    let commit = c.node(1).commit_index();
+    assert!(stale_index.is_some_and(|i| i < commit));
+    c.restart(2, 4242);
+    c.heartbeat_round(1);
+    c.read(2, 31);
+    let fresh = c.take(|m| m.kind() == "ReadIndex" && m.from == id(2));
+    assert_eq!(fresh.len(), 1);
+    // The late answer arrives first: it must not complete the new read.
+    for m in late {
+        c.deliver(m);
+    }
+    assert!(
+        reads(&c, 2).is_empty(),
+        "served from the previous process's answer: {:?}",
+        reads(&c, 2)
+    );
+    for m in fresh {
+        c.deliver(m);
+    }
+    c.deliver_all();
+    let r = reads(&c, 2);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert!(r[0].index >= commit, "the new read sees the writes: {r:?}");
+}
+
 #[test]
 fn restarted_node_refuses_votes_for_one_election_timeout() {
     let cfg = config(3, 1);
