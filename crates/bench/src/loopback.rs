@@ -44,9 +44,10 @@ pub struct LoopbackArgs {
     pub response_bytes: usize,
 }
 
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+/// Phases of a row, shared with the client tasks (also by `floor`).
+pub(crate) const WARMUP: u8 = 0;
+pub(crate) const MEASURE: u8 = 1;
+pub(crate) const STOP: u8 = 2;
 
 /// Runs the scenario and prints the report.
 pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
@@ -170,7 +171,7 @@ fn blocking_row(args: &LoopbackArgs) -> Result<Vec<String>, Box<dyn Error>> {
 }
 
 /// A row's cells from its latencies, duration and the process's CPU time around it.
-fn cells(
+pub(crate) fn cells(
     label: String,
     mut latencies: Vec<Duration>,
     elapsed: Duration,
@@ -226,7 +227,7 @@ async fn serve(mut stream: TcpStream, req_len: usize, resp_len: usize) {
 }
 
 /// One connection's loop; returns the latencies seen while measuring.
-async fn client(
+pub(crate) async fn client(
     addr: std::net::SocketAddr,
     req_len: usize,
     resp_len: usize,

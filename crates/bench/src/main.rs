@@ -19,6 +19,8 @@
 //! - `cluster` ([`cluster`]): three nodes on loopback with fsync, clients over HTTP.
 //! - `loopback` ([`loopback`]): the floor under `cluster`: bare TCP request/answer
 //!   exchanges of the same sizes with a server that does nothing else.
+//! - `floor` ([`floor`]): the floor under `cluster`'s puts: a client exchange, replication to
+//!   two followers and three fdatasyncs, with nothing else.
 //! - `failover` ([`failover`]): kill -9 the leader; time to a new leader and to a write.
 //! - `soak` ([`soak`]): mixed load with snapshots; RSS per node over time.
 //!
@@ -37,6 +39,7 @@ mod cluster;
 mod core;
 mod durable;
 mod failover;
+mod floor;
 mod http1;
 mod http2;
 mod inproc;
@@ -78,6 +81,9 @@ enum Command {
     /// The floor under cluster's HTTP rows: N loopback TCP connections exchanging requests
     /// and answers of a put's size with a server that does nothing else.
     Loopback(loopback::LoopbackArgs),
+    /// The floor under cluster's put rows: the least work a replicated, durable put can
+    /// be here (client exchange, two followers, three fdatasyncs), with nothing else.
+    Floor(floor::FloorArgs),
     /// Kill -9 the leader of a raftkv cluster repeatedly: time to a new leader and to the
     /// first successful write.
     Failover(failover::FailoverArgs),
@@ -115,6 +121,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Durable(args) => durable::run(&args),
         Command::Cluster(args) => cluster::run(&args),
         Command::Loopback(args) => loopback::run(&args),
+        Command::Floor(args) => floor::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::RecoveryOpen(args) => recovery::open(&args),
