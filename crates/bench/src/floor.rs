@@ -77,6 +77,16 @@ pub struct FloorArgs {
     /// same way while a request to a follower is in flight).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub window: usize,
+    /// With `--window` above 1: requests that must be waiting before a batch leaves while
+    /// another is in flight (the first batch in flight takes whatever there is).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_batch: usize,
+    /// Whether the leader syncs its own copy. `false`: it writes its copy without
+    /// `fdatasync`, and a batch commits once both followers have synced it. That is the
+    /// best a leader that syncs lazily (Raft thesis §10.2.1) could ever do: it may count
+    /// itself only once its copy is durable.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_sync: bool,
     /// Worker threads of the leader's tokio runtime (1, as `cluster` runs each node).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub leader_threads: usize,
@@ -108,12 +118,13 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         && args.seconds > 0.0
         && args.seconds < 1e6
         && (1..=1024).contains(&args.window)
+        && (1..=100_000).contains(&args.min_batch)
         && (1..=64).contains(&args.leader_threads);
     if !ok {
         return Err(
             "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \
                     --response-bytes 1..1 MiB, --entry-bytes 1..64 KiB, --window 1..1024, \
-                    --leader-threads 1..64"
+                    --min-batch 1..100,000, --leader-threads 1..64"
                 .into(),
         );
     }
@@ -125,13 +136,15 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
          flight each ({} bytes back); each batch of what has arrived goes as {} bytes per \
          entry to two follower threads (blocking sockets) and the leader's storage thread, \
          each of which overwrites a synced file and fdatasyncs it; a batch commits on the \
-         first two copies synced; {} batch(es) in flight; clients on 2 worker threads; \
+         first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one once {} wait); clients on 2 worker threads; \
          0.5 s warm-up + {:.1} s per row",
         args.leader_threads,
         args.request_bytes,
         args.response_bytes,
         args.entry_bytes,
+        args.leader_sync,
         args.window,
+        args.min_batch,
         args.seconds
     );
     let cluster = Floor::start(dir.path(), args)?;
@@ -181,7 +194,11 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         } else {
             "-".into()
         });
-        cells.push(report::count(fsyncs as f64 / 3.0 / elapsed.as_secs_f64()));
+        // Per node that syncs: the followers, and the leader unless --leader-sync false.
+        let syncing = if args.leader_sync { 3.0 } else { 2.0 };
+        cells.push(report::count(
+            fsyncs as f64 / syncing / elapsed.as_secs_f64(),
+        ));
         println!("done: {}", cells.join(" | "));
         table.row(cells);
         verdicts.push(verdict(clients, rate, p50));
@@ -259,8 +276,9 @@ impl Floor {
         let log = Log::create(&dir.join("leader.log"), &counters)?;
         let (storage_tx, storage_rx) = std_mpsc::channel();
         let storage_acks = ack_tx;
+        let sync = args.leader_sync;
         threads.push(std::thread::spawn(move || {
-            leader_storage(storage_rx, log, storage_acks)
+            leader_storage(storage_rx, log, sync, storage_acks)
         }));
         let (request_tx, request_rx) = mpsc::unbounded_channel();
         leader_rt.spawn(replicate(
@@ -271,6 +289,7 @@ impl Floor {
             Batching {
                 entry_bytes: args.entry_bytes,
                 window: args.window,
+                min_batch: args.min_batch,
                 counters: counters.clone(),
             },
         ));
@@ -335,14 +354,19 @@ impl Log {
         })
     }
 
-    /// Writes `len` bytes at the cycle's next offset and syncs them.
-    fn append_sync(&mut self, len: usize) -> io::Result<()> {
+    /// Writes `len` bytes at the cycle's next offset.
+    fn append(&mut self, len: usize) -> io::Result<()> {
         self.buffer.resize(len, b'e');
         if self.offset + len as u64 > LOG_BYTES {
             self.offset = 0;
         }
         self.file.write_all_at(&self.buffer, self.offset)?;
         self.offset += len as u64;
+        Ok(())
+    }
+
+    /// Makes what was written durable.
+    fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         self.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -363,7 +387,8 @@ fn follower(listener: std::net::TcpListener, mut log: Log) -> io::Result<()> {
         let (seq, len) = parse_head(&head);
         body.resize(len, 0);
         stream.read_exact(&mut body)?;
-        log.append_sync(len)?;
+        log.append(len)?;
+        log.sync()?;
         stream.write_all(&seq.to_le_bytes())?;
     }
 }
@@ -377,9 +402,11 @@ fn parse_head(head: &[u8; HEAD]) -> (u64, usize) {
 }
 
 /// The leader's storage thread: group-commits every batch queued while it was syncing.
+/// Without `sync`, it only writes, and never counts toward a commit.
 fn leader_storage(
     batches: std_mpsc::Receiver<(u64, usize)>,
     mut log: Log,
+    sync: bool,
     acks: mpsc::UnboundedSender<(usize, u64)>,
 ) -> io::Result<()> {
     while let Ok((mut seq, mut len)) = batches.recv() {
@@ -387,7 +414,12 @@ fn leader_storage(
             seq = s;
             len += l;
         }
-        log.append_sync(len)?;
+        if !sync {
+            log.append(len)?;
+            continue;
+        }
+        log.append(len)?;
+        log.sync()?;
         if acks.send((0, seq)).is_err() {
             return Ok(());
         }
@@ -413,7 +445,16 @@ async fn read_acks(
 struct Batching {
     entry_bytes: usize,
     window: usize,
+    min_batch: usize,
     counters: Arc<Counters>,
+}
+
+impl Batching {
+    /// Whether the `pending` requests leave now, with `inflight` batches uncommitted: the
+    /// first batch in flight takes whatever there is, a further one needs `min_batch`.
+    fn ready(&self, inflight: usize, pending: usize) -> bool {
+        pending > 0 && (inflight == 0 || (inflight < self.window && pending >= self.min_batch))
+    }
 }
 
 /// The leader's replication loop: batches what has arrived, sends it to the followers and
@@ -427,6 +468,7 @@ async fn replicate(
 ) {
     let mut synced = [0u64; 3];
     let mut inflight: VecDeque<(u64, Vec<oneshot::Sender<()>>)> = VecDeque::new();
+    let mut pending = Vec::new();
     let mut seq = 0u64;
     let mut frame = Vec::new();
     loop {
@@ -444,31 +486,38 @@ async fn replicate(
                     }
                 }
             }
-            first = requests.recv(), if inflight.len() < batching.window => {
-                let Some(first) = first else { return };
-                let mut waiters = vec![first];
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                pending.push(request);
                 while let Ok(w) = requests.try_recv() {
-                    waiters.push(w);
+                    pending.push(w);
                 }
-                seq += 1;
-                let len = waiters.len() * batching.entry_bytes;
-                batching.counters.batches.fetch_add(1, Ordering::Relaxed);
-                batching.counters.entries.fetch_add(waiters.len() as u64, Ordering::Relaxed);
-                if storage.send((seq, len)).is_err() {
-                    return;
-                }
-                frame.clear();
-                frame.extend_from_slice(&seq.to_le_bytes());
-                frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-                frame.resize(HEAD + len, b'e');
-                for f in &mut followers {
-                    if f.write_all(&frame).await.is_err() {
-                        return;
-                    }
-                }
-                inflight.push_back((seq, waiters));
             }
         }
+        if !batching.ready(inflight.len(), pending.len()) {
+            continue;
+        }
+        let waiters = std::mem::take(&mut pending);
+        seq += 1;
+        let len = waiters.len() * batching.entry_bytes;
+        batching.counters.batches.fetch_add(1, Ordering::Relaxed);
+        batching
+            .counters
+            .entries
+            .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        if storage.send((seq, len)).is_err() {
+            return;
+        }
+        frame.clear();
+        frame.extend_from_slice(&seq.to_le_bytes());
+        frame.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+        frame.resize(HEAD + len, b'e');
+        for f in &mut followers {
+            if f.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        inflight.push_back((seq, waiters));
     }
 }
 
@@ -515,7 +564,25 @@ mod tests {
     }
 
     #[test]
-    fn every_request_is_answered_after_its_batch_is_synced_on_two_copies() {
+    fn a_further_batch_in_flight_waits_for_min_batch_requests() {
+        let batching = Batching {
+            entry_bytes: 1,
+            window: 2,
+            min_batch: 4,
+            counters: Arc::default(),
+        };
+        assert!(!batching.ready(0, 0));
+        assert!(
+            batching.ready(0, 1),
+            "nothing in flight: whatever there is leaves"
+        );
+        assert!(!batching.ready(1, 3));
+        assert!(batching.ready(1, 4));
+        assert!(!batching.ready(2, 100), "the window is full");
+    }
+
+    /// Runs three clients in turn, five requests each, and returns the counters.
+    fn serve_fifteen_requests(leader_sync: bool) -> Counts {
         let dir = tempfile::tempdir().unwrap();
         let args = FloorArgs {
             clients: vec![3],
@@ -524,6 +591,8 @@ mod tests {
             response_bytes: 10,
             entry_bytes: 16,
             window: 1,
+            min_batch: 1,
+            leader_sync,
             leader_threads: 1,
             dir: None,
         };
@@ -545,12 +614,26 @@ mod tests {
             total
         });
         let counts = floor.counts();
+        floor.stop().unwrap();
         assert_eq!(answered, 15);
+        counts
+    }
+
+    #[test]
+    fn every_request_is_answered_after_its_batch_is_synced_on_two_copies() {
+        let counts = serve_fifteen_requests(true);
         assert_eq!(counts.entries, 15);
         // Clients took turns, so every batch held one request, and each was synced by at
         // least two of the three nodes before it was answered.
         assert_eq!(counts.batches, 15);
         assert!(counts.fsyncs >= 30, "{} fsyncs", counts.fsyncs);
-        floor.stop().unwrap();
+    }
+
+    #[test]
+    fn without_leader_sync_both_followers_sync_every_batch_before_its_answer() {
+        let counts = serve_fifteen_requests(false);
+        assert_eq!(counts.batches, 15);
+        // Only the followers sync, and a batch needs both of them.
+        assert_eq!(counts.fsyncs, 30);
     }
 }
