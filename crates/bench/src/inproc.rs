@@ -8,7 +8,8 @@
 //! calls, in-memory log, zero-byte entries, clients looping `client_write`), whose numbers
 //! on this 2-core machine (2 worker threads) issue 9 records; they are printed next to
 //! ours with the target of issue 9: at least 1.5× openraft at every client count, and 2×
-//! at one client.
+//! at one client. Like that benchmark (`max_payload_entries: 1024`), an AppendEntries
+//! carries up to 1024 entries here (`--max-entries-per-request`).
 
 use std::error::Error;
 
@@ -52,9 +53,11 @@ pub fn run(args: &InprocArgs) -> Result<(), Box<dyn Error>> {
     println!(
         "inproc: {} nodes in one process, LocalNetwork, MemStorage (no fsync), empty \
          commands, an applier that does nothing; each client loops propose_and_wait on the \
-         leader; {} tokio worker threads; {:.1} s warm-up + {:.1} s measured per row",
+         leader; {} tokio worker threads; up to {} entries per AppendEntries; {:.1} s \
+         warm-up + {:.1} s measured per row",
         inproc_cluster::NODES,
         load.worker_threads,
+        load.max_entries_per_request,
         load.warmup,
         load.seconds
     );

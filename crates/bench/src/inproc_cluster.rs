@@ -70,6 +70,13 @@ pub struct LoadArgs {
     /// `RaftBuilder::with_inline_applier` is for; this flag measures the default instead.
     #[arg(long)]
     pub threaded_applier: bool,
+
+    /// `max_log_entries_per_request` of every node: the entries one AppendEntries may
+    /// carry. The default, 1024, is what openraft's `benchmarks/minimal` sets
+    /// (`max_payload_entries`), so that the comparison batches alike; the library's own
+    /// default is the seed's 100.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_entries_per_request: usize,
 }
 
 impl LoadArgs {
@@ -91,6 +98,9 @@ impl LoadArgs {
         }
         if self.worker_threads == 0 {
             return Err("--worker-threads: must be at least 1".into());
+        }
+        if self.max_entries_per_request == 0 {
+            return Err("--max-entries-per-request: must be at least 1".into());
         }
         Ok(())
     }
@@ -281,7 +291,7 @@ where
         let mut nodes = Vec::with_capacity(NODES);
         for (i, storage) in storages.into_iter().enumerate() {
             let mut builder = RaftBuilder::new()
-                .with_config(config(i))
+                .with_config(config(i, args.max_entries_per_request))
                 .with_storage(storage)
                 .with_applier(Discard::default())
                 .with_network(net.transport(node_id(i)))
@@ -445,7 +455,7 @@ fn node_id(i: usize) -> NodeId {
 
 /// Default configuration of node `i`: the library's defaults (100 ms ticks, election
 /// after 10 ticks, snapshots every 10,000 entries), nothing tuned for the benchmark.
-fn config(i: usize) -> Config {
+fn config(i: usize, max_entries_per_request: usize) -> Config {
     let peers = (0..NODES)
         .map(|k| PeerConfig {
             id: node_id(k),
@@ -453,5 +463,7 @@ fn config(i: usize) -> Config {
             address: format!("in-process:{}", k + 1),
         })
         .collect();
-    Config::new(node_id(i), peers)
+    let mut config = Config::new(node_id(i), peers);
+    config.options.max_log_entries_per_request = max_entries_per_request;
+    config
 }
