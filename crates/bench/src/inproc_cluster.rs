@@ -453,8 +453,9 @@ fn node_id(i: usize) -> NodeId {
     NodeId::from(format!("node-{}", i + 1))
 }
 
-/// Default configuration of node `i`: the library's defaults (100 ms ticks, election
-/// after 10 ticks, snapshots every 10,000 entries), nothing tuned for the benchmark.
+/// Configuration of node `i`: the library's defaults (100 ms ticks, election after 10
+/// ticks, snapshots every 10,000 entries), except the entries per AppendEntries, which
+/// follow `--max-entries-per-request` (openraft's benchmark sets its own to 1024 too).
 fn config(i: usize, max_entries_per_request: usize) -> Config {
     let peers = (0..NODES)
         .map(|k| PeerConfig {

@@ -1,100 +1,23 @@
-//! The `floor` scenario: the least work a replicated, durable put can be on this machine.
-//!
-//! `loopback` bounds one client exchange, but a `cluster` put also goes to two followers
-//! and is synced on disk. This scenario does what no three-node replicated log can skip,
-//! and nothing else: no HTTP parsing, no Raft, no encoding, no apply.
-//!
-//! - A leader on one tokio worker thread (as `cluster` runs each raftkv node) answers N
-//!   client connections (the `loopback` client: one request of a put's size in flight on
-//!   each).
-//! - It gathers every request that has arrived into one batch of fixed-size entries and
-//!   writes the batch in one frame to each of two followers, and to its own storage thread.
-//! - Each follower (a thread with blocking sockets, the leanest form) writes the frame into
-//!   a pre-written file and calls `fdatasync`, then acknowledges it in 8 bytes.
-//! - The storage thread group-commits the leader's copy the same way.
-//! - A batch commits when two of the three copies are synced: the fastest majority,
-//!   whichever copies those are. Then the leader answers the batch's clients.
-//!
-//! Every choice is the cheapest one a correct implementation could make here:
-//!
-//! - overwriting a synced file, so no sync also commits a block allocation;
-//! - one write and one sync per batch per node;
-//! - one frame per batch per follower, acknowledged in 8 bytes;
-//! - commit on the fastest two copies.
-//!
-//! What it reaches bounds `cluster`'s put rows from above, for any code using threads,
-//! sockets and `fdatasync` on this machine.
+//! The nodes of the `floor` scenario: the leader's tasks, its storage thread, the two
+//! followers, and the commit rule.
 
 use std::collections::VecDeque;
 use std::error::Error;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::loopback::{self, MEASURE, STOP, WARMUP};
-use crate::machine;
+use super::FloorArgs;
 use crate::raftkv_bin::runtime;
-use crate::report::{self, Align, Table};
-use crate::storage::temp_dir;
-
-/// Options of `raftlock-bench floor`.
-#[derive(Debug, Clone, Args)]
-pub struct FloorArgs {
-    /// Concurrent clients of each row, one request in flight on each.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "1,64"
-    )]
-    pub clients: Vec<usize>,
-    /// Measured seconds per row.
-    #[arg(long, value_name = "S", default_value_t = 4.0)]
-    pub seconds: f64,
-    /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 369)]
-    pub request_bytes: usize,
-    /// Bytes of each answer (default: raftkv's answer to a put, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 124)]
-    pub response_bytes: usize,
-    /// Bytes each put adds to every copy of the log (default: a raftkv put command with
-    /// its entry header).
-    #[arg(long, value_name = "BYTES", default_value_t = 300)]
-    pub entry_bytes: usize,
-    /// Batches in flight at once. 1: the next batch leaves when the previous one commits,
-    /// which makes batches as large as they can be (raftkv's leader holds entries back the
-    /// same way while a request to a follower is in flight).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub window: usize,
-    /// With `--window` above 1: requests that must be waiting before a batch leaves while
-    /// another is in flight (the first batch in flight takes whatever there is).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub min_batch: usize,
-    /// Whether the leader syncs its own copy. `false`: it writes its copy without
-    /// `fdatasync`, and a batch commits once both followers have synced it. That is the
-    /// best a leader that syncs lazily (Raft thesis §10.2.1) could ever do: it may count
-    /// itself only once its copy is durable.
-    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_sync: bool,
-    /// Worker threads of the leader's tokio runtime (1, as `cluster` runs each node).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub leader_threads: usize,
-    /// Directory for the three log files (a temporary directory is made inside it).
-    /// Default: inside ./target if it exists, else $TMPDIR.
-    #[arg(long, value_name = "PATH")]
-    pub dir: Option<PathBuf>,
-}
 
 /// Size of each node's log file, written and synced before the run and then overwritten
 /// in a cycle.
@@ -106,131 +29,6 @@ const HEAD: usize = 12;
 /// The follower a frame goes to, as numbered in the commit rule (0 is the leader).
 const FOLLOWERS: [usize; 2] = [1, 2];
 
-/// Runs the scenario and prints the report.
-pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
-    let sizes_ok = (1..=1 << 20).contains(&args.request_bytes)
-        && (1..=1 << 20).contains(&args.response_bytes)
-        && (1..=1 << 16).contains(&args.entry_bytes);
-    let clients_ok =
-        !args.clients.is_empty() && args.clients.iter().all(|&c| (1..=10_000).contains(&c));
-    let ok = clients_ok
-        && sizes_ok
-        && args.seconds > 0.0
-        && args.seconds < 1e6
-        && (1..=1024).contains(&args.window)
-        && (1..=100_000).contains(&args.min_batch)
-        && (1..=64).contains(&args.leader_threads);
-    if !ok {
-        return Err(
-            "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \
-                    --response-bytes 1..1 MiB, --entry-bytes 1..64 KiB, --window 1..1024, \
-                    --min-batch 1..100,000, --leader-threads 1..64"
-                .into(),
-        );
-    }
-    machine::print_header();
-    let dir = temp_dir(args.dir.as_deref())?;
-    machine::print_directory(dir.path());
-    println!(
-        "floor: a leader on {} tokio worker thread(s), N clients with one {}-byte request in \
-         flight each ({} bytes back); each batch of what has arrived goes as {} bytes per \
-         entry to two follower threads (blocking sockets) and the leader's storage thread, \
-         each of which overwrites a synced file and fdatasyncs it; a batch commits on the \
-         first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one once {} wait); clients on 2 worker threads; \
-         0.5 s warm-up + {:.1} s per row",
-        args.leader_threads,
-        args.request_bytes,
-        args.response_bytes,
-        args.entry_bytes,
-        args.leader_sync,
-        args.window,
-        args.min_batch,
-        args.seconds
-    );
-    let cluster = Floor::start(dir.path(), args)?;
-    let client_rt = runtime(2)?;
-    let mut table = Table::new(&[
-        ("clients", Align::Right),
-        ("puts/s", Align::Right),
-        ("p50", Align::Right),
-        ("p99", Align::Right),
-        ("p99.9", Align::Right),
-        ("CPU/put", Align::Right),
-        ("cores", Align::Right),
-        ("entries/batch", Align::Right),
-        ("fsyncs/s per node", Align::Right),
-    ]);
-    let mut verdicts = Vec::new();
-    for &clients in &args.clients {
-        let phase = Arc::new(AtomicU8::new(WARMUP));
-        let (req, resp) = (args.request_bytes, args.response_bytes);
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| client_rt.spawn(loopback::client(cluster.addr, req, resp, phase.clone())))
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let counts0 = cluster.counts();
-        let cpu0 = machine::process_cpu_time();
-        let start = Instant::now();
-        phase.store(MEASURE, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_secs_f64(args.seconds));
-        phase.store(STOP, Ordering::SeqCst);
-        let elapsed = start.elapsed();
-        let cpu1 = machine::process_cpu_time();
-        let counts1 = cluster.counts();
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(client_rt.block_on(t)??);
-        }
-        let p50 = report::Percentiles::of(&mut latencies.clone()).map(|p| p.p50);
-        let rate = latencies.len() as f64 / elapsed.as_secs_f64();
-        let mut cells = loopback::cells(clients.to_string(), latencies, elapsed, cpu0, cpu1);
-        let (batches, entries, fsyncs) = (
-            counts1.batches.saturating_sub(counts0.batches),
-            counts1.entries.saturating_sub(counts0.entries),
-            counts1.fsyncs.saturating_sub(counts0.fsyncs),
-        );
-        cells.push(if batches > 0 {
-            report::decimal(entries as f64 / batches as f64)
-        } else {
-            "-".into()
-        });
-        // Per node that syncs: the followers, and the leader unless --leader-sync false.
-        let syncing = if args.leader_sync { 3.0 } else { 2.0 };
-        cells.push(report::count(
-            fsyncs as f64 / syncing / elapsed.as_secs_f64(),
-        ));
-        println!("done: {}", cells.join(" | "));
-        table.row(cells);
-        verdicts.push(verdict(clients, rate, p50));
-    }
-    drop(client_rt);
-    cluster.stop()?;
-    println!("\n{table}");
-    println!(
-        "\nCPU/put and cores: this whole process (clients, leader, followers, storage), \
-         without the kernel's block-device workers."
-    );
-    for v in verdicts {
-        println!("{v}");
-    }
-    Ok(())
-}
-
-/// How a row compares with issue 9's `cluster` put targets.
-fn verdict(clients: usize, rate: f64, p50: Option<Duration>) -> String {
-    match (clients, p50) {
-        (1, Some(p50)) => format!(
-            "floor, 1 client: p50 {} against the cluster target of p50 < 300 µs",
-            report::duration(p50)
-        ),
-        (64, _) => format!(
-            "floor, 64 clients: {} puts/s against the cluster target of 60,000",
-            report::count(rate)
-        ),
-        _ => format!("floor, {clients} clients: {} puts/s", report::count(rate)),
-    }
-}
-
 /// Counters of the whole run, read before and after each row.
 #[derive(Default)]
 struct Counters {
@@ -240,15 +38,15 @@ struct Counters {
 }
 
 /// A snapshot of [`Counters`].
-struct Counts {
-    batches: u64,
-    entries: u64,
-    fsyncs: u64,
+pub(super) struct Counts {
+    pub(super) batches: u64,
+    pub(super) entries: u64,
+    pub(super) fsyncs: u64,
 }
 
 /// The running leader, followers and storage thread.
-struct Floor {
-    addr: std::net::SocketAddr,
+pub(super) struct Floor {
+    pub(super) addr: std::net::SocketAddr,
     counters: Arc<Counters>,
     leader_rt: tokio::runtime::Runtime,
     threads: Vec<JoinHandle<io::Result<()>>>,
@@ -256,7 +54,7 @@ struct Floor {
 
 impl Floor {
     /// Pre-writes the three logs, starts the followers and the leader, and connects them.
-    fn start(dir: &Path, args: &FloorArgs) -> Result<Floor, Box<dyn Error>> {
+    pub(super) fn start(dir: &Path, args: &FloorArgs) -> Result<Floor, Box<dyn Error>> {
         let counters = Arc::new(Counters::default());
         let mut threads = Vec::new();
         let leader_rt = runtime(args.leader_threads)?;
@@ -309,7 +107,7 @@ impl Floor {
         })
     }
 
-    fn counts(&self) -> Counts {
+    pub(super) fn counts(&self) -> Counts {
         Counts {
             batches: self.counters.batches.load(Ordering::Relaxed),
             entries: self.counters.entries.load(Ordering::Relaxed),
@@ -319,7 +117,7 @@ impl Floor {
 
     /// Stops the leader, which closes the followers' connections and the storage queue,
     /// and waits for their threads.
-    fn stop(self) -> Result<(), Box<dyn Error>> {
+    pub(super) fn stop(self) -> Result<(), Box<dyn Error>> {
         drop(self.leader_rt);
         for t in self.threads {
             t.join()
@@ -373,23 +171,37 @@ impl Log {
     }
 }
 
-/// A follower: for each frame, write and sync its body, then acknowledge its number.
+/// A follower: for each frame, write and sync its body, then acknowledge its number. It
+/// ends without error when the leader hangs up, even in the middle of an exchange (the
+/// leader stops as soon as two copies hold the last batch).
 fn follower(listener: std::net::TcpListener, mut log: Log) -> io::Result<()> {
     let (mut stream, _) = listener.accept()?;
     stream.set_nodelay(true)?;
     let mut head = [0u8; HEAD];
     let mut body = Vec::new();
-    loop {
-        match stream.read_exact(&mut head) {
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            r => r?,
-        }
+    let hung_up = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::ConnectionReset
+        )
+    };
+    let mut exchange = |stream: &mut std::net::TcpStream| -> io::Result<()> {
+        stream.read_exact(&mut head)?;
         let (seq, len) = parse_head(&head);
         body.resize(len, 0);
         stream.read_exact(&mut body)?;
         log.append(len)?;
         log.sync()?;
-        stream.write_all(&seq.to_le_bytes())?;
+        stream.write_all(&seq.to_le_bytes())
+    };
+    loop {
+        match exchange(&mut stream) {
+            Ok(()) => {}
+            Err(e) if hung_up(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        }
     }
 }
 

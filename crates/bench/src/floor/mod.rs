@@ -1,0 +1,217 @@
+//! The `floor` scenario: the least work a replicated, durable put can be on this machine.
+//!
+//! `loopback` bounds one client exchange, but a `cluster` put also goes to two followers
+//! and is synced on disk. This scenario does what no three-node replicated log can skip,
+//! and nothing else: no HTTP parsing, no Raft, no encoding, no apply.
+//!
+//! - A leader on one tokio worker thread (as `cluster` runs each raftkv node) answers N
+//!   client connections (the `loopback` client: one request of a put's size in flight on
+//!   each).
+//! - It gathers every request that has arrived into one batch of fixed-size entries and
+//!   writes the batch in one frame to each of two followers, and to its own storage thread.
+//! - Each follower (a thread with blocking sockets, the leanest form) writes the frame into
+//!   a pre-written file and calls `fdatasync`, then acknowledges it in 8 bytes.
+//! - The storage thread group-commits the leader's copy the same way.
+//! - A batch commits when two of the three copies are synced: the fastest majority,
+//!   whichever copies those are. Then the leader answers the batch's clients.
+//!
+//! Every choice is the cheapest one a correct implementation could make here:
+//!
+//! - overwriting a synced file, so no sync also commits a block allocation;
+//! - one write and one sync per batch per node;
+//! - one frame per batch per follower, acknowledged in 8 bytes;
+//! - commit on the fastest two copies.
+//!
+//! What it reaches bounds `cluster`'s put rows from above, for any code using threads,
+//! sockets and `fdatasync` on this machine.
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::loopback::{self, MEASURE, STOP, WARMUP};
+use crate::machine;
+use crate::raftkv_bin::runtime;
+use crate::report::{self, Align, Table};
+use crate::storage::temp_dir;
+
+mod nodes;
+
+use nodes::Floor;
+
+/// Options of `raftlock-bench floor`.
+#[derive(Debug, Clone, Args)]
+pub struct FloorArgs {
+    /// Concurrent clients of each row, one request in flight on each.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,64"
+    )]
+    pub clients: Vec<usize>,
+    /// Measured seconds per row.
+    #[arg(long, value_name = "S", default_value_t = 4.0)]
+    pub seconds: f64,
+    /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
+    #[arg(long, value_name = "BYTES", default_value_t = 369)]
+    pub request_bytes: usize,
+    /// Bytes of each answer (default: raftkv's answer to a put, head included).
+    #[arg(long, value_name = "BYTES", default_value_t = 124)]
+    pub response_bytes: usize,
+    /// Bytes each put adds to every copy of the log (default: a raftkv put command with
+    /// its entry header).
+    #[arg(long, value_name = "BYTES", default_value_t = 300)]
+    pub entry_bytes: usize,
+    /// Batches in flight at once. 1: the next batch leaves when the previous one commits,
+    /// which makes batches as large as they can be (raftkv's leader holds entries back the
+    /// same way while a request to a follower is in flight).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub window: usize,
+    /// With `--window` above 1: requests that must be waiting before a batch leaves while
+    /// another is in flight (the first batch in flight takes whatever there is).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub min_batch: usize,
+    /// Whether the leader syncs its own copy. `false`: it writes its copy without
+    /// `fdatasync`, and a batch commits once both followers have synced it. That is the
+    /// best a leader that syncs lazily (Raft thesis §10.2.1) could ever do: it may count
+    /// itself only once its copy is durable.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_sync: bool,
+    /// Worker threads of the leader's tokio runtime (1, as `cluster` runs each node).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub leader_threads: usize,
+    /// Directory for the three log files (a temporary directory is made inside it).
+    /// Default: inside ./target if it exists, else $TMPDIR.
+    #[arg(long, value_name = "PATH")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Runs the scenario and prints the report.
+pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
+    let sizes_ok = (1..=1 << 20).contains(&args.request_bytes)
+        && (1..=1 << 20).contains(&args.response_bytes)
+        && (1..=1 << 16).contains(&args.entry_bytes);
+    let clients_ok =
+        !args.clients.is_empty() && args.clients.iter().all(|&c| (1..=10_000).contains(&c));
+    let ok = clients_ok
+        && sizes_ok
+        && args.seconds > 0.0
+        && args.seconds < 1e6
+        && (1..=1024).contains(&args.window)
+        && (1..=100_000).contains(&args.min_batch)
+        && (1..=64).contains(&args.leader_threads);
+    if !ok {
+        return Err(
+            "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \
+                    --response-bytes 1..1 MiB, --entry-bytes 1..64 KiB, --window 1..1024, \
+                    --min-batch 1..100,000, --leader-threads 1..64"
+                .into(),
+        );
+    }
+    machine::print_header();
+    let dir = temp_dir(args.dir.as_deref())?;
+    machine::print_directory(dir.path());
+    println!(
+        "floor: a leader on {} tokio worker thread(s), N clients with one {}-byte request in \
+         flight each ({} bytes back); each batch of what has arrived goes as {} bytes per \
+         entry to two follower threads (blocking sockets) and the leader's storage thread, \
+         each of which overwrites a synced file and fdatasyncs it; a batch commits on the \
+         first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one once {} wait); clients on 2 worker threads; \
+         0.5 s warm-up + {:.1} s per row",
+        args.leader_threads,
+        args.request_bytes,
+        args.response_bytes,
+        args.entry_bytes,
+        args.leader_sync,
+        args.window,
+        args.min_batch,
+        args.seconds
+    );
+    let cluster = Floor::start(dir.path(), args)?;
+    let client_rt = runtime(2)?;
+    let mut table = Table::new(&[
+        ("clients", Align::Right),
+        ("puts/s", Align::Right),
+        ("p50", Align::Right),
+        ("p99", Align::Right),
+        ("p99.9", Align::Right),
+        ("CPU/put", Align::Right),
+        ("cores", Align::Right),
+        ("entries/batch", Align::Right),
+        ("fsyncs/s per node", Align::Right),
+    ]);
+    let mut verdicts = Vec::new();
+    for &clients in &args.clients {
+        let phase = Arc::new(AtomicU8::new(WARMUP));
+        let (req, resp) = (args.request_bytes, args.response_bytes);
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| client_rt.spawn(loopback::client(cluster.addr, req, resp, phase.clone())))
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let counts0 = cluster.counts();
+        let cpu0 = machine::process_cpu_time();
+        let start = Instant::now();
+        phase.store(MEASURE, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs_f64(args.seconds));
+        phase.store(STOP, Ordering::SeqCst);
+        let elapsed = start.elapsed();
+        let cpu1 = machine::process_cpu_time();
+        let counts1 = cluster.counts();
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(client_rt.block_on(t)??);
+        }
+        let p50 = report::Percentiles::of(&mut latencies.clone()).map(|p| p.p50);
+        let rate = latencies.len() as f64 / elapsed.as_secs_f64();
+        let mut cells = loopback::cells(clients.to_string(), latencies, elapsed, cpu0, cpu1);
+        let (batches, entries, fsyncs) = (
+            counts1.batches.saturating_sub(counts0.batches),
+            counts1.entries.saturating_sub(counts0.entries),
+            counts1.fsyncs.saturating_sub(counts0.fsyncs),
+        );
+        cells.push(if batches > 0 {
+            report::decimal(entries as f64 / batches as f64)
+        } else {
+            "-".into()
+        });
+        // Per node that syncs: the followers, and the leader unless --leader-sync false.
+        let syncing = if args.leader_sync { 3.0 } else { 2.0 };
+        cells.push(report::count(
+            fsyncs as f64 / syncing / elapsed.as_secs_f64(),
+        ));
+        println!("done: {}", cells.join(" | "));
+        table.row(cells);
+        verdicts.push(verdict(clients, rate, p50));
+    }
+    drop(client_rt);
+    cluster.stop()?;
+    println!("\n{table}");
+    println!(
+        "\nCPU/put and cores: this whole process (clients, leader, followers, storage), \
+         without the kernel's block-device workers."
+    );
+    for v in verdicts {
+        println!("{v}");
+    }
+    Ok(())
+}
+
+/// How a row compares with issue 9's `cluster` put targets.
+fn verdict(clients: usize, rate: f64, p50: Option<Duration>) -> String {
+    match (clients, p50) {
+        (1, Some(p50)) => format!(
+            "floor, 1 client: p50 {} against the cluster target of p50 < 300 µs",
+            report::duration(p50)
+        ),
+        (64, _) => format!(
+            "floor, 64 clients: {} puts/s against the cluster target of 60,000",
+            report::count(rate)
+        ),
+        _ => format!("floor, {clients} clients: {} puts/s", report::count(rate)),
+    }
+}
