@@ -43,7 +43,7 @@ use crate::storage::temp_dir;
 
 mod nodes;
 
-use nodes::Floor;
+use nodes::{Floor, LOG_BYTES};
 
 /// Options of `raftlock-bench floor`.
 #[derive(Debug, Clone, Args)]
@@ -107,6 +107,16 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         && (1..=1024).contains(&args.window)
         && (1..=100_000).contains(&args.min_batch)
         && (1..=64).contains(&args.leader_threads);
+    // A batch holds at most one entry per client, and must fit in the log it overwrites.
+    let largest_batch = args.clients.iter().max().copied().unwrap_or(0) * args.entry_bytes;
+    if ok && largest_batch as u64 > LOG_BYTES / 2 {
+        return Err(format!(
+            "floor: --clients x --entry-bytes must stay within {} MiB, the half of each \
+             node's log a batch may take",
+            (LOG_BYTES / 2) >> 20
+        )
+        .into());
+    }
     if !ok {
         return Err(
             "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \

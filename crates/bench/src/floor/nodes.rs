@@ -21,12 +21,12 @@ use crate::raftkv_bin::runtime;
 
 /// Size of each node's log file, written and synced before the run and then overwritten
 /// in a cycle.
-const LOG_BYTES: u64 = 16 << 20;
+pub(super) const LOG_BYTES: u64 = 16 << 20;
 
 /// Length of a frame's head: the batch number and the body's length.
 const HEAD: usize = 12;
 
-/// The follower a frame goes to, as numbered in the commit rule (0 is the leader).
+/// The followers' numbers in the commit rule (0 is the leader).
 const FOLLOWERS: [usize; 2] = [1, 2];
 
 /// Counters of the whole run, read before and after each row.
