@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::Args;
 
+use crate::floor::{self, FloorRow};
 use crate::machine;
 use crate::raftkv_bin::{self, KvCluster, Rng};
 use crate::report::{self, Align, Percentiles, Table};
+use crate::storage::temp_dir;
 use crate::{http1, http2};
 
 /// Options of `raftlock-bench cluster`.
@@ -62,6 +64,12 @@ pub struct ClusterArgs {
     /// and this load generator share the machine, so one each by default.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub node_worker_threads: usize,
+    /// Also measure `floor` (the unavoidable work of a replicated, durable put, with
+    /// nothing else) at the same client counts, between the lease rows and the ReadIndex
+    /// rows, and compare the puts with it: this VM's speed drifts over minutes, so only a
+    /// floor measured in the same run is a fair yardstick.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub floor: bool,
     /// Directory for the nodes' data (a temporary directory is made inside it).
     /// Default: inside ./target if it exists, else $TMPDIR.
     #[arg(long, value_name = "PATH")]
@@ -164,7 +172,23 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
         for &c in &args.clients {
             table.row(row(args, &kv, &leader, Op::Get, c, "get (lease)").await?.0);
         }
-        drop(kv);
+        Ok::<(), Box<dyn Error>>(())
+    })?;
+    let floor_args = floor::matching_cluster(&args.clients, args.seconds, args.value_size);
+    let floor = match (args.floor, floor_args.validate()) {
+        (false, _) => None,
+        (true, Err(why)) => {
+            println!("no floor for these settings: {why}");
+            None
+        }
+        (true, Ok(())) => {
+            let dir = temp_dir(args.dir.as_deref())?;
+            Some(floor::measure(&floor_args, dir.path(), |r| {
+                println!("done: floor | {}", r.cells.join(" | "));
+            })?)
+        }
+    };
+    rt.block_on(async {
         let kv = KvCluster::start(&binary, args.dir.as_deref(), &node_args("false"))?;
         let leader = kv.url(kv.leader().await?);
         preload(args, &leader).await?;
@@ -178,8 +202,52 @@ pub fn run(args: &ClusterArgs) -> Result<(), Box<dyn Error>> {
         Ok::<(), Box<dyn Error>>(())
     })?;
     println!("\n{table}");
+    if let Some(floor) = &floor {
+        print_against_floor(&puts, floor);
+    }
     print_reference(&puts);
     Ok(())
+}
+
+/// The put rows next to the floor measured in the same run.
+fn print_against_floor(puts: &[(usize, f64, Option<Percentiles>)], floor: &[FloorRow]) {
+    let mut table = Table::new(&[
+        ("clients", Align::Right),
+        ("raftkv puts/s", Align::Right),
+        ("floor puts/s", Align::Right),
+        ("raftkv / floor", Align::Right),
+        ("raftkv p50", Align::Right),
+        ("floor p50", Align::Right),
+        ("p50 above the floor", Align::Right),
+    ]);
+    for (clients, rate, p) in puts {
+        let Some(f) = floor.iter().find(|f| f.clients == *clients) else {
+            continue;
+        };
+        let p50 = p.map(|p| p.p50);
+        let dur = |d: Option<Duration>| d.map_or("-".into(), report::duration);
+        table.row(vec![
+            clients.to_string(),
+            report::count(*rate),
+            report::count(f.rate),
+            if f.rate > 0.0 {
+                format!("{:.2}×", rate / f.rate)
+            } else {
+                "-".into()
+            },
+            dur(p50),
+            dur(f.p50),
+            match (p50, f.p50) {
+                (Some(a), Some(b)) if a >= b => report::duration(a - b),
+                (Some(a), Some(b)) => format!("-{}", report::duration(b - a)),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    println!(
+        "\nAgainst this machine's floor, measured in this run (`raftlock-bench floor`: the \
+         client exchange, two followers and three fdatasyncs, nothing else):\n\n{table}"
+    );
 }
 
 /// Writes every key once so that reads find values.

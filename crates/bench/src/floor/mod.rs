@@ -93,38 +93,45 @@ pub struct FloorArgs {
     pub dir: Option<PathBuf>,
 }
 
+impl FloorArgs {
+    /// Checks the settings; the message names the flags.
+    pub fn validate(&self) -> Result<(), String> {
+        let sizes_ok = (1..=1 << 20).contains(&self.request_bytes)
+            && (1..=1 << 20).contains(&self.response_bytes)
+            && (1..=1 << 16).contains(&self.entry_bytes);
+        let clients_ok =
+            !self.clients.is_empty() && self.clients.iter().all(|&c| (1..=10_000).contains(&c));
+        let ok = clients_ok
+            && sizes_ok
+            && self.seconds > 0.0
+            && self.seconds < 1e6
+            && (1..=1024).contains(&self.window)
+            && (1..=100_000).contains(&self.min_batch)
+            && (1..=64).contains(&self.leader_threads);
+        if !ok {
+            return Err(
+                "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \
+                        --response-bytes 1..1 MiB, --entry-bytes 1..64 KiB, --window 1..1024, \
+                        --min-batch 1..100,000, --leader-threads 1..64"
+                    .into(),
+            );
+        }
+        // A batch holds at most one entry per client, and must fit in the log it overwrites.
+        let largest_batch = self.clients.iter().max().copied().unwrap_or(0) * self.entry_bytes;
+        if largest_batch as u64 > LOG_BYTES / 2 {
+            return Err(format!(
+                "floor: --clients x --entry-bytes must stay within {} MiB, the half of each \
+                 node's log a batch may take",
+                (LOG_BYTES / 2) >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs the scenario and prints the report.
 pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
-    let sizes_ok = (1..=1 << 20).contains(&args.request_bytes)
-        && (1..=1 << 20).contains(&args.response_bytes)
-        && (1..=1 << 16).contains(&args.entry_bytes);
-    let clients_ok =
-        !args.clients.is_empty() && args.clients.iter().all(|&c| (1..=10_000).contains(&c));
-    let ok = clients_ok
-        && sizes_ok
-        && args.seconds > 0.0
-        && args.seconds < 1e6
-        && (1..=1024).contains(&args.window)
-        && (1..=100_000).contains(&args.min_batch)
-        && (1..=64).contains(&args.leader_threads);
-    // A batch holds at most one entry per client, and must fit in the log it overwrites.
-    let largest_batch = args.clients.iter().max().copied().unwrap_or(0) * args.entry_bytes;
-    if ok && largest_batch as u64 > LOG_BYTES / 2 {
-        return Err(format!(
-            "floor: --clients x --entry-bytes must stay within {} MiB, the half of each \
-             node's log a batch may take",
-            (LOG_BYTES / 2) >> 20
-        )
-        .into());
-    }
-    if !ok {
-        return Err(
-            "floor: --clients 1..10,000 each, --seconds > 0, --request-bytes and \
-                    --response-bytes 1..1 MiB, --entry-bytes 1..64 KiB, --window 1..1024, \
-                    --min-batch 1..100,000, --leader-threads 1..64"
-                .into(),
-        );
-    }
+    args.validate()?;
     machine::print_header();
     let dir = temp_dir(args.dir.as_deref())?;
     machine::print_directory(dir.path());
@@ -133,8 +140,8 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
          flight each ({} bytes back); each batch of what has arrived goes as {} bytes per \
          entry to two follower threads (blocking sockets) and the leader's storage thread, \
          each of which overwrites a synced file and fdatasyncs it; a batch commits on the \
-         first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one once {} wait); clients on 2 worker threads; \
-         0.5 s warm-up + {:.1} s per row",
+         first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one \
+         once {} wait); clients on 2 worker threads; 0.5 s warm-up + {:.1} s per row",
         args.leader_threads,
         args.request_bytes,
         args.response_bytes,
@@ -144,8 +151,9 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         args.min_batch,
         args.seconds
     );
-    let cluster = Floor::start(dir.path(), args)?;
-    let client_rt = runtime(2)?;
+    let rows = measure(args, dir.path(), |row| {
+        println!("done: {}", row.cells.join(" | "));
+    })?;
     let mut table = Table::new(&[
         ("clients", Align::Right),
         ("puts/s", Align::Right),
@@ -157,7 +165,67 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         ("entries/batch", Align::Right),
         ("fsyncs/s per node", Align::Right),
     ]);
-    let mut verdicts = Vec::new();
+    for row in &rows {
+        table.row(row.cells.clone());
+    }
+    println!("\n{table}");
+    println!(
+        "\nCPU/put and cores: this whole process (clients, leader, followers, storage), \
+         without the kernel's block-device workers."
+    );
+    for row in &rows {
+        println!("{}", verdict(row.clients, row.rate, row.p50));
+    }
+    Ok(())
+}
+
+/// One measured row of the floor.
+pub struct FloorRow {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Puts per second.
+    pub rate: f64,
+    /// Median latency, if any put completed.
+    pub p50: Option<Duration>,
+    /// The row as printed: clients, rate, p50, p99, p99.9, CPU/put, cores, entries per
+    /// batch, fsyncs/s per node.
+    pub cells: Vec<String>,
+}
+
+/// Settings of the floor that matches a `cluster` run with `value_size`-byte values and
+/// 8-byte keys: the same bytes on the wire and in each log entry.
+pub fn matching_cluster(clients: &[usize], seconds: f64, value_size: usize) -> FloorArgs {
+    FloorArgs {
+        clients: clients.to_vec(),
+        seconds,
+        request_bytes: PUT_REQUEST_HEAD_BYTES + value_size,
+        response_bytes: 124,
+        entry_bytes: PUT_ENTRY_HEAD_BYTES + value_size,
+        window: 1,
+        min_batch: 1,
+        leader_sync: true,
+        leader_threads: 1,
+        dir: None,
+    }
+}
+
+/// The bytes of a `cluster` put request besides its value (request line and headers).
+const PUT_REQUEST_HEAD_BYTES: usize = 113;
+
+/// The bytes of a raftkv put's log entry besides its value (command JSON and entry head).
+const PUT_ENTRY_HEAD_BYTES: usize = 44;
+
+/// Starts the floor's nodes in `dir`, measures a row per client count (calling `done`
+/// after each), and stops them.
+pub fn measure(
+    args: &FloorArgs,
+    dir: &std::path::Path,
+    mut done: impl FnMut(&FloorRow),
+) -> Result<Vec<FloorRow>, Box<dyn Error>> {
+    args.validate()?;
+    let cluster = Floor::start(dir, args)?;
+    let client_rt = runtime(2)?;
+    let mut rows = Vec::new();
     for &clients in &args.clients {
         let phase = Arc::new(AtomicU8::new(WARMUP));
         let (req, resp) = (args.request_bytes, args.response_bytes);
@@ -178,7 +246,7 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         for t in tasks {
             latencies.extend(client_rt.block_on(t)??);
         }
-        let p50 = report::Percentiles::of(&mut latencies.clone()).map(|p| p.p50);
+        let p50 = report::Percentiles::of(&mut latencies).map(|p| p.p50);
         let rate = latencies.len() as f64 / elapsed.as_secs_f64();
         let mut cells = loopback::cells(clients.to_string(), latencies, elapsed, cpu0, cpu1);
         let (batches, entries, fsyncs) = (
@@ -196,21 +264,18 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
         cells.push(report::count(
             fsyncs as f64 / syncing / elapsed.as_secs_f64(),
         ));
-        println!("done: {}", cells.join(" | "));
-        table.row(cells);
-        verdicts.push(verdict(clients, rate, p50));
+        let row = FloorRow {
+            clients,
+            rate,
+            p50,
+            cells,
+        };
+        done(&row);
+        rows.push(row);
     }
     drop(client_rt);
     cluster.stop()?;
-    println!("\n{table}");
-    println!(
-        "\nCPU/put and cores: this whole process (clients, leader, followers, storage), \
-         without the kernel's block-device workers."
-    );
-    for v in verdicts {
-        println!("{v}");
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// How a row compares with issue 9's `cluster` put targets.
