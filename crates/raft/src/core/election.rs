@@ -355,6 +355,7 @@ impl RaftCore {
         self.timers.election_elapsed = 0;
         self.timers.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;
+        self.reads_on_taking_office();
         // Winning the election is contact with a majority.
         self.reads.quorum_deadline = self
             .clock

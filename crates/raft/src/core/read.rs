@@ -4,7 +4,9 @@
 //! ReadIndex: the leader serves a read only once it has committed an entry of its term
 //! (its no-op); it records its commit index, confirms it is still leader with one
 //! heartbeat round acknowledged by a majority, and the read may be served once the state
-//! machine has applied that index. Reads that arrive between two `Ready`s share one round.
+//! machine has applied that index. Reads that arrive between two `Ready`s share one round,
+//! and so do those that arrive while a round is in flight: they go out together in the
+//! next round once its answer is in (or with the next heartbeat).
 //!
 //! Lease: a heartbeat round sent at monotonic clock time `t` and acknowledged by a majority
 //! lets the leader answer reads without a round until `t + lease_ticks × tick`, where
@@ -94,6 +96,9 @@ pub(crate) struct Reads {
     pending: VecDeque<PendingRead>,
     /// Leader: the last heartbeat round sent, and when (clock) each recent one was sent.
     pub(crate) seq: u64,
+    /// Leader: the last round a majority acknowledged in this term (or, before any, the
+    /// last round sent when it took office). A later one is in flight.
+    confirmed: u64,
     sent_at: VecDeque<(u64, Option<Duration>)>,
     /// Leader: a round must be sent for reads that arrived since the last `Ready`.
     need_round: bool,
@@ -211,16 +216,29 @@ impl RaftCore {
         }
     }
 
+    /// Whether reads wait for a round that `ready()` should start now. Reads that arrive
+    /// while a round is in flight wait for its answer and then share the next round, as
+    /// entries wait for an AppendEntries in flight: under load, one round confirms many
+    /// reads instead of one round per `Ready` costing every node a message and a wake-up.
+    /// Their index was taken when they arrived and the round they join starts later, so
+    /// they stay linearizable. A round whose answers are lost does not hold them up for
+    /// long: every heartbeat starts a round that takes them along.
     pub(super) fn reads_need_round(&self) -> bool {
-        self.reads.need_round && self.state.role == Role::Leader
+        self.reads.need_round
+            && self.state.role == Role::Leader
+            && self.reads.seq <= self.reads.confirmed
     }
 
-    /// Called from `ready()`: starts one heartbeat round for every read that needs one.
+    /// Called from `ready()`: starts one heartbeat round for the reads that need one.
     pub(super) fn flush_read_round(&mut self) {
-        if self.reads.need_round && self.state.role == Role::Leader {
-            self.reads.need_round = false;
+        if self.reads_need_round() {
             self.broadcast_heartbeat();
         }
+    }
+
+    /// The node became leader: no read round of its own is in flight yet.
+    pub(super) fn reads_on_taking_office(&mut self) {
+        self.reads.confirmed = self.reads.seq;
     }
 
     /// A new heartbeat round is being sent; returns its number. Reads with an index and no
@@ -237,6 +255,8 @@ impl RaftCore {
                 r.seq = seq;
             }
         }
+        // Every read with an index now has a round.
+        self.reads.need_round = false;
         seq
     }
 
@@ -256,6 +276,7 @@ impl RaftCore {
         if confirmed == 0 {
             return;
         }
+        self.reads.confirmed = self.reads.confirmed.max(confirmed);
         let sent = self
             .reads
             .sent_at

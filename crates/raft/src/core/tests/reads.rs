@@ -103,6 +103,67 @@ fn concurrent_reads_share_one_round() {
 }
 
 #[test]
+fn reads_arriving_while_a_round_is_in_flight_share_the_next_one() {
+    let mut c = Cluster::with(3, 4, no_lease, |_| InitialState::default());
+    c.elect(1);
+    c.deliver_all();
+    c.queue.clear();
+    c.read(1, 1);
+    let first = c.take(|m| m.kind() == "Heartbeat");
+    assert_eq!(first.len(), 2, "the first read starts a round");
+    for ctx in 2..6 {
+        c.read(1, ctx);
+    }
+    assert!(
+        c.take(|m| m.kind() == "Heartbeat").is_empty(),
+        "no second round while the first is in flight"
+    );
+    for m in first {
+        c.deliver(m);
+    }
+    let answers = c.take(|m| m.kind() == "HeartbeatResponse");
+    for m in answers {
+        c.deliver(m);
+    }
+    assert_eq!(
+        reads(&c, 1).iter().map(|r| r.ctx).collect::<Vec<_>>(),
+        vec![1],
+        "the first round confirms only the read that was in it"
+    );
+    let second = c.take(|m| m.kind() == "Heartbeat");
+    assert_eq!(
+        second.len(),
+        2,
+        "its answer starts one round for the four that waited"
+    );
+    for m in second {
+        c.deliver(m);
+    }
+    c.deliver_all();
+    let mut served: Vec<u64> = reads(&c, 1).iter().map(|r| r.ctx).collect();
+    served.sort_unstable();
+    assert_eq!(served, vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn reads_behind_a_round_whose_answers_are_lost_go_with_the_next_heartbeat() {
+    let mut c = Cluster::with(3, 5, no_lease, |_| InitialState::default());
+    c.elect(1);
+    c.deliver_all();
+    c.queue.clear();
+    c.read(1, 1);
+    let lost = c.take(|m| m.kind() == "Heartbeat");
+    assert_eq!(lost.len(), 2);
+    c.read(1, 2);
+    assert!(c.take(|m| m.kind() == "Heartbeat").is_empty());
+    // The first round never arrives; the next heartbeat carries both reads.
+    c.heartbeat_round(1);
+    let mut served: Vec<u64> = reads(&c, 1).iter().map(|r| r.ctx).collect();
+    served.sort_unstable();
+    assert_eq!(served, vec![1, 2]);
+}
+
+#[test]
 fn lease_serves_reads_without_a_round_and_expires() {
     let mut c = Cluster::new(3, 4);
     c.elect(1);
