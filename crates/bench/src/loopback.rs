@@ -22,9 +22,10 @@ use crate::machine;
 use crate::raftkv_bin::runtime;
 use crate::report::{self, Align, Percentiles, Table};
 
-/// Options of `raftlock-bench loopback`.
+/// The client side that `loopback` and `floor` share: N connections, each with one
+/// request of a `cluster` put's size in flight.
 #[derive(Debug, Clone, Args)]
-pub struct LoopbackArgs {
+pub struct ExchangeArgs {
     /// Concurrent connections of each row, one request in flight on each.
     #[arg(
         long,
@@ -33,15 +34,33 @@ pub struct LoopbackArgs {
         default_value = "1,64"
     )]
     pub clients: Vec<usize>,
-    /// Measured seconds per row.
-    #[arg(long, value_name = "S", default_value_t = 3.0)]
-    pub seconds: f64,
     /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
     #[arg(long, value_name = "BYTES", default_value_t = 369)]
     pub request_bytes: usize,
     /// Bytes of each answer (default: raftkv's answer to a put, head included).
     #[arg(long, value_name = "BYTES", default_value_t = 124)]
     pub response_bytes: usize,
+}
+
+impl ExchangeArgs {
+    /// Whether the client counts and sizes are in range (1..10,000 clients, 1 B..1 MiB).
+    pub fn is_valid(&self) -> bool {
+        !self.clients.is_empty()
+            && self.clients.iter().all(|&c| (1..=10_000).contains(&c))
+            && (1..=1 << 20).contains(&self.request_bytes)
+            && (1..=1 << 20).contains(&self.response_bytes)
+    }
+}
+
+/// Options of `raftlock-bench loopback`.
+#[derive(Debug, Clone, Args)]
+pub struct LoopbackArgs {
+    /// Connections and sizes.
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
+    /// Measured seconds per row.
+    #[arg(long, value_name = "S", default_value_t = 3.0)]
+    pub seconds: f64,
 }
 
 /// Phases of a row, shared with the client tasks (also by `floor`).
@@ -51,12 +70,7 @@ pub(crate) const STOP: u8 = 2;
 
 /// Runs the scenario and prints the report.
 pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
-    if args.clients.is_empty()
-        || args.clients.iter().any(|&c| c == 0 || c > 10_000)
-        || !(args.seconds > 0.0 && args.seconds < 1e6)
-        || !(1..=1 << 20).contains(&args.request_bytes)
-        || !(1..=1 << 20).contains(&args.response_bytes)
-    {
+    if !(args.exchange.is_valid() && args.seconds > 0.0 && args.seconds < 1e6) {
         return Err("loopback: --clients 1..10,000 each, --seconds > 0, \
                     --request-bytes and --response-bytes 1..1 MiB"
             .into());
@@ -67,13 +81,13 @@ pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
          answered with {} bytes by a server that does nothing else; server and clients on \
          two tokio runtimes of 2 worker threads each (like a raftkv node and the cluster \
          load generator); 0.5 s warm-up + {:.1} s per row",
-        args.request_bytes, args.response_bytes, args.seconds
+        args.exchange.request_bytes, args.exchange.response_bytes, args.seconds
     );
     let server_rt = runtime(2)?;
     let client_rt = runtime(2)?;
     let listener = server_rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
     let addr = listener.local_addr()?;
-    let (req_len, resp_len) = (args.request_bytes, args.response_bytes);
+    let (req_len, resp_len) = (args.exchange.request_bytes, args.exchange.response_bytes);
     server_rt.spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(serve(stream, req_len, resp_len));
@@ -88,7 +102,7 @@ pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
         ("CPU/round trip", Align::Right),
         ("cores", Align::Right),
     ]);
-    for &clients in &args.clients {
+    for &clients in &args.exchange.clients {
         let phase = Arc::new(AtomicU8::new(WARMUP));
         let tasks: Vec<_> = (0..clients)
             .map(|_| client_rt.spawn(client(addr, req_len, resp_len, phase.clone())))
@@ -124,7 +138,7 @@ fn blocking_row(args: &LoopbackArgs) -> Result<Vec<String>, Box<dyn Error>> {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let (req_len, resp_len) = (args.request_bytes, args.response_bytes);
+    let (req_len, resp_len) = (args.exchange.request_bytes, args.exchange.response_bytes);
     let server = std::thread::spawn(move || -> std::io::Result<()> {
         let (mut stream, _) = listener.accept()?;
         stream.set_nodelay(true)?;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::loopback::{self, MEASURE, STOP, WARMUP};
+use crate::loopback::{self, ExchangeArgs, MEASURE, STOP, WARMUP};
 use crate::machine;
 use crate::raftkv_bin::runtime;
 use crate::report::{self, Align, Table};
@@ -48,23 +48,12 @@ use nodes::{Floor, LOG_BYTES};
 /// Options of `raftlock-bench floor`.
 #[derive(Debug, Clone, Args)]
 pub struct FloorArgs {
-    /// Concurrent clients of each row, one request in flight on each.
-    #[arg(
-        long,
-        value_name = "LIST",
-        value_delimiter = ',',
-        default_value = "1,64"
-    )]
-    pub clients: Vec<usize>,
+    /// Clients and sizes, as in `loopback`.
+    #[command(flatten)]
+    pub exchange: ExchangeArgs,
     /// Measured seconds per row.
     #[arg(long, value_name = "S", default_value_t = 4.0)]
     pub seconds: f64,
-    /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 369)]
-    pub request_bytes: usize,
-    /// Bytes of each answer (default: raftkv's answer to a put, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 124)]
-    pub response_bytes: usize,
     /// Bytes each put adds to every copy of the log (default: a raftkv put command with
     /// its entry header).
     #[arg(long, value_name = "BYTES", default_value_t = 300)]
@@ -96,13 +85,8 @@ pub struct FloorArgs {
 impl FloorArgs {
     /// Checks the settings; the message names the flags.
     pub fn validate(&self) -> Result<(), String> {
-        let sizes_ok = (1..=1 << 20).contains(&self.request_bytes)
-            && (1..=1 << 20).contains(&self.response_bytes)
-            && (1..=1 << 16).contains(&self.entry_bytes);
-        let clients_ok =
-            !self.clients.is_empty() && self.clients.iter().all(|&c| (1..=10_000).contains(&c));
-        let ok = clients_ok
-            && sizes_ok
+        let ok = self.exchange.is_valid()
+            && (1..=1 << 16).contains(&self.entry_bytes)
             && self.seconds > 0.0
             && self.seconds < 1e6
             && (1..=1024).contains(&self.window)
@@ -117,7 +101,8 @@ impl FloorArgs {
             );
         }
         // A batch holds at most one entry per client, and must fit in the log it overwrites.
-        let largest_batch = self.clients.iter().max().copied().unwrap_or(0) * self.entry_bytes;
+        let largest_batch =
+            self.exchange.clients.iter().max().copied().unwrap_or(0) * self.entry_bytes;
         if largest_batch as u64 > LOG_BYTES / 2 {
             return Err(format!(
                 "floor: --clients x --entry-bytes must stay within {} MiB, the half of each \
@@ -143,8 +128,8 @@ pub fn run(args: &FloorArgs) -> Result<(), Box<dyn Error>> {
          first two copies synced (leader syncs: {}); {} batch(es) in flight (a further one \
          once {} wait); clients on 2 worker threads; 0.5 s warm-up + {:.1} s per row",
         args.leader_threads,
-        args.request_bytes,
-        args.response_bytes,
+        args.exchange.request_bytes,
+        args.exchange.response_bytes,
         args.entry_bytes,
         args.leader_sync,
         args.window,
@@ -196,10 +181,12 @@ pub struct FloorRow {
 /// 8-byte keys: the same bytes on the wire and in each log entry.
 pub fn matching_cluster(clients: &[usize], seconds: f64, value_size: usize) -> FloorArgs {
     FloorArgs {
-        clients: clients.to_vec(),
+        exchange: ExchangeArgs {
+            clients: clients.to_vec(),
+            request_bytes: PUT_REQUEST_HEAD_BYTES + value_size,
+            response_bytes: 124,
+        },
         seconds,
-        request_bytes: PUT_REQUEST_HEAD_BYTES + value_size,
-        response_bytes: 124,
         entry_bytes: PUT_ENTRY_HEAD_BYTES + value_size,
         window: 1,
         min_batch: 1,
@@ -226,9 +213,9 @@ pub fn measure(
     let cluster = Floor::start(dir, args)?;
     let client_rt = runtime(2)?;
     let mut rows = Vec::new();
-    for &clients in &args.clients {
+    for &clients in &args.exchange.clients {
         let phase = Arc::new(AtomicU8::new(WARMUP));
-        let (req, resp) = (args.request_bytes, args.response_bytes);
+        let (req, resp) = (args.exchange.request_bytes, args.exchange.response_bytes);
         let tasks: Vec<_> = (0..clients)
             .map(|_| client_rt.spawn(loopback::client(cluster.addr, req, resp, phase.clone())))
             .collect();

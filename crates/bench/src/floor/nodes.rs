@@ -93,7 +93,7 @@ impl Floor {
         ));
         let listener = leader_rt.block_on(TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
-        let (req, resp) = (args.request_bytes, args.response_bytes);
+        let (req, resp) = (args.exchange.request_bytes, args.exchange.response_bytes);
         leader_rt.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 tokio::spawn(serve(stream, req, resp, request_tx.clone()));
@@ -397,10 +397,12 @@ mod tests {
     fn serve_fifteen_requests(leader_sync: bool) -> Counts {
         let dir = tempfile::tempdir().unwrap();
         let args = FloorArgs {
-            clients: vec![3],
+            exchange: crate::loopback::ExchangeArgs {
+                clients: vec![3],
+                request_bytes: 20,
+                response_bytes: 10,
+            },
             seconds: 0.1,
-            request_bytes: 20,
-            response_bytes: 10,
             entry_bytes: 16,
             window: 1,
             min_batch: 1,

@@ -102,15 +102,22 @@ fn concurrent_reads_share_one_round() {
     assert_eq!(reads(&c, 1).len(), 10);
 }
 
-#[test]
-fn reads_arriving_while_a_round_is_in_flight_share_the_next_one() {
-    let mut c = Cluster::with(3, 4, no_lease, |_| InitialState::default());
+/// A 3-node cluster whose leader (node 1) has sent the round of read 1; returns the
+/// round's heartbeats, taken out of the queue.
+fn read_round_in_flight(seed: u64) -> (Cluster, Vec<crate::message::Message>) {
+    let mut c = Cluster::with(3, seed, no_lease, |_| InitialState::default());
     c.elect(1);
     c.deliver_all();
     c.queue.clear();
     c.read(1, 1);
-    let first = c.take(|m| m.kind() == "Heartbeat");
-    assert_eq!(first.len(), 2, "the first read starts a round");
+    let round = c.take(|m| m.kind() == "Heartbeat");
+    assert_eq!(round.len(), 2, "the first read starts a round");
+    (c, round)
+}
+
+#[test]
+fn reads_arriving_while_a_round_is_in_flight_share_the_next_one() {
+    let (mut c, first) = read_round_in_flight(4);
     for ctx in 2..6 {
         c.read(1, ctx);
     }
@@ -147,13 +154,7 @@ fn reads_arriving_while_a_round_is_in_flight_share_the_next_one() {
 
 #[test]
 fn reads_behind_a_round_whose_answers_are_lost_go_with_the_next_heartbeat() {
-    let mut c = Cluster::with(3, 5, no_lease, |_| InitialState::default());
-    c.elect(1);
-    c.deliver_all();
-    c.queue.clear();
-    c.read(1, 1);
-    let lost = c.take(|m| m.kind() == "Heartbeat");
-    assert_eq!(lost.len(), 2);
+    let (mut c, _lost) = read_round_in_flight(5);
     c.read(1, 2);
     assert!(c.take(|m| m.kind() == "Heartbeat").is_empty());
     // The first round never arrives; the next heartbeat carries both reads.
