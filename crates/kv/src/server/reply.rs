@@ -21,6 +21,7 @@ pub struct ApiError {
     body: Value,
     location: Option<String>,
     retry_after: bool,
+    close: bool,
 }
 
 impl ApiError {
@@ -31,6 +32,7 @@ impl ApiError {
             body: json!({ "error": message.into() }),
             location: None,
             retry_after: false,
+            close: false,
         }
     }
 
@@ -66,6 +68,15 @@ impl ApiError {
         e
     }
 
+    /// Ends the connection after this answer (`Connection: close` on HTTP/1.1): the
+    /// request's body was left unread, so the next request on the connection could not
+    /// be told apart from its rest. Saying so lets the client open a new connection
+    /// instead of sending its next request into one the server is closing.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+
     /// Adds a field to the JSON body.
     pub fn with(mut self, field: &str, value: Value) -> Self {
         if let Value::Object(map) = &mut self.body {
@@ -92,6 +103,9 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if self.close {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

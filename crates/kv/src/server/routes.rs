@@ -110,6 +110,7 @@ async fn body_of(state: &AppState, body: Body) -> Result<Vec<u8>, ApiError> {
                 "the body could not be read or exceeds {} bytes: {e}",
                 state.max_body_bytes
             ))
+            .closing()
         })?;
     Ok(bytes.to_vec())
 }
