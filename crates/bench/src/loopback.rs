@@ -63,10 +63,10 @@ pub struct LoopbackArgs {
     pub seconds: f64,
 }
 
-/// Phases of a row, shared with the client tasks (also by `floor`).
-pub(crate) const WARMUP: u8 = 0;
-pub(crate) const MEASURE: u8 = 1;
-pub(crate) const STOP: u8 = 2;
+/// Phases of a row, shared with the client tasks.
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
 
 /// Runs the scenario and prints the report.
 pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
@@ -103,23 +103,21 @@ pub fn run(args: &LoopbackArgs) -> Result<(), Box<dyn Error>> {
         ("cores", Align::Right),
     ]);
     for &clients in &args.exchange.clients {
-        let phase = Arc::new(AtomicU8::new(WARMUP));
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| client_rt.spawn(client(addr, req_len, resp_len, phase.clone())))
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let cpu0 = machine::process_cpu_time();
-        let start = Instant::now();
-        phase.store(MEASURE, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_secs_f64(args.seconds));
-        phase.store(STOP, Ordering::SeqCst);
-        let elapsed = start.elapsed();
-        let cpu1 = machine::process_cpu_time();
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(client_rt.block_on(t)??);
-        }
-        let cells = cells(clients.to_string(), latencies, elapsed, cpu0, cpu1);
+        let run = measure_exchanges(
+            &client_rt,
+            addr,
+            &args.exchange,
+            clients,
+            args.seconds,
+            || {},
+        )?;
+        let cells = cells(
+            clients.to_string(),
+            run.latencies,
+            run.elapsed,
+            run.cpu0,
+            run.cpu1,
+        );
         println!("done: {}", cells.join(" | "));
         table.row(cells);
     }
@@ -240,8 +238,55 @@ async fn serve(mut stream: TcpStream, req_len: usize, resp_len: usize) {
     }
 }
 
+/// One measured row of exchanges: the latencies the clients saw in the window, its length,
+/// and this process's CPU time at its two ends.
+pub(crate) struct ExchangeRun {
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) elapsed: Duration,
+    pub(crate) cpu0: Option<Duration>,
+    pub(crate) cpu1: Option<Duration>,
+}
+
+/// Runs `clients` connections to `addr` on `rt`, sized as `exchange` says: 0.5 s of warm-up,
+/// then `seconds` measured. `mark` runs right before and right after the measured window
+/// (to read counters of the server side).
+pub(crate) fn measure_exchanges(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    exchange: &ExchangeArgs,
+    clients: usize,
+    seconds: f64,
+    mut mark: impl FnMut(),
+) -> Result<ExchangeRun, Box<dyn Error>> {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let (req, resp) = (exchange.request_bytes, exchange.response_bytes);
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| rt.spawn(client(addr, req, resp, phase.clone())))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    mark();
+    let cpu0 = machine::process_cpu_time();
+    let start = Instant::now();
+    phase.store(MEASURE, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    phase.store(STOP, Ordering::SeqCst);
+    let elapsed = start.elapsed();
+    let cpu1 = machine::process_cpu_time();
+    mark();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(rt.block_on(t)??);
+    }
+    Ok(ExchangeRun {
+        latencies,
+        elapsed,
+        cpu0,
+        cpu1,
+    })
+}
+
 /// One connection's loop; returns the latencies seen while measuring.
-pub(crate) async fn client(
+async fn client(
     addr: std::net::SocketAddr,
     req_len: usize,
     resp_len: usize,

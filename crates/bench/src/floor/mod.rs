@@ -29,13 +29,11 @@
 
 use std::error::Error;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 
-use crate::loopback::{self, ExchangeArgs, MEASURE, STOP, WARMUP};
+use crate::loopback::{self, ExchangeArgs};
 use crate::machine;
 use crate::raftkv_bin::runtime;
 use crate::report::{self, Align, Table};
@@ -214,25 +212,20 @@ pub fn measure(
     let client_rt = runtime(2)?;
     let mut rows = Vec::new();
     for &clients in &args.exchange.clients {
-        let phase = Arc::new(AtomicU8::new(WARMUP));
-        let (req, resp) = (args.exchange.request_bytes, args.exchange.response_bytes);
-        let tasks: Vec<_> = (0..clients)
-            .map(|_| client_rt.spawn(loopback::client(cluster.addr, req, resp, phase.clone())))
-            .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        let counts0 = cluster.counts();
-        let cpu0 = machine::process_cpu_time();
-        let start = Instant::now();
-        phase.store(MEASURE, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_secs_f64(args.seconds));
-        phase.store(STOP, Ordering::SeqCst);
-        let elapsed = start.elapsed();
-        let cpu1 = machine::process_cpu_time();
-        let counts1 = cluster.counts();
-        let mut latencies = Vec::new();
-        for t in tasks {
-            latencies.extend(client_rt.block_on(t)??);
-        }
+        let mut marks = Vec::with_capacity(2);
+        let run = loopback::measure_exchanges(
+            &client_rt,
+            cluster.addr,
+            &args.exchange,
+            clients,
+            args.seconds,
+            || marks.push(cluster.counts()),
+        )?;
+        let Ok([counts0, counts1]) = <[_; 2]>::try_from(marks) else {
+            return Err("floor: the measured window was not marked twice".into());
+        };
+        let (mut latencies, elapsed) = (run.latencies, run.elapsed);
+        let (cpu0, cpu1) = (run.cpu0, run.cpu1);
         let p50 = report::Percentiles::of(&mut latencies).map(|p| p.p50);
         let rate = latencies.len() as f64 / elapsed.as_secs_f64();
         let mut cells = loopback::cells(clients.to_string(), latencies, elapsed, cpu0, cpu1);
