@@ -22,6 +22,15 @@ use crate::machine;
 use crate::raftkv_bin::runtime;
 use crate::report::{self, Align, Percentiles, Table};
 
+/// The bytes of a `cluster` put request besides its value (request line and headers).
+pub(crate) const PUT_REQUEST_HEAD_BYTES: usize = 113;
+
+/// The bytes of raftkv's answer to a put, head included.
+pub(crate) const PUT_RESPONSE_BYTES: usize = 124;
+
+/// The value size of a `cluster` put by default.
+pub(crate) const DEFAULT_VALUE_BYTES: usize = 256;
+
 /// The client side that `loopback` and `floor` share: N connections, each with one
 /// request of a `cluster` put's size in flight.
 #[derive(Debug, Clone, Args)]
@@ -35,10 +44,10 @@ pub struct ExchangeArgs {
     )]
     pub clients: Vec<usize>,
     /// Bytes of each request (default: a `cluster` put of a 256-byte value, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 369)]
+    #[arg(long, value_name = "BYTES", default_value_t = PUT_REQUEST_HEAD_BYTES + DEFAULT_VALUE_BYTES)]
     pub request_bytes: usize,
     /// Bytes of each answer (default: raftkv's answer to a put, head included).
-    #[arg(long, value_name = "BYTES", default_value_t = 124)]
+    #[arg(long, value_name = "BYTES", default_value_t = PUT_RESPONSE_BYTES)]
     pub response_bytes: usize,
 }
 

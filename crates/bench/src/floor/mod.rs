@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::loopback::{self, ExchangeArgs};
+use crate::loopback::{
+    self, ExchangeArgs, DEFAULT_VALUE_BYTES, PUT_REQUEST_HEAD_BYTES, PUT_RESPONSE_BYTES,
+};
 use crate::machine;
 use crate::raftkv_bin::runtime;
 use crate::report::{self, Align, Table};
@@ -54,7 +56,7 @@ pub struct FloorArgs {
     pub seconds: f64,
     /// Bytes each put adds to every copy of the log (default: a raftkv put command with
     /// its entry header).
-    #[arg(long, value_name = "BYTES", default_value_t = 300)]
+    #[arg(long, value_name = "BYTES", default_value_t = PUT_ENTRY_HEAD_BYTES + DEFAULT_VALUE_BYTES)]
     pub entry_bytes: usize,
     /// Batches in flight at once. 1: the next batch leaves when the previous one commits,
     /// which makes batches as large as they can be (raftkv's leader holds entries back the
@@ -182,7 +184,7 @@ pub fn matching_cluster(clients: &[usize], seconds: f64, value_size: usize) -> F
         exchange: ExchangeArgs {
             clients: clients.to_vec(),
             request_bytes: PUT_REQUEST_HEAD_BYTES + value_size,
-            response_bytes: 124,
+            response_bytes: PUT_RESPONSE_BYTES,
         },
         seconds,
         entry_bytes: PUT_ENTRY_HEAD_BYTES + value_size,
@@ -193,9 +195,6 @@ pub fn matching_cluster(clients: &[usize], seconds: f64, value_size: usize) -> F
         dir: None,
     }
 }
-
-/// The bytes of a `cluster` put request besides its value (request line and headers).
-const PUT_REQUEST_HEAD_BYTES: usize = 113;
 
 /// The bytes of a raftkv put's log entry besides its value (command JSON and entry head).
 const PUT_ENTRY_HEAD_BYTES: usize = 44;
