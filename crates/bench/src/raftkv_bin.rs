@@ -98,7 +98,7 @@ impl KvCluster {
         let dir = storage::temp_dir(parent)?;
         machine::print_directory(dir.path());
         let args: Vec<String> = extra_args.iter().map(|a| (*a).to_string()).collect();
-        let cluster = LocalCluster::start(binary, dir.path(), NODES, &args)
+        let cluster = raftlock_kv::cluster::start(binary, dir.path(), NODES, &args)
             .map_err(|e| format!("starting {}: {e}", binary.display()))?;
         let client = Client::new(&cluster.endpoints(), Duration::from_secs(10))?;
         Ok(KvCluster {
@@ -111,11 +111,7 @@ impl KvCluster {
     /// Waits until the nodes agree on a leader; returns its position. The error carries
     /// the tail of every node's log.
     pub async fn leader(&self) -> Result<usize, Box<dyn Error>> {
-        match self
-            .cluster
-            .wait_for_leader(&self.client, LEADER_TIMEOUT)
-            .await
-        {
+        match self.cluster.wait_for_leader(LEADER_TIMEOUT).await {
             Some(i) => Ok(i),
             None => {
                 let logs: Vec<String> = (0..NODES)

@@ -47,8 +47,8 @@ fn field(status: &Option<Value>, name: &str) -> String {
     }
 }
 
-async fn print_status_table(cluster: &LocalCluster, client: &Client) {
-    let statuses = cluster.statuses(client).await;
+async fn print_status_table(cluster: &LocalCluster) {
+    let statuses = cluster.statuses().await;
     println!(
         "  {:<8} {:<8} {:<10} {:>5} {:>8} {:>8} {:>8}  client address",
         "node", "pid", "role", "term", "last", "commit", "applied"
@@ -97,7 +97,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
         dir.display()
     );
     let started = Instant::now();
-    let mut cluster = LocalCluster::start(&binary, dir, 3, &[])?;
+    let mut cluster = crate::cluster::start(&binary, dir, 3, &[])?;
     let client = Client::new(&cluster.endpoints(), Duration::from_secs(6))?;
     let result = tokio::select! {
         r = script(&mut cluster, &client, &options, started) => r,
@@ -130,7 +130,7 @@ async fn script(
 
     println!("\n1. Electing a leader...");
     let leader = cluster
-        .wait_for_leader(client, Duration::from_secs(15))
+        .wait_for_leader(Duration::from_secs(15))
         .await
         .ok_or_else(|| stuck("no leader was elected within 15 s", dir))?;
     println!(
@@ -159,7 +159,7 @@ async fn script(
     let killed_at = Instant::now();
     cluster.kill(leader)?;
     let new_leader = cluster
-        .wait_for_leader(client, Duration::from_secs(15))
+        .wait_for_leader(Duration::from_secs(15))
         .await
         .ok_or_else(|| stuck("no new leader within 15 s of the kill", dir))?;
     let elected = killed_at.elapsed();
@@ -187,7 +187,7 @@ async fn script(
     println!("\n5. Restarting {old}; it recovers from its data directory and catches up...");
     let restarted_at = Instant::now();
     cluster.restart(leader)?;
-    let caught_up = wait_caught_up(cluster, client, leader, Duration::from_secs(20))
+    let caught_up = wait_caught_up(cluster, leader, Duration::from_secs(20))
         .await
         .ok_or_else(|| stuck(&format!("{old} did not catch up within 20 s"), dir))?;
     let local = Client::new(
@@ -205,22 +205,17 @@ async fn script(
     );
 
     println!("\n6. Cluster status:");
-    print_status_table(cluster, client).await;
+    print_status_table(cluster).await;
     println!("\nTry it yourself while a cluster runs: see docs/HTTP_API.md (curl -L http://<node>/kv/<key>).");
     Ok(())
 }
 
 /// Waits until node `i` has applied everything the leader has committed; returns that
 /// index.
-async fn wait_caught_up(
-    cluster: &LocalCluster,
-    client: &Client,
-    i: usize,
-    timeout: Duration,
-) -> Option<u64> {
+async fn wait_caught_up(cluster: &LocalCluster, i: usize, timeout: Duration) -> Option<u64> {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        let statuses = cluster.statuses(client).await;
+        let statuses = cluster.statuses().await;
         let leader_commit = statuses
             .iter()
             .flatten()

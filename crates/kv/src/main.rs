@@ -96,17 +96,6 @@ fn client(e: &Endpoints) -> Result<Client, ClientError> {
     Client::new(&e.endpoints, Duration::from_millis(e.timeout_ms))
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTKV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
-
 fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     if multi {
         tokio::runtime::Builder::new_multi_thread()
@@ -196,7 +185,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Node(args) => {
-            init_tracing();
+            raftlock_serverkit::signals::init_tracing("RAFTKV_LOG");
             let settings = match args.resolve() {
                 Ok(s) => s,
                 Err(e) => {
@@ -204,7 +193,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            node_runtime(settings.worker_threads)
+            node_runtime(settings.node.worker_threads)
                 .map_err(|e| e.to_string())
                 .and_then(|rt| {
                     rt.block_on(server::run(settings))

@@ -47,7 +47,7 @@ async fn json(r: reqwest::Response) -> (StatusCode, Value) {
 #[test]
 fn http_api_status_codes_redirects_and_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
+    let mut cluster = raftlock_kv::cluster::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_raftkv")),
         dir.path(),
         3,
@@ -68,7 +68,7 @@ fn http_api_status_codes_redirects_and_errors() {
 async fn steps(cluster: &mut LocalCluster) {
     let admin = Client::new(&cluster.endpoints(), Duration::from_secs(5)).unwrap();
     let leader = cluster
-        .wait_for_leader(&admin, Duration::from_secs(20))
+        .wait_for_leader(Duration::from_secs(20))
         .await
         .expect("no leader");
     let follower = (leader + 1) % 3;
@@ -335,7 +335,7 @@ async fn steps(cluster: &mut LocalCluster) {
         cluster.resume(i).unwrap();
     }
     assert!(cluster
-        .wait_for_leader(&admin, Duration::from_secs(20))
+        .wait_for_leader(Duration::from_secs(20))
         .await
         .is_some());
     cluster.shutdown(Duration::from_secs(5)).unwrap();

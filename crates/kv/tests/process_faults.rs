@@ -140,16 +140,13 @@ async fn unique_writer(client: Client, until: Instant) -> Vec<(String, String)> 
     acked
 }
 
-async fn nemesis(cluster: &mut LocalCluster, client: &Client, until: Instant) -> Vec<String> {
+async fn nemesis(cluster: &mut LocalCluster, until: Instant) -> Vec<String> {
     let mut log = Vec::new();
     let mut round = 0;
     while Instant::now() < until {
         round += 1;
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let Some(leader) = cluster
-            .wait_for_leader(client, Duration::from_secs(10))
-            .await
-        else {
+        let Some(leader) = cluster.wait_for_leader(Duration::from_secs(10)).await else {
             log.push(format!("round {round}: no leader"));
             continue;
         };
@@ -180,7 +177,7 @@ fn kill_pause_restart_under_load_stays_linearizable_and_loses_no_acknowledged_wr
         .enable_all()
         .build()
         .unwrap();
-    let mut cluster = LocalCluster::start(
+    let mut cluster = raftlock_kv::cluster::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_raftkv")),
         dir.path(),
         3,
@@ -215,7 +212,7 @@ async fn scenario(cluster: &mut LocalCluster) {
     let admin = client();
     assert!(
         cluster
-            .wait_for_leader(&admin, Duration::from_secs(20))
+            .wait_for_leader(Duration::from_secs(20))
             .await
             .is_some(),
         "no leader at start"
@@ -230,7 +227,7 @@ async fn scenario(cluster: &mut LocalCluster) {
         .map(|id| tokio::spawn(client_loop(id, client(), rec.clone(), until)))
         .collect();
     let unique = tokio::spawn(unique_writer(client(), until));
-    let faults = nemesis(cluster, &admin, until).await;
+    let faults = nemesis(cluster, until).await;
     let mut acked = 0;
     for w in workers {
         acked += w.await.unwrap();
@@ -265,12 +262,15 @@ async fn scenario(cluster: &mut LocalCluster) {
         }
     }
     let leader = cluster
-        .wait_for_leader(&admin, Duration::from_secs(20))
+        .wait_for_leader(Duration::from_secs(20))
         .await
         .expect("no leader after healing");
     // A fresh entry in the leader's term makes every earlier entry committed.
     admin.put("final", "done").await.unwrap();
-    let commit = wait_all_applied(cluster, &admin).await;
+    let commit = cluster
+        .wait_all_applied(Duration::from_secs(30))
+        .await
+        .expect("nodes did not catch up within 30 s");
     eprintln!(
         "all nodes applied index {commit}; leader {}",
         cluster.nodes()[leader].id
@@ -316,31 +316,4 @@ async fn scenario(cluster: &mut LocalCluster) {
         "history of {} operations",
         history.len()
     );
-}
-
-/// Waits until every node has applied the leader's commit index; returns it.
-async fn wait_all_applied(cluster: &LocalCluster, client: &Client) -> u64 {
-    let start = Instant::now();
-    loop {
-        let statuses = cluster.statuses(client).await;
-        let commit = statuses
-            .iter()
-            .flatten()
-            .find(|s| s["role"] == "Leader")
-            .and_then(|s| s["commit_index"].as_u64());
-        let applied: Vec<Option<u64>> = statuses
-            .iter()
-            .map(|s| s.as_ref().and_then(|s| s["last_applied"].as_u64()))
-            .collect();
-        if let Some(c) = commit {
-            if applied.iter().all(|a| a.is_some_and(|a| a >= c)) {
-                return c;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "nodes did not catch up: commit {commit:?}, applied {applied:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

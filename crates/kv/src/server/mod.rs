@@ -5,12 +5,12 @@ mod reply;
 mod routes;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use raftlock_raft::{
     FileStorage, FileStorageOptions, GrpcNetwork, GrpcOptions, PrometheusMetrics, RaftBuilder,
 };
+use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
 use tokio::net::TcpListener;
 
 pub use reply::ApiError;
@@ -49,26 +49,31 @@ const BODY_SLACK: usize = 1024;
 /// Runs a node until SIGINT or SIGTERM (or the parent's death, if asked), then stops it
 /// gracefully: in-flight writes finish, the data directory is released.
 pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
-    let id = settings.raft.id.clone();
+    let NodeSettings {
+        node,
+        http: http_addr,
+        http_peers,
+    } = settings;
+    let id = node.raft.id.clone();
     let storage =
-        FileStorage::open(&settings.data_dir, FileStorageOptions::default()).map_err(|source| {
+        FileStorage::open(&node.data_dir, FileStorageOptions::default()).map_err(|source| {
             NodeError::Storage {
-                path: settings.data_dir.display().to_string(),
+                path: node.data_dir.display().to_string(),
                 source,
             }
         })?;
     let network = GrpcNetwork::new(GrpcOptions::new(
         id.clone(),
-        settings.listen,
-        settings.raft.peers.clone(),
-        settings.cluster_id.clone(),
+        node.listen,
+        node.raft.peers.clone(),
+        node.cluster_id.clone(),
     ));
     let store = KeyValueStore::new();
     let reader = store.handle();
     let metrics = PrometheusMetrics::new();
-    let max_body_bytes = settings.raft.tuning.max_proposal_bytes;
+    let max_body_bytes = node.raft.tuning.max_proposal_bytes;
     let raft = RaftBuilder::new()
-        .with_config(settings.raft)
+        .with_config(node.raft)
         .with_storage(storage)
         .with_applier(store)
         .with_network(network)
@@ -82,22 +87,22 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         // fsync: two thread wake-ups fewer on every put's critical path (docs/BENCHMARKS.md).
         .with_inline_follower_writes()
         .build()?;
-    let http = TcpListener::bind(settings.http)
+    let http = TcpListener::bind(http_addr)
         .await
         .map_err(|source| NodeError::Http {
-            addr: settings.http,
+            addr: http_addr,
             source,
         })?;
     raft.start()?;
-    tracing::info!(node = %id, peer = %settings.listen, http = %settings.http, "raftkv node started");
+    tracing::info!(node = %id, peer = %node.listen, http = %http_addr, "raftkv node started");
 
     tokio::spawn(log_leader_changes(raft.clone()));
     let app = router(AppState {
         raft: raft.clone(),
         store: reader,
-        http_peers: Arc::new(settings.http_peers),
+        http_peers: Arc::new(http_peers),
         metrics,
-        request_timeout: settings.request_timeout,
+        request_timeout: node.request_timeout,
         max_body_bytes: max_body_bytes.saturating_add(BODY_SLACK),
     });
     // Nagle's algorithm would hold back the second write of an answer written in parts
@@ -109,54 +114,12 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         }
     });
     let served = axum::serve(http, app)
-        .with_graceful_shutdown(shutdown_signal(settings.exit_with_parent))
+        .with_graceful_shutdown(shutdown_signal(node.exit_with_parent))
         .await;
     tracing::info!(node = %id, "stopping");
     raft.stop().await;
     served.map_err(|source| NodeError::Http {
-        addr: settings.http,
+        addr: http_addr,
         source,
     })
-}
-
-/// Logs every change of role, term or leader, so that a node's log tells its story.
-async fn log_leader_changes(raft: raftlock_raft::Raft) {
-    let mut changes = raft.leader_change_channel();
-    while changes.changed().await.is_ok() {
-        let o = changes.borrow_and_update().clone();
-        let leader = o.leader.as_ref().map_or("none", |l| l.as_str());
-        tracing::info!(term = o.term, role = %o.role, leader, "raft state changed");
-    }
-}
-
-/// Resolves on SIGINT, SIGTERM, or (with `exit_with_parent`) when the parent process is
-/// gone, so that a demo or test that dies cannot leave nodes behind.
-async fn shutdown_signal(exit_with_parent: bool) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let parent = std::os::unix::process::parent_id();
-    let orphaned = async move {
-        if !exit_with_parent {
-            return std::future::pending().await;
-        }
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if std::os::unix::process::parent_id() != parent {
-                tracing::warn!("parent process exited; stopping");
-                return;
-            }
-        }
-    };
-    let term = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-        _ = orphaned => {}
-    }
 }

@@ -1,0 +1,16 @@
+//! # raftlock-serverkit
+//!
+//! What every server process built on [`raftlock_raft`] shares, so that `raftkv` and
+//! `raftlock` run, configure and test the same way:
+//!
+//! - [`settings`]: the node's flags and the equivalent TOML file (id, peers, data
+//!   directory, timing), mapped to the library's [`Config`](raftlock_raft::Config), and
+//!   the list of each member's client address that redirects name;
+//! - [`signals`]: graceful shutdown on SIGINT / SIGTERM or the parent's death, logging
+//!   of leader changes, tracing set-up;
+//! - [`cluster`]: a local cluster of node processes on loopback for demos, process-level
+//!   tests and benchmarks, every process reaped on drop.
+
+pub mod cluster;
+pub mod settings;
+pub mod signals;
