@@ -6,11 +6,14 @@
 //! - [`settings`]: the node's flags and the equivalent TOML file (id, peers, data
 //!   directory, timing), mapped to the library's [`Config`](raftlock_raft::Config), and
 //!   the list of each member's client address that redirects name;
+//! - [`http`]: JSON answers and errors of the HTTP APIs (status, `Location`,
+//!   `Retry-After`);
 //! - [`signals`]: graceful shutdown on SIGINT / SIGTERM or the parent's death, logging
 //!   of leader changes, tracing set-up;
 //! - [`cluster`]: a local cluster of node processes on loopback for demos, process-level
 //!   tests and benchmarks, every process reaped on drop.
 
 pub mod cluster;
+pub mod http;
 pub mod settings;
 pub mod signals;

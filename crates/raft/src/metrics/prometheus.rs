@@ -181,6 +181,31 @@ impl PrometheusMetrics {
         m
     }
 
+    /// Registers an application's own metric in the same registry, so that one
+    /// [`encode`](Self::encode) (one `/metrics` route) shows the node's and the
+    /// application's metrics together. `name` should carry the application's prefix.
+    ///
+    /// ```
+    /// use prometheus_client::metrics::gauge::Gauge;
+    /// use raftlock_raft::PrometheusMetrics;
+    /// let m = PrometheusMetrics::new();
+    /// let sessions: Gauge = Gauge::default();
+    /// m.register("app_sessions", "Live sessions", sessions.clone());
+    /// sessions.set(3);
+    /// assert!(m.encode().contains("app_sessions 3"));
+    /// ```
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .register(name, help, metric);
+    }
+
     /// The metrics in the Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();

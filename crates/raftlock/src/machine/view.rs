@@ -173,6 +173,22 @@ impl LockMachine {
         })
     }
 
+    /// What the machine remembers of `session`'s acquire `request_id`, if anything.
+    pub fn remembered_acquire(
+        &self,
+        session: SessionId,
+        request_id: &str,
+    ) -> Option<super::AcquireOutcome> {
+        let s = self
+            .sessions
+            .get(&session.index)
+            .filter(|s| s.id == session)?;
+        match s.dedup.get(request_id)? {
+            super::session::Remembered::Acquire(o) => Some(o.clone()),
+            super::session::Remembered::Release(_) => None,
+        }
+    }
+
     /// Whether the session `id` exists and is alive at the machine's clock.
     pub fn session_is_alive(&self, id: SessionId) -> bool {
         self.live_session(id).is_some()
