@@ -351,8 +351,8 @@ async fn scenario(cluster: &mut LocalCluster, binary: &Path, dir: &Path) {
         .expect("the nodes did not catch up");
     poll_events(cluster, &history).await;
 
-    let history = history.lock().unwrap();
-    let acks = acks.lock().unwrap();
+    let history = std::mem::take(&mut *history.lock().unwrap());
+    let acks = std::mem::take(&mut *acks.lock().unwrap());
     eprintln!(
         "{} acknowledged grants, {} acknowledged releases, history of {} indices",
         acks.grants.len(),
