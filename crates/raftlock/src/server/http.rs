@@ -148,9 +148,8 @@ fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("bad query: {e}")))
 }
 
-/// `?stale=true|false`.
+/// `?stale=true|false` (other query parameters are ignored, as on every route).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct StaleQuery {
     #[serde(default)]
     stale: bool,
@@ -426,7 +425,6 @@ async fn get_lock(
 
 /// `GET /v1/locks?prefix=&after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct ListQuery {
     #[serde(default)]
     prefix: String,
@@ -458,7 +456,6 @@ async fn list_locks(
 
 /// `GET /v1/events?after=&limit=`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct EventsQuery {
     #[serde(default)]
     after: u64,
