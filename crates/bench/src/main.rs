@@ -22,6 +22,11 @@
 //! - `floor` ([`floor`]): the floor under `cluster`'s puts: a client exchange, replication to
 //!   two followers and three fdatasyncs, with nothing else.
 //! - `failover` ([`failover`]): kill -9 the leader; time to a new leader and to a write.
+//!
+//! Against real `raftlock server` processes and, in the same run, an etcd 3.4 cluster:
+//!
+//! - `locks` ([`locks`]): uncontended acquire + release pairs, hand-off of a contended
+//!   lock, and how many sessions a cluster keeps alive.
 //! - `soak` ([`soak`]): mixed load with snapshots; RSS per node over time.
 //!
 //! And `recovery` ([`recovery`]): time and memory to open a data directory with 1 M entries.
@@ -44,6 +49,7 @@ mod http1;
 mod http2;
 mod inproc;
 mod inproc_cluster;
+mod locks;
 mod loopback;
 mod machine;
 mod raftkv_bin;
@@ -84,6 +90,9 @@ enum Command {
     /// The floor under cluster's put rows: the least work a replicated, durable put can
     /// be here (client exchange, two followers, three fdatasyncs), with nothing else.
     Floor(floor::FloorArgs),
+    /// RaftLock against etcd 3.4 in the same run: uncontended acquire + release pairs,
+    /// hand-off of a contended lock, sessions kept alive.
+    Locks(locks::LocksArgs),
     /// Kill -9 the leader of a raftkv cluster repeatedly: time to a new leader and to the
     /// first successful write.
     Failover(failover::FailoverArgs),
@@ -122,6 +131,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Cluster(args) => cluster::run(&args),
         Command::Loopback(args) => loopback::run(&args),
         Command::Floor(args) => floor::run(&args),
+        Command::Locks(args) => locks::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::RecoveryOpen(args) => recovery::open(&args),

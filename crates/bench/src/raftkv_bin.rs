@@ -22,6 +22,13 @@ const LEADER_TIMEOUT: Duration = Duration::from_secs(20);
 /// `target/release/raftkv`). When it is missing and this runs under `cargo run` (`$CARGO`
 /// is set), it is built first with the same profile.
 pub fn locate() -> Result<PathBuf, Box<dyn Error>> {
+    locate_binary("raftkv", "raftlock-kv", "../kv/Cargo.toml")
+}
+
+/// The executable `name` of workspace package `package` (whose manifest is at
+/// `manifest`, relative to this crate's): next to this benchmark's own executable, or
+/// built first with the same profile when this runs under `cargo run`.
+pub fn locate_binary(name: &str, package: &str, manifest: &str) -> Result<PathBuf, Box<dyn Error>> {
     let exe = std::env::current_exe().map_err(|e| format!("locating this executable: {e}"))?;
     let dir = exe
         .parent()
@@ -32,47 +39,52 @@ pub fn locate() -> Result<PathBuf, Box<dyn Error>> {
     } else {
         dir
     };
-    let binary = dir.join("raftkv");
+    let binary = dir.join(name);
     if binary.is_file() {
         return Ok(binary);
     }
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Err(format!(
-            "{} not found: run `cargo build --release -p raftlock-kv` first",
+            "{} not found: run `cargo build --release -p {package}` first",
             binary.display()
         )
         .into());
     };
-    build(Path::new(&cargo), dir)?;
+    build(Path::new(&cargo), dir, package, manifest)?;
     if binary.is_file() {
         Ok(binary)
     } else {
         Err(format!(
-            "{} still not found after building raftlock-kv: run `cargo build --release -p \
-             raftlock-kv` with the same CARGO_TARGET_DIR as this benchmark",
+            "{} still not found after building {package}: run `cargo build --release -p \
+             {package}` with the same CARGO_TARGET_DIR as this benchmark",
             binary.display()
         )
         .into())
     }
 }
 
-/// Builds `raftkv` with `cargo`, in release unless `profile_dir` is a debug directory.
-fn build(cargo: &Path, profile_dir: &Path) -> Result<(), Box<dyn Error>> {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kv/Cargo.toml");
+/// Builds `package` with `cargo`, in release unless `profile_dir` is a debug directory.
+fn build(
+    cargo: &Path,
+    profile_dir: &Path,
+    package: &str,
+    manifest: &str,
+) -> Result<(), Box<dyn Error>> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join(manifest);
     let mut command = Command::new(cargo);
     command.arg("build").arg("--manifest-path").arg(&manifest);
     if !profile_dir.ends_with("debug") {
         command.arg("--release");
     }
-    command.args(["-p", "raftlock-kv"]);
-    println!("raftkv not built yet; building it: {command:?}");
+    command.args(["-p", package]);
+    println!("{package} not built yet; building it: {command:?}");
     let status = command
         .status()
         .map_err(|e| format!("running {}: {e}", cargo.display()))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("building raftlock-kv failed ({status})").into())
+        Err(format!("building {package} failed ({status})").into())
     }
 }
 
