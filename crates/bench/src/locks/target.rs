@@ -334,14 +334,27 @@ impl super::sessions::KeepAlive for EtcdSessions {
         let (tx, rx) = tokio::sync::mpsc::channel::<i64>(16_384);
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|id| pb::LeaseKeepAliveRequest { id });
-        let answers = self
-            .leases
-            .clone()
-            .lease_keep_alive(requests)
-            .await
-            .map_err(|e| e.to_string())?
-            .into_inner()
-            .map(|a| a.map(|a| (a.id, a.ttl > 0)).map_err(|e| e.to_string()));
+        // etcd (grpc-go) sends a stream's response headers only with its first answer, so
+        // the call cannot be awaited here, before anything was sent: a task opens it and
+        // forwards the answers.
+        let (answer_tx, answer_rx) = tokio::sync::mpsc::channel(16_384);
+        let mut leases = self.leases.clone();
+        tokio::spawn(async move {
+            let mut answers = match leases.lease_keep_alive(requests).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => {
+                    let _ = answer_tx.send(Err(e.to_string())).await;
+                    return;
+                }
+            };
+            while let Some(a) = answers.next().await {
+                let a = a.map(|a| (a.id, a.ttl > 0)).map_err(|e| e.to_string());
+                if answer_tx.send(a).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let answers = tokio_stream::wrappers::ReceiverStream::new(answer_rx);
         Ok((tx, Box::pin(answers)))
     }
 
