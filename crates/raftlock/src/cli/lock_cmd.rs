@@ -86,8 +86,10 @@ pub async fn run(args: LockArgs) -> ExitCode {
         guard.token(),
         guard.session()
     );
-    let code = supervise(&args, &guard).await;
-    if code != ExitCode::from(EXIT_LOCK_LOST) {
+    let (code, lost) = supervise(&args, &guard).await;
+    // A lost lock is not released: the session is gone or cannot be trusted, and a
+    // release could only fail. The command's own exit code 3 is not a lost lock.
+    if !lost {
         if let Err(e) = guard.release().await {
             eprintln!(
                 "raftlock lock: releasing {}: {e} (it is freed when the session expires)",
@@ -100,10 +102,11 @@ pub async fn run(args: LockArgs) -> ExitCode {
 }
 
 /// Runs the command; ends it if the lock is lost or this process is asked to stop.
-async fn supervise(args: &LockArgs, guard: &LockGuard) -> ExitCode {
+/// Returns the exit code and whether the lock was lost.
+async fn supervise(args: &LockArgs, guard: &LockGuard) -> (ExitCode, bool) {
     let (program, rest) = match args.command.split_first() {
         Some(split) => split,
-        None => return ExitCode::FAILURE,
+        None => return (ExitCode::FAILURE, false),
     };
     let mut child = match Command::new(program)
         .args(rest)
@@ -116,7 +119,7 @@ async fn supervise(args: &LockArgs, guard: &LockGuard) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftlock lock: starting {program}: {e}");
-            return ExitCode::from(127);
+            return (ExitCode::from(127), false);
         }
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -130,10 +133,10 @@ async fn supervise(args: &LockArgs, guard: &LockGuard) -> ExitCode {
     };
     tokio::select! {
         status = child.wait() => match status {
-            Ok(status) => child_code(status),
+            Ok(status) => (child_code(status), false),
             Err(e) => {
                 eprintln!("raftlock lock: waiting for {program}: {e}");
-                ExitCode::FAILURE
+                (ExitCode::FAILURE, false)
             }
         },
         _ = guard.lost() => {
@@ -143,10 +146,11 @@ async fn supervise(args: &LockArgs, guard: &LockGuard) -> ExitCode {
                 guard.session()
             );
             stop(&mut child, args.kill_after).await;
-            ExitCode::from(EXIT_LOCK_LOST)
+            (ExitCode::from(EXIT_LOCK_LOST), true)
         }
         _ = asked_to_stop => {
-            stop(&mut child, args.kill_after).await.map_or(ExitCode::FAILURE, child_code)
+            let code = stop(&mut child, args.kill_after).await.map_or(ExitCode::FAILURE, child_code);
+            (code, false)
         }
     }
 }

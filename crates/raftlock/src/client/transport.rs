@@ -10,7 +10,6 @@ use std::future::Future;
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use prost::Message;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -70,7 +69,7 @@ pub(crate) struct Failure {
 
 impl Failure {
     fn of(status: Status) -> Self {
-        let details = pb::ErrorDetails::decode(status.details()).unwrap_or_default();
+        let details = crate::proto::rich::decode(status.details()).unwrap_or_default();
         Failure { status, details }
     }
 

@@ -432,8 +432,14 @@ impl LockMachine {
             return session_not_found(c.session);
         };
         match session.dedup.get(&c.request_id) {
-            Some(Remembered::Acquire(outcome)) => return Response::Acquire(outcome.clone()),
-            Some(Remembered::Release(_)) => {
+            Some((lock, _)) if lock != c.lock => {
+                return bad_request(format!(
+                    "request_id `{}` was used for lock `{lock}`",
+                    c.request_id
+                ))
+            }
+            Some((_, Remembered::Acquire(outcome))) => return Response::Acquire(outcome.clone()),
+            Some((_, Remembered::Release(_))) => {
                 return bad_request(format!(
                     "request_id `{}` was used for a release",
                     c.request_id
@@ -468,9 +474,12 @@ impl LockMachine {
         self.settle(index, name);
         let outcome = self.acquire_outcome(index, &c);
         if let Some(session) = self.sessions.get_mut(&s) {
-            session
-                .dedup
-                .insert(c.request_id, index, Remembered::Acquire(outcome.clone()));
+            session.dedup.insert(
+                c.request_id,
+                index,
+                name,
+                Remembered::Acquire(outcome.clone()),
+            );
         }
         self.touch(index, name);
         Response::Acquire(outcome)
@@ -671,8 +680,14 @@ impl LockMachine {
             return session_not_found(c.session);
         };
         match session.dedup.get(&c.request_id) {
-            Some(Remembered::Release(outcome)) => return Response::Release(outcome.clone()),
-            Some(Remembered::Acquire(_)) => {
+            Some((lock, _)) if lock != c.lock => {
+                return bad_request(format!(
+                    "request_id `{}` was used for lock `{lock}`",
+                    c.request_id
+                ))
+            }
+            Some((_, Remembered::Release(outcome))) => return Response::Release(outcome.clone()),
+            Some((_, Remembered::Acquire(_))) => {
                 return bad_request(format!(
                     "request_id `{}` was used for an acquire",
                     c.request_id
@@ -722,9 +737,12 @@ impl LockMachine {
             }
         };
         if let Some(session) = self.sessions.get_mut(&s) {
-            session
-                .dedup
-                .insert(c.request_id, index, Remembered::Release(outcome.clone()));
+            session.dedup.insert(
+                c.request_id,
+                index,
+                &c.lock,
+                Remembered::Release(outcome.clone()),
+            );
         }
         Response::Release(outcome)
     }
@@ -740,7 +758,7 @@ impl LockMachine {
             return session_not_found(id);
         };
         let remembered = match session.dedup.get(request_id) {
-            Some(Remembered::Acquire(outcome)) => Some(outcome.clone()),
+            Some((lock, Remembered::Acquire(outcome))) if lock == name => Some(outcome.clone()),
             _ => None,
         };
         let waiting = self.locks.get(name).is_some_and(|l| {

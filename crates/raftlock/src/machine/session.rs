@@ -48,28 +48,48 @@ pub(crate) enum Remembered {
     Release(ReleaseOutcome),
 }
 
+/// One remembered request: where it was first carried, the lock it named, its result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Record {
+    seq: Index,
+    lock: String,
+    result: Remembered,
+}
+
 /// The results of a session's latest requests, by request id, oldest dropped first.
+/// Each remembers the lock it named, so that a request id reused for another lock is
+/// refused rather than answered with the other lock's result.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Dedup {
-    by_id: BTreeMap<String, (Index, Remembered)>,
+    by_id: BTreeMap<String, Record>,
     /// Request ids by the index that first carried them: the eviction order.
     order: VecDeque<(Index, String)>,
 }
 
 impl Dedup {
-    pub fn get(&self, request_id: &str) -> Option<&Remembered> {
-        self.by_id.get(request_id).map(|(_, r)| r)
+    /// The lock a remembered request named, and its result.
+    pub fn get(&self, request_id: &str) -> Option<(&str, &Remembered)> {
+        self.by_id
+            .get(request_id)
+            .map(|r| (r.lock.as_str(), &r.result))
     }
 
-    /// Remembers the result of a new request first carried at `seq`.
-    pub fn insert(&mut self, request_id: String, seq: Index, result: Remembered) {
+    /// Remembers the result of a new request on `lock` first carried at `seq`.
+    pub fn insert(&mut self, request_id: String, seq: Index, lock: &str, result: Remembered) {
         assert!(
             self.order.back().is_none_or(|(last, _)| *last < seq),
             "dedup entries are inserted in log order"
         );
         if self
             .by_id
-            .insert(request_id.clone(), (seq, result))
+            .insert(
+                request_id.clone(),
+                Record {
+                    seq,
+                    lock: lock.to_string(),
+                    result,
+                },
+            )
             .is_some()
         {
             // A caller looks a request up before inserting it; a duplicate means the
@@ -89,16 +109,16 @@ impl Dedup {
     /// requests stay forgotten.
     pub fn update(&mut self, request_id: &str, result: Remembered) {
         if let Some(entry) = self.by_id.get_mut(request_id) {
-            entry.1 = result;
+            entry.result = result;
         }
     }
 
-    /// Entries oldest first, as the snapshot lists them.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, Index, &Remembered)> {
+    /// Entries oldest first, as the snapshot lists them: request id, index, lock, result.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Index, &str, &Remembered)> {
         self.order.iter().filter_map(|(seq, id)| {
             self.by_id
                 .get(id)
-                .map(|(_, result)| (id.as_str(), *seq, result))
+                .map(|r| (id.as_str(), *seq, r.lock.as_str(), &r.result))
         })
     }
 
@@ -124,17 +144,17 @@ mod tests {
         let mut d = Dedup::default();
         let cap = DEDUP_ENTRIES_PER_SESSION as u64;
         for i in 1..=cap + 3 {
-            d.insert(format!("r{i}"), i, granted(i));
+            d.insert(format!("r{i}"), i, "L", granted(i));
         }
         assert_eq!(d.len(), DEDUP_ENTRIES_PER_SESSION);
         assert!(d.get("r1").is_none() && d.get("r3").is_none());
-        assert_eq!(d.get("r4"), Some(&granted(4)));
+        assert_eq!(d.get("r4"), Some(("L", &granted(4))));
         assert_eq!(
-            d.entries().next().map(|(id, seq, _)| (id, seq)),
-            Some(("r4", 4))
+            d.entries().next().map(|(id, seq, lock, _)| (id, seq, lock)),
+            Some(("r4", 4, "L"))
         );
         d.update("r4", granted(99));
-        assert_eq!(d.get("r4"), Some(&granted(99)));
+        assert_eq!(d.get("r4"), Some(("L", &granted(99))));
         d.update("r1", granted(1));
         assert!(d.get("r1").is_none(), "a forgotten request is not revived");
     }

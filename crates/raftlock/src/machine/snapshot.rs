@@ -57,9 +57,10 @@ impl LockMachine {
                 dedup: s
                     .dedup
                     .entries()
-                    .map(|(request_id, seq, result)| pb::DedupEntry {
+                    .map(|(request_id, seq, lock, result)| pb::DedupEntry {
                         request_id: request_id.to_string(),
                         seq,
+                        lock: lock.to_string(),
                         outcome: Some(match result {
                             Remembered::Acquire(o) => {
                                 pb::dedup_entry::Outcome::Acquire(acquire_to_pb(o))
@@ -154,13 +155,13 @@ impl LockMachine {
                     || dedup
                         .entries()
                         .last()
-                        .is_some_and(|(_, seq, _)| seq >= e.seq)
+                        .is_some_and(|(_, seq, _, _)| seq >= e.seq)
                 {
                     return Err(inconsistent(format!(
                         "session {id}: dedup entries out of order"
                     )));
                 }
-                dedup.insert(e.request_id, e.seq, result);
+                dedup.insert(e.request_id, e.seq, &e.lock, result);
             }
             let session = Session {
                 id,

@@ -173,10 +173,12 @@ impl LockMachine {
         })
     }
 
-    /// What the machine remembers of `session`'s acquire `request_id`, if anything.
+    /// What the machine remembers of `session`'s acquire `request_id` of `lock`, if
+    /// anything.
     pub fn remembered_acquire(
         &self,
         session: SessionId,
+        lock: &str,
         request_id: &str,
     ) -> Option<super::AcquireOutcome> {
         let s = self
@@ -184,8 +186,8 @@ impl LockMachine {
             .get(&session.index)
             .filter(|s| s.id == session)?;
         match s.dedup.get(request_id)? {
-            super::session::Remembered::Acquire(o) => Some(o.clone()),
-            super::session::Remembered::Release(_) => None,
+            (l, super::session::Remembered::Acquire(o)) if l == lock => Some(o.clone()),
+            _ => None,
         }
     }
 

@@ -1,11 +1,11 @@
 //! The gRPC API (`proto/raftlock.proto`, service `raftlock.v1.RaftLock`) over the same
-//! service as the HTTP API. Errors are status codes with an encoded `ErrorDetails` in the
-//! status details: the reason, the leader's client address, a retry hint.
+//! service as the HTTP API. Errors are status codes whose details are a `google.rpc.Status`
+//! carrying an `ErrorDetails`: the reason, the leader's client address, a retry hint.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
-use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -17,7 +17,8 @@ use crate::machine::{AcquireOutcome, SessionId};
 use crate::proto::api as pb;
 use crate::proto::api::raft_lock_server::{RaftLock, RaftLockServer};
 
-/// Answers in flight on one keep-alive stream before the server stops reading it.
+/// Keep-alives of one stream in flight (read, not yet answered): past it the server
+/// stops reading the stream until answers drain, so one client cannot pile up tasks.
 const KEEPALIVE_STREAM_DEPTH: usize = 1_024;
 
 /// How long a client should wait before retrying after UNAVAILABLE.
@@ -36,7 +37,7 @@ impl GrpcApi {
     }
 }
 
-/// Maps a service error to a status whose details carry an encoded `ErrorDetails`.
+/// Maps a service error to a status whose details carry an `ErrorDetails`.
 pub fn status_of(e: ServiceError) -> Status {
     let reason = e.reason();
     let (code, leader_hint, retry_after_ms) = match &e {
@@ -60,7 +61,9 @@ pub fn status_of(e: ServiceError) -> Status {
         leader_hint,
         retry_after_ms,
     };
-    Status::with_details(code, e.to_string(), details.encode_to_vec().into())
+    let message = e.to_string();
+    let bytes = crate::proto::rich::encode(code, &message, &details);
+    Status::with_details(code, message, bytes.into())
 }
 
 fn session_text(s: Option<SessionId>) -> String {
@@ -121,10 +124,14 @@ impl RaftLock for GrpcApi {
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(KEEPALIVE_STREAM_DEPTH);
+        let in_flight = Arc::new(Semaphore::new(KEEPALIVE_STREAM_DEPTH));
         let service = self.service.clone();
         tokio::spawn(async move {
             while let Some(next) = incoming.next().await {
                 let Ok(req) = next else { break };
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
                 let (service, tx) = (service.clone(), tx.clone());
                 // Answered when the renewal that covers it is applied; meanwhile the
                 // stream keeps taking keep-alives (of this and other sessions).
@@ -135,14 +142,20 @@ impl RaftLock for GrpcApi {
                             ttl_ms,
                             expired: false,
                         }),
-                        Err(ServiceError::SessionNotFound(_)) => Ok(pb::KeepAliveResponse {
-                            session: req.session,
-                            ttl_ms: 0,
-                            expired: true,
-                        }),
+                        // A malformed id names no live session: that one answer says so,
+                        // and the stream goes on serving the others.
+                        Err(ServiceError::SessionNotFound(_) | ServiceError::BadRequest(_)) => {
+                            Ok(pb::KeepAliveResponse {
+                                session: req.session,
+                                ttl_ms: 0,
+                                expired: true,
+                            })
+                        }
+                        // Not the leader, shutting down: the whole stream must move.
                         Err(e) => Err(status_of(e)),
                     };
                     let _ = tx.send(answer).await;
+                    drop(permit);
                 });
             }
         });

@@ -106,6 +106,12 @@ fn api_error(e: ServiceError, uri: &Uri) -> ApiError {
     error.with("reason", json!(reason))
 }
 
+/// 400 for input the handler could not parse, with the same `reason` the service gives
+/// for input it refuses.
+fn bad_input(message: String) -> ApiError {
+    ApiError::bad_request(message).with("reason", json!("bad_request"))
+}
+
 fn session_json(session: Option<SessionId>) -> Value {
     session.map_or(Value::Null, |s| json!(s.to_string()))
 }
@@ -119,7 +125,7 @@ async fn body_of<T: DeserializeOwned + Default>(
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|e| {
-            ApiError::bad_request(format!(
+            bad_input(format!(
                 "the body could not be read or exceeds {MAX_BODY_BYTES} bytes: {e}"
             ))
             .closing()
@@ -128,24 +134,22 @@ async fn body_of<T: DeserializeOwned + Default>(
         return if empty_ok {
             Ok(T::default())
         } else {
-            Err(ApiError::bad_request(format!(
-                "expected a JSON body {expected}"
-            )))
+            Err(bad_input(format!("expected a JSON body {expected}")))
         };
     }
     serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("expected a JSON body {expected}: {e}")))
+        .map_err(|e| bad_input(format!("expected a JSON body {expected}: {e}")))
 }
 
 fn path_of(path: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
     path.map(|Path(p)| p)
-        .map_err(|e| ApiError::bad_request(format!("bad {what} in the path: {e}")))
+        .map_err(|e| bad_input(format!("bad {what} in the path: {e}")))
 }
 
 fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("bad query: {e}")))
+        .map_err(|e| bad_input(format!("bad query: {e}")))
 }
 
 /// `?stale=true|false` (other query parameters are ignored, as on every route).
@@ -362,7 +366,7 @@ async fn release(
 
 /// Body of `POST /v1/locks/{name}/validate`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+// A resource server may pass along more context than the token; it is ignored.
 struct ValidateBody {
     token: u64,
 }

@@ -246,7 +246,9 @@ impl LockService {
                 break Ok(outcome);
             }
             // Rechecks: the state jumped to a snapshot.
-            let remembered = shared.read().remembered_acquire(session, &request_id);
+            let remembered = shared
+                .read()
+                .remembered_acquire(session, &cancel.lock, &request_id);
             match remembered {
                 Some(o) if o.is_final() => break Ok(o),
                 _ => registration.renew(),

@@ -94,9 +94,14 @@ impl EventLog {
                 ring.gap_until = e.index;
                 continue;
             }
-            if ring.events.len() == ring.capacity {
-                if let Some(old) = ring.events.pop_front() {
-                    ring.gap_until = ring.gap_until.max(old.index);
+            if ring.events.len() >= ring.capacity {
+                // Drop the oldest entry's events all together, so that the ring never
+                // holds part of an entry and `gap_until` stays an exact boundary.
+                if let Some(oldest) = ring.events.front().map(|old| old.index) {
+                    while ring.events.front().is_some_and(|old| old.index == oldest) {
+                        ring.events.pop_front();
+                    }
+                    ring.gap_until = ring.gap_until.max(oldest);
                 }
             }
             ring.events.push_back(e);
@@ -110,18 +115,25 @@ impl EventLog {
         ring.gap_until = index;
     }
 
-    /// Up to `limit` events with an index above `after`.
+    /// Events with an index above `after`: whole entries, as many as fit in `limit`
+    /// events, and always at least the first entry's (one entry's events never straddle
+    /// two pages, since readers page by index).
     pub fn page(&self, after: Index, limit: usize) -> EventPage {
         let ring = self.lock();
         let start = ring.events.partition_point(|e| e.index <= after);
-        EventPage {
-            events: ring
-                .events
-                .iter()
-                .skip(start)
-                .take(limit)
+        let mut events: Vec<Event> = Vec::new();
+        let mut rest = ring.events.iter().skip(start).peekable();
+        while let Some(first) = rest.peek().map(|e| e.index) {
+            let entry: Vec<Event> = std::iter::from_fn(|| rest.next_if(|e| e.index == first))
                 .cloned()
-                .collect(),
+                .collect();
+            if !events.is_empty() && events.len() + entry.len() > limit {
+                break;
+            }
+            events.extend(entry);
+        }
+        EventPage {
+            events,
             gap_until: ring.gap_until,
         }
     }
@@ -160,5 +172,31 @@ mod tests {
         let page = log.page(0, 10);
         assert!(page.events.is_empty());
         assert_eq!(page.gap_until, 100);
+    }
+
+    #[test]
+    fn pages_and_drops_hold_whole_entries() {
+        let log = EventLog::new(4);
+        // Entry 1 has three events, entry 2 two, entry 3 one.
+        log.extend([event(1), event(1), event(1), event(2), event(2), event(3)]);
+        // Entry 1 was dropped whole to make room, so the gap ends exactly at it.
+        let indexes = |p: &EventPage| p.events.iter().map(|e| e.index).collect::<Vec<_>>();
+        let page = log.page(0, 10);
+        assert_eq!(indexes(&page), [2, 2, 3]);
+        assert_eq!(page.gap_until, 1);
+        // A page never ends inside an entry, and never comes back empty while events wait.
+        assert_eq!(indexes(&log.page(0, 1)), [2, 2]);
+        assert_eq!(indexes(&log.page(0, 2)), [2, 2]);
+        assert_eq!(indexes(&log.page(0, 3)), [2, 2, 3]);
+        assert_eq!(indexes(&log.page(2, 1)), [3]);
+    }
+
+    #[test]
+    fn a_ring_without_room_keeps_nothing() {
+        let log = EventLog::new(0);
+        log.extend([event(7)]);
+        let page = log.page(0, 10);
+        assert!(page.events.is_empty());
+        assert_eq!(page.gap_until, 7);
     }
 }

@@ -86,6 +86,37 @@ fn a_request_id_belongs_to_one_kind_of_request() {
 }
 
 #[test]
+fn a_request_id_belongs_to_one_lock() {
+    let mut log = Log::new();
+    let a = log.create(300_000, 0);
+    let rid = log.request_id();
+    let Response::Acquire(AcquireOutcome::Granted { token, .. }) =
+        log.acquire_with(a, "L", 0, 0, &rid)
+    else {
+        panic!()
+    };
+    // The same id on another lock must not answer with L's grant, nor acquire M.
+    assert!(matches!(
+        log.acquire_with(a, "M", 0, 0, &rid),
+        Response::Refused(ref r) if r.kind == RefusalKind::BadRequest
+    ));
+    assert_eq!(log.holder("M"), None);
+    let rel = log.request_id();
+    log.release_with(a, "L", token, &rel);
+    assert!(matches!(
+        log.release_with(a, "M", token, &rel),
+        Response::Refused(ref r) if r.kind == RefusalKind::BadRequest
+    ));
+    // The binding survives a snapshot.
+    let copy = crate::machine::LockMachine::restore(&log.m.snapshot(), log.index).unwrap();
+    log.m = copy;
+    assert!(matches!(
+        log.acquire_with(a, "M", 0, 0, &rid),
+        Response::Refused(ref r) if r.kind == RefusalKind::BadRequest
+    ));
+}
+
+#[test]
 fn results_are_remembered_per_session() {
     let mut log = Log::new();
     let a = log.create(300_000, 0);
