@@ -64,10 +64,12 @@ pub fn channel(url: &str) -> Result<Channel, Box<dyn Error>> {
 
 impl EtcdCluster {
     /// Starts three members of `binary` with data and logs in a new directory inside
-    /// `parent`, and waits until they have a leader.
+    /// `parent` (with `GOMAXPROCS` = `threads` if given), and waits until they have a
+    /// leader.
     pub async fn start(
         binary: &Path,
         parent: Option<&Path>,
+        threads: Option<usize>,
     ) -> Result<EtcdCluster, Box<dyn Error>> {
         if !binary.is_file() {
             return Err(format!(
@@ -88,7 +90,11 @@ impl EtcdCluster {
             let peer_url = format!("http://{}", ports[3 + i]);
             let data = dir.path().join(format!("e{}", i + 1));
             let log = File::create(dir.path().join(format!("e{}.log", i + 1)))?;
-            let child = Command::new(binary)
+            let mut command = Command::new(binary);
+            if let Some(n) = threads {
+                command.env("GOMAXPROCS", n.to_string());
+            }
+            let child = command
                 .args(["--name", &format!("e{}", i + 1)])
                 .arg("--data-dir")
                 .arg(&data)

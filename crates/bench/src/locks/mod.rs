@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use raftlock::{Client, ClientOptions};
 
 use crate::machine;
 use crate::raftkv_bin::locate_binary;
@@ -82,6 +83,16 @@ pub struct LocksArgs {
     /// Worker threads of this benchmark's client runtime.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub threads: usize,
+    /// Threads each server may run Rust or Go code on, the same for both systems: the
+    /// `--worker-threads` of each `raftlock server` and `GOMAXPROCS` of each etcd member
+    /// (0: each system's default, one per core). Six servers and this load generator
+    /// share the machine, so one each by default, as in `raftlock-bench cluster`.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub node_threads: usize,
+    /// Connections the pairs clients share, each client with its own session or lease
+    /// (as etcd's `benchmark --conns`); 0 gives each client a connection of its own.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub conns: usize,
 }
 
 impl LocksArgs {
@@ -98,9 +109,13 @@ pub fn run(args: &LocksArgs) -> Result<(), Box<dyn Error>> {
 }
 
 async fn run_async(args: &LocksArgs, binary: PathBuf) -> Result<(), Box<dyn Error>> {
-    let raftlock = RaftLockCluster::start(&binary, args.dir.as_deref(), &[]).await?;
+    let threads = (args.node_threads > 0).then_some(args.node_threads);
+    let extra: Vec<String> = threads
+        .map(|n| vec!["--worker-threads".into(), n.to_string()])
+        .unwrap_or_default();
+    let raftlock = RaftLockCluster::start(&binary, args.dir.as_deref(), &extra).await?;
     let etcd = if args.etcd.is_file() {
-        Some(EtcdCluster::start(&args.etcd, args.dir.as_deref()).await?)
+        Some(EtcdCluster::start(&args.etcd, args.dir.as_deref(), threads).await?)
     } else {
         println!(
             "{} not found: the etcd rows are skipped (apt install etcd-server)",
@@ -108,9 +123,12 @@ async fn run_async(args: &LocksArgs, binary: PathBuf) -> Result<(), Box<dyn Erro
         );
         None
     };
+    let threads_note = threads.map_or("each system's default threads".to_string(), |n| {
+        format!("--worker-threads {n} / GOMAXPROCS={n}")
+    });
     println!(
         "RaftLock: 3 `raftlock server` processes (defaults: FileStorage with fsync, 100 ms ticks); \
-         etcd: 3 `{}` members (defaults); both on loopback, side by side",
+         etcd: 3 `{}` members (defaults); both on loopback, side by side, {threads_note}",
         args.etcd.display()
     );
     let mut summary = Vec::new();
@@ -132,16 +150,51 @@ async fn run_async(args: &LocksArgs, binary: PathBuf) -> Result<(), Box<dyn Erro
     Ok(())
 }
 
+/// `n` clients; client `i` is made by `connect(i)`.
 async fn connect_all<C, F, Fut>(n: usize, connect: F) -> Result<Vec<Arc<C>>, Box<dyn Error>>
 where
-    F: Fn() -> Fut,
+    F: Fn(usize) -> Fut,
     Fut: std::future::Future<Output = Result<C, String>>,
 {
     let mut clients = Vec::with_capacity(n);
-    for _ in 0..n {
-        clients.push(Arc::new(connect().await?));
+    for i in 0..n {
+        clients.push(Arc::new(connect(i).await?));
     }
     Ok(clients)
+}
+
+/// `n` RaftLock clients, each with its own session, over `conns` shared connections
+/// (0: one each).
+async fn raftlock_clients(
+    n: usize,
+    conns: usize,
+    endpoints: &[String],
+    ttl: Duration,
+) -> Result<Vec<Arc<RaftLockClient>>, Box<dyn Error>> {
+    if conns == 0 {
+        return connect_all(n, |_| RaftLockClient::connect(endpoints, ttl)).await;
+    }
+    let bases = (0..conns)
+        .map(|_| Client::new(ClientOptions::new(endpoints.to_vec()).ttl(ttl)))
+        .collect::<Result<Vec<_>, _>>()?;
+    connect_all(n, |i| RaftLockClient::sharing(&bases[i % conns], ttl)).await
+}
+
+/// `n` etcd clients, each with its own lease, over `conns` shared connections (0: one
+/// each).
+async fn etcd_clients(
+    n: usize,
+    conns: usize,
+    leader: &str,
+    ttl: Duration,
+) -> Result<Vec<Arc<EtcdClient>>, Box<dyn Error>> {
+    if conns == 0 {
+        return connect_all(n, |_| EtcdClient::connect(leader, ttl)).await;
+    }
+    let channels = (0..conns)
+        .map(|_| etcd::channel(leader))
+        .collect::<Result<Vec<_>, _>>()?;
+    connect_all(n, |i| EtcdClient::on(channels[i % conns].clone(), ttl)).await
 }
 
 async fn pairs_row<C: LockClient>(
@@ -180,8 +233,13 @@ async fn pairs_rows(
     summary: &mut Vec<String>,
 ) -> Result<(), Box<dyn Error>> {
     println!(
-        "\nUncontended acquire + release pairs, each client on its own lock ({} s per row after {} s of warm-up):",
-        args.seconds, args.warmup
+        "\nUncontended acquire + release pairs, each client on its own lock and session ({} s per row after {} s of warm-up, {}):",
+        args.seconds,
+        args.warmup,
+        match args.conns {
+            0 => "a connection per client".to_string(),
+            n => format!("clients sharing {n} connection(s)"),
+        }
     );
     let mut table = Table::new(&[
         ("system", Align::Left),
@@ -195,11 +253,11 @@ async fn pairs_rows(
     let ttl = Duration::from_secs(120);
     let endpoints = raftlock.endpoints().await?;
     for &n in &args.clients {
-        let clients = connect_all(n, || RaftLockClient::connect(&endpoints, ttl)).await?;
+        let clients = raftlock_clients(n, args.conns, &endpoints, ttl).await?;
         let ours = pairs_row(args, &System::RaftLock(raftlock), clients, &mut table).await;
         if let Some(etcd) = etcd {
             let leader = etcd.leader().await?;
-            let clients = connect_all(n, || EtcdClient::connect(&leader, ttl)).await?;
+            let clients = etcd_clients(n, args.conns, &leader, ttl).await?;
             let theirs = pairs_row(args, &System::Etcd(etcd), clients, &mut table).await;
             if n == 64 {
                 let ratio = ours / theirs.max(1e-9);

@@ -39,6 +39,15 @@ impl RaftLockClient {
     pub async fn connect(endpoints: &[String], ttl: Duration) -> Result<Self, String> {
         let client = Client::new(ClientOptions::new(endpoints.to_vec()).ttl(ttl))
             .map_err(|e| e.to_string())?;
+        Self::with(client, ttl).await
+    }
+
+    /// A client with a new session of `ttl` that shares `base`'s connections.
+    pub async fn sharing(base: &Client, ttl: Duration) -> Result<Self, String> {
+        Self::with(base.fork(), ttl).await
+    }
+
+    async fn with(client: Client, ttl: Duration) -> Result<Self, String> {
         let session = client
             .create_session(ttl, Duration::ZERO, "bench")
             .await
@@ -82,6 +91,11 @@ impl EtcdClient {
     /// A client of the member at `url` with a new lease of `ttl`.
     pub async fn connect(url: &str, ttl: Duration) -> Result<Self, String> {
         let channel = etcd::channel(url).map_err(|e| e.to_string())?;
+        Self::on(channel, ttl).await
+    }
+
+    /// A client with a new lease of `ttl` on an existing connection.
+    pub async fn on(channel: tonic::transport::Channel, ttl: Duration) -> Result<Self, String> {
         let mut leases = pb::lease_client::LeaseClient::new(channel.clone());
         let granted = leases
             .lease_grant(pb::LeaseGrantRequest {

@@ -210,6 +210,21 @@ impl Client {
         })
     }
 
+    /// Another client with the same options and a session of its own, sharing this
+    /// one's connections and its knowledge of the leader: many independent lock holders
+    /// in one process without a connection each (gRPC multiplexes their calls).
+    pub fn fork(&self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                transport: self.inner.transport.clone(),
+                options: self.inner.options.clone(),
+                session: tokio::sync::Mutex::new(None),
+                request_prefix: format!("{:012x}", StandardRand::new().next_u64() >> 16),
+                next_request: AtomicU64::new(1),
+            }),
+        }
+    }
+
     /// The options the client was made with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.options
