@@ -127,8 +127,14 @@ impl RaftLock for GrpcApi {
         let in_flight = Arc::new(Semaphore::new(KEEPALIVE_STREAM_DEPTH));
         let service = self.service.clone();
         tokio::spawn(async move {
-            while let Some(next) = incoming.next().await {
-                let Ok(req) = next else { break };
+            loop {
+                // A stopping server ends the stream (the client reopens it on the next
+                // leader) instead of holding the shutdown open.
+                let next = tokio::select! {
+                    next = incoming.next() => next,
+                    () = service.stopped() => break,
+                };
+                let Some(Ok(req)) = next else { break };
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
                 };

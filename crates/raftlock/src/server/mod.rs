@@ -141,7 +141,7 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
             max_sessions,
         },
     );
-    let app = router(service, registry);
+    let app = router(service.clone(), registry);
     // Nagle's algorithm would hold back the second write of an answer written in parts
     // until the client's delayed ACK (40 ms).
     let listener = listener.tap_io(|tcp| {
@@ -150,7 +150,10 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         }
     });
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(node.exit_with_parent))
+        .with_graceful_shutdown(async move {
+            shutdown_signal(node.exit_with_parent).await;
+            service.stop();
+        })
         .await;
     tracing::info!(node = %id, "stopping");
     raft.stop().await;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use raftlock_raft::{Rand, StandardRand};
+use tokio::sync::watch;
 
 use super::error::ServiceError;
 use super::keepalive::KeepAlives;
@@ -73,6 +74,9 @@ struct Inner {
     keepalives: KeepAlives,
     limits: Limits,
     rand: Mutex<StandardRand>,
+    /// Set when the server begins to stop: held-open requests end at once rather than
+    /// hold the shutdown for up to their whole wait.
+    stopping: watch::Sender<bool>,
 }
 
 fn parse_session(text: &str) -> Result<SessionId, ServiceError> {
@@ -94,8 +98,23 @@ impl LockService {
                 keepalives,
                 limits,
                 rand: Mutex::new(StandardRand::new()),
+                stopping: watch::channel(false).0,
             }),
         }
+    }
+
+    /// The server is stopping: held-open acquires and keep-alive streams end now, with
+    /// "unavailable", so that clients retry on the next leader (a queued wait stays queued
+    /// under its request id, and the retry finds it there).
+    pub fn stop(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`LockService::stop`] was called.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.stopping.subscribe();
+        // The sender lives as long as `self`, so this only ends when stopping is set.
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The proposer (leader checks, raft handle, addresses).
@@ -238,6 +257,14 @@ impl LockService {
         let result = loop {
             let wake = tokio::select! {
                 wake = registration.wake() => wake,
+                () = self.stopped() => {
+                    // Left queued: a retry with the same request id on the next leader
+                    // finds its place in the queue.
+                    cancel.armed = false;
+                    break Err(ServiceError::Unavailable(
+                        "the node is shutting down; retry with the same request_id".into(),
+                    ));
+                }
                 _ = tokio::time::sleep_until(deadline) => break Err(ServiceError::Unknown(
                     "the wait did not end in time; retry with the same request_id".into(),
                 )),
