@@ -47,4 +47,32 @@ pub trait Applier: Send + 'static {
 
     /// Replaces the state machine with a snapshot.
     fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError>;
+
+    /// Streaming form of [`Applier::snapshot`]: writes the serialized state to `out` and
+    /// returns the index of the last entry applied to it. The node streams it into a
+    /// temporary file and never holds the whole snapshot in memory, so a state machine
+    /// larger than memory allows should override this (and [`Applier::restore_from`]).
+    /// The default buffers [`Applier::snapshot`]'s bytes, which suits small state machines.
+    fn snapshot_to(&mut self, out: &mut dyn std::io::Write) -> Result<Index, ApplierError> {
+        let (index, data) = self.snapshot()?;
+        out.write_all(&data)
+            .map_err(|e| ApplierError(format!("writing the snapshot: {e}")))?;
+        Ok(index)
+    }
+
+    /// Streaming form of [`Applier::restore`]: replaces the state machine with the snapshot
+    /// read from `input` (exactly the bytes [`Applier::snapshot_to`] wrote, already checked
+    /// against their size and CRC32C). The default reads them into memory and calls
+    /// [`Applier::restore`].
+    fn restore_from(
+        &mut self,
+        meta: &SnapshotMeta,
+        input: &mut dyn std::io::Read,
+    ) -> Result<(), ApplierError> {
+        let mut data = Vec::new();
+        input
+            .read_to_end(&mut data)
+            .map_err(|e| ApplierError(format!("reading the snapshot: {e}")))?;
+        self.restore(meta, &Bytes::from(data))
+    }
 }
