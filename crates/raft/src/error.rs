@@ -202,6 +202,19 @@ pub enum StorageError {
     /// written.
     #[error("storage: invalid request: {0}")]
     InvalidRequest(String),
+    /// A snapshot install was told to keep the log after the snapshot
+    /// ([`SnapshotLog::Keep`](crate::SnapshotLog::Keep)), but the log does not hold the
+    /// snapshot's last entry with its term: the caller's view of storage is wrong, and
+    /// keeping or dropping the log would silently diverge from it. Nothing was written.
+    #[error("storage: told to keep the log after a snapshot at index {index} term {term}, but the log holds {}", held.map_or_else(|| "no entry there".to_string(), |t| format!("term {t} there")))]
+    SnapshotLogMismatch {
+        /// The snapshot's last index.
+        index: Index,
+        /// The snapshot's last term.
+        term: crate::types::Term,
+        /// The term of the entry the log holds at `index`, if any.
+        held: Option<crate::types::Term>,
+    },
 }
 
 impl StorageError {

@@ -587,11 +587,12 @@ impl Storage for ThreadRecording {
     ) -> Result<Option<raftlock_raft::Snapshot>, raftlock_raft::StorageError> {
         self.inner.load_snapshot()
     }
-    fn save_snapshot(
+    fn install_snapshot(
         &mut self,
         snapshot: &raftlock_raft::Snapshot,
+        log: raftlock_raft::SnapshotLog,
     ) -> Result<(), raftlock_raft::StorageError> {
-        self.inner.save_snapshot(snapshot)
+        self.inner.install_snapshot(snapshot, log)
     }
     fn compact(&mut self, upto: u64) -> Result<(), raftlock_raft::StorageError> {
         self.inner.compact(upto)

@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 
-use raftlock_raft::{Entry, HardState, Index, InitialState, Rand, Snapshot, Term, WriteBatch};
+use raftlock_raft::{
+    Entry, HardState, Index, InitialState, Rand, Snapshot, SnapshotLog, Term, WriteBatch,
+};
 
 /// What survives a crash.
 #[derive(Clone, Debug, Default)]
@@ -18,9 +20,13 @@ pub struct DurableState {
 }
 
 impl DurableState {
-    fn apply(&mut self, w: &WriteBatch, entries: usize) {
-        if let Some(snap) = &w.snapshot {
-            self.save_snapshot(snap);
+    /// Carries out a write batch (its first `entries` entries) as the `Storage` contract
+    /// says; `Err` when the core asked for something storage refuses, which stops a real
+    /// node: an install that keeps a log not holding the snapshot's last entry, or an
+    /// append that does not follow the log.
+    fn apply(&mut self, w: &WriteBatch, entries: usize) -> Result<(), String> {
+        if let Some(install) = &w.snapshot {
+            self.install(&install.snapshot, install.log)?;
         }
         if let Some(hs) = &w.hard_state {
             self.hard_state = hs.clone();
@@ -29,13 +35,16 @@ impl DurableState {
             self.log.retain(|e| e.index < from);
         }
         for e in w.log.entries.iter().take(entries) {
-            debug_assert_eq!(
-                e.index,
-                self.last_index() + 1,
-                "disk writes must be contiguous"
-            );
+            if e.index != self.last_index() + 1 {
+                return Err(format!(
+                    "storage refuses an append of index {} after last index {}",
+                    e.index,
+                    self.last_index()
+                ));
+            }
             self.log.push(e.clone());
         }
+        Ok(())
     }
 
     /// Index of the last entry held (the snapshot's when the log is empty).
@@ -47,21 +56,30 @@ impl DurableState {
             .unwrap_or(0)
     }
 
-    /// Stores a newer snapshot with the `Storage::save_snapshot` rule: the log stays if it
-    /// holds the snapshot's last entry, otherwise it is discarded.
-    pub fn save_snapshot(&mut self, snap: &Snapshot) {
+    /// Installs a snapshot as `Storage::install_snapshot` does: one not newer than the
+    /// current is skipped (`Ok(false)`); `log` keeps or discards the log, and keeping a log
+    /// that does not hold the snapshot's last entry is refused.
+    pub fn install(&mut self, snap: &Snapshot, log: SnapshotLog) -> Result<bool, String> {
         let (index, term) = (snap.meta.last_index, snap.meta.last_term);
         if self
             .snapshot
             .as_ref()
             .is_some_and(|s| s.meta.last_index >= index)
         {
-            return;
+            return Ok(false);
         }
-        if !self.log.iter().any(|e| e.index == index && e.term == term) {
-            self.log.clear();
+        match log {
+            SnapshotLog::Keep => {
+                if !self.log.iter().any(|e| e.index == index && e.term == term) {
+                    return Err(format!(
+                        "storage told to keep a log that does not hold ({index}, {term})"
+                    ));
+                }
+            }
+            SnapshotLog::Discard => self.log.clear(),
         }
         self.snapshot = Some(snap.clone());
+        Ok(true)
     }
 
     /// Whether the entry (index, term) is durable here, in the log or under the snapshot.
@@ -94,23 +112,25 @@ impl SimDisk {
     }
 
     /// The oldest pending write finished its fsync; returns its sequence number.
-    pub fn complete(&mut self) -> Option<u64> {
-        let w = self.pending.pop_front()?;
-        self.durable.apply(&w, usize::MAX);
-        Some(w.seq)
+    pub fn complete(&mut self) -> Result<Option<u64>, String> {
+        let Some(w) = self.pending.pop_front() else {
+            return Ok(None);
+        };
+        self.durable.apply(&w, usize::MAX)?;
+        Ok(Some(w.seq))
     }
 
     /// Loses every pending write; with `torn`, the oldest one is partly written: its hard
     /// state and truncation (each durable on its own in FileStorage) and a random prefix of
     /// its entries. Returns a description for the trace.
-    pub fn crash(&mut self, rng: &mut dyn Rand, torn: bool) -> String {
+    pub fn crash(&mut self, rng: &mut dyn Rand, torn: bool) -> Result<String, String> {
         let lost = self.pending.len();
         let mut note = format!("lost {lost} pending writes");
         if torn {
             if let Some(w) = self.pending.front() {
                 let keep = rng.gen_range(0, w.log.entries.len() as u64 + 1) as usize;
                 let w = w.clone();
-                self.durable.apply(&w, keep);
+                self.durable.apply(&w, keep)?;
                 note.push_str(&format!(
                     ", torn write kept {keep}/{} entries",
                     w.log.entries.len()
@@ -118,7 +138,7 @@ impl SimDisk {
             }
         }
         self.pending.clear();
-        note
+        Ok(note)
     }
 
     /// What a restarted node recovers.

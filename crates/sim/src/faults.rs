@@ -106,7 +106,10 @@ impl World {
             return Ok(());
         }
         let torn = self.plan.torn_writes && self.rng.gen_range(0, 2) == 0;
-        let note = self.nodes[i].disk.crash(&mut self.rng, torn);
+        let note = self.nodes[i]
+            .disk
+            .crash(&mut self.rng, torn)
+            .map_err(|e| Violation(format!("node {i}'s torn write: {e}")))?;
         self.nodes[i].core = None;
         self.nodes[i].disk_busy_until = self.now;
         self.trace(|| format!("crash n{i}: {note}"));

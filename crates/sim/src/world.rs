@@ -498,7 +498,11 @@ impl World {
                 }
                 self.sync_clock(i);
                 let node = &mut self.nodes[i];
-                if let Some(seq) = node.disk.complete() {
+                let done = node
+                    .disk
+                    .complete()
+                    .map_err(|e| Violation(format!("node {i}'s disk: {e}")))?;
+                if let Some(seq) = done {
                     if let Some(core) = node.core.as_mut() {
                         core.on_persisted(seq);
                     }
@@ -538,7 +542,12 @@ impl World {
                 if node.incarnation != incarnation {
                     return Ok(()); // crashed while saving: the previous snapshot stays
                 }
-                node.disk.durable.save_snapshot(&snapshot);
+                // A snapshot the node built covers applied, durable entries: the log keeps
+                // them (a received snapshot that overtook it makes this one not newer).
+                node.disk
+                    .durable
+                    .install(&snapshot, raftlock_raft::SnapshotLog::Keep)
+                    .map_err(|e| Violation(format!("node {i}'s disk: {e}")))?;
                 self.sync_clock(i);
                 let node = &mut self.nodes[i];
                 if let Some(core) = node.core.as_mut() {

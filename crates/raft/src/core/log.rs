@@ -20,6 +20,22 @@ pub struct LogWrite {
     pub entries: Vec<Entry>,
 }
 
+/// What storage does with its log when it installs a snapshot. The core decides, because
+/// only the core knows which of storage's entries are still part of the log: a truncation
+/// or entries not yet written sit in the same write batch, and storage looking at its own
+/// contents would guess wrong (a log kept that the core dropped, and the next append
+/// refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotLog {
+    /// Keep the entries after the snapshot's last index. Storage holds that entry with the
+    /// snapshot's term; if it does not, the install fails with
+    /// [`StorageError::SnapshotLogMismatch`](crate::StorageError::SnapshotLogMismatch) and
+    /// writes nothing.
+    Keep,
+    /// Discard the whole log: it restarts right after the snapshot.
+    Discard,
+}
+
 #[derive(Debug)]
 pub(crate) struct RaftLog {
     /// Index and term of the entry just before `entries` (the snapshot's, or 0/0).
@@ -266,27 +282,49 @@ impl RaftLog {
         self.offset_term = term;
     }
 
-    /// Installs a snapshot ending at (`index`, `term`) (Raft §7): if the log holds that
-    /// entry, the entries after it stay; otherwise the whole log is replaced by the
-    /// snapshot. Storage does the same when the write carrying the snapshot is executed,
-    /// so entries at or below `index` are never written after it.
-    pub(crate) fn install(&mut self, index: Index, term: Term) {
-        if self.matches(index, term) && index >= self.offset_index {
+    /// Installs a snapshot ending at (`index`, `term`) (Raft §7) and decides what storage
+    /// does with its log, so that afterwards storage holds exactly what this log says:
+    ///
+    /// - Storage holds the entries handed to it, those below `unstable_from` (writes in
+    ///   flight included: storage runs writes in order, so they are done before the install).
+    ///   A pending truncation is at or above `unstable_from` (`truncate_from` lowers both
+    ///   together), so it never removes one of them. If the log holds (`index`, `term`)
+    ///   below `unstable_from`, storage holds it too: [`SnapshotLog::Keep`]. A pending
+    ///   truncation is then above `index` and still runs, after the install.
+    /// - Otherwise [`SnapshotLog::Discard`]: storage drops its whole log, and with it any
+    ///   pending truncation. If the log holds (`index`, `term`) among its unwritten entries,
+    ///   the entries after it stay here and are written again after the install.
+    ///
+    /// In both cases nothing after `index` counts as durable until the write carrying the
+    /// install is: the state machine is restored from the snapshot once that write is done,
+    /// and no entry after the snapshot may be applied before that restore.
+    pub(crate) fn install(&mut self, index: Index, term: Term) -> SnapshotLog {
+        debug_assert!(index > self.offset_index, "install below the log's start");
+        let holds = index >= self.offset_index && self.matches(index, term);
+        let stored = holds && index < self.unstable_from;
+        if holds {
             let drop = (index - self.offset_index) as usize;
             self.entries.drain(..drop.min(self.entries.len()));
         } else {
             self.entries.clear();
-            self.durable = self.durable.min(index);
-            for (_, last) in self.inflight_writes.iter_mut() {
-                *last = (*last).min(index);
-            }
+        }
+        self.durable = self.durable.min(index);
+        for (_, last) in self.inflight_writes.iter_mut() {
+            *last = (*last).min(index);
         }
         self.offset_index = index;
         self.offset_term = term;
-        self.unstable_from = self.unstable_from.max(index + 1);
-        // A truncation at or below the snapshot point is implied by the snapshot (storage
-        // discards a log that does not hold the snapshot's last entry).
-        self.pending_truncate = self.pending_truncate.filter(|t| *t > index);
+        if stored {
+            debug_assert!(
+                self.pending_truncate.map_or(true, |t| t > index),
+                "a pending truncation below unstable_from"
+            );
+            SnapshotLog::Keep
+        } else {
+            self.pending_truncate = None;
+            self.unstable_from = index + 1;
+            SnapshotLog::Discard
+        }
     }
 
     /// Whether there are writes not yet handed to the runtime.
@@ -369,6 +407,37 @@ mod tests {
         assert_eq!(log.durable_index(), 2);
         assert!(log.persisted(3));
         assert_eq!(log.durable_index(), 3);
+    }
+
+    #[test]
+    fn install_keeps_the_stored_log_only_when_storage_holds_the_snapshot_entry() {
+        // Handed to storage and matching: kept, and a truncation above it still runs.
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
+        assert_eq!(log.merge(vec![Entry::normal(6, 2, "")]), Some(6));
+        assert_eq!(log.install(4, 1), SnapshotLog::Keep);
+        let w = log.take_write(1);
+        assert_eq!(w.truncate_from, Some(6));
+        assert_eq!(w.entries.len(), 1);
+        // A truncation at or below the snapshot: the core's log lost it, storage has not.
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
+        assert_eq!(log.merge(vec![Entry::normal(3, 2, "")]), Some(3));
+        assert_eq!(log.install(5, 1), SnapshotLog::Discard);
+        assert_eq!(log.last_index(), 5);
+        let w = log.take_write(1);
+        assert_eq!((w.truncate_from, w.entries.len()), (None, 0));
+        // Matching but not yet written: discarded, and what follows is written again.
+        let mut log = log_with_terms(&[1, 1]);
+        log.append([Entry::normal(3, 1, ""), Entry::normal(4, 1, "")]);
+        assert_eq!(log.install(3, 1), SnapshotLog::Discard);
+        let w = log.take_write(1);
+        assert_eq!(
+            w.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4]
+        );
+        // Nothing after the snapshot counts as durable before the install's write.
+        assert_eq!(log.durable_index(), 2);
+        assert!(log.persisted(1));
+        assert_eq!(log.durable_index(), 4);
     }
 
     #[test]

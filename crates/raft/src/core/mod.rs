@@ -41,8 +41,8 @@ use bytes::Bytes;
 #[cfg(feature = "bug-injection")]
 pub use self::bugs::InjectedBugs;
 pub use self::election::{ElectionReason, ElectionStart};
-pub use self::log::LogWrite;
 use self::log::RaftLog;
+pub use self::log::{LogWrite, SnapshotLog};
 use self::progress::Progress;
 pub use self::read::{ReadFailure, ReadState};
 pub use self::snapshot::{CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
@@ -73,14 +73,23 @@ pub struct InitialState {
 pub struct WriteBatch {
     /// Sequence number to acknowledge.
     pub seq: u64,
-    /// A snapshot received from the leader, to store first (with
-    /// [`Storage::save_snapshot`](crate::Storage::save_snapshot), which keeps or discards
-    /// the log as Raft §7 says).
-    pub snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader, to install first, keeping or discarding the
+    /// log as it says ([`Storage::install_snapshot`](crate::Storage::install_snapshot)).
+    pub snapshot: Option<SnapshotInstall>,
     /// New term and vote, if they changed.
     pub hard_state: Option<HardState>,
     /// Truncation and appends.
     pub log: LogWrite,
+}
+
+/// A snapshot to install and what happens to the log (see [`SnapshotLog`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInstall {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Keep the log after the snapshot's last entry, or discard it: the core's decision,
+    /// which storage follows.
+    pub log: SnapshotLog,
 }
 
 /// The commands of one proposal ([`RaftCore::propose`]): one, without a `Vec` to
@@ -244,7 +253,7 @@ pub struct RaftCore {
     /// Log compaction to hand to the runtime.
     pending_compact: Option<Index>,
     /// A snapshot received from the leader, to write and to restore.
-    pending_snapshot_write: Option<Snapshot>,
+    pending_snapshot_write: Option<SnapshotInstall>,
     pending_restore: Option<Snapshot>,
     /// A snapshot being received in chunks.
     receiving: Option<snapshot::Receiving>,

@@ -300,10 +300,13 @@ impl RaftCore {
             term = meta.last_term,
             "installing snapshot"
         );
-        self.log.install(meta.last_index, meta.last_term);
+        let log = self.log.install(meta.last_index, meta.last_term);
         self.state.commit_to(meta.last_index);
         self.state.handed_out = self.state.handed_out.max(meta.last_index);
-        self.pending_snapshot_write = Some(snapshot.clone());
+        self.pending_snapshot_write = Some(super::SnapshotInstall {
+            snapshot: snapshot.clone(),
+            log,
+        });
         self.pending_restore = Some(snapshot.clone());
         self.hold_snapshot(snapshot);
         self.snapshot_in_progress = false;

@@ -209,8 +209,8 @@ fn run_storage_batch(
                 if w.snapshot.is_some() || w.hard_state.is_some() || w.log.truncate_from.is_some() {
                     flush(storage, &mut pending)?;
                 }
-                if let Some(snap) = &w.snapshot {
-                    storage.save_snapshot(snap)?;
+                if let Some(install) = &w.snapshot {
+                    storage.install_snapshot(&install.snapshot, install.log)?;
                 }
                 if let Some(hs) = &w.hard_state {
                     storage.set_hard_state(hs)?;
@@ -432,8 +432,12 @@ mod tests {
         fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
             self.inner.load_snapshot()
         }
-        fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
-            self.inner.save_snapshot(snapshot)
+        fn install_snapshot(
+            &mut self,
+            snapshot: &Snapshot,
+            log: crate::core::SnapshotLog,
+        ) -> Result<(), StorageError> {
+            self.inner.install_snapshot(snapshot, log)
         }
         fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
             self.inner.compact(upto)

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::{check_append, check_range, check_snapshot_newer, Storage};
+use super::{check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, Storage};
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
@@ -148,13 +148,16 @@ impl Storage for MemStorage {
         Ok(self.snapshot.clone())
     }
 
-    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+    fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        log: SnapshotLog,
+    ) -> Result<(), StorageError> {
         let meta = &snapshot.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
-        let matches = self
-            .slot(meta.last_index)
-            .is_some_and(|e| e.term == meta.last_term);
-        if !matches {
+        let held = self.slot(meta.last_index).map(|e| e.term);
+        check_keep(meta, log, held)?;
+        if log == SnapshotLog::Discard {
             self.log.clear();
             self.first_index = meta.last_index + 1;
         }

@@ -23,6 +23,7 @@ mod memory;
 pub use file::{FileStorage, FileStorageOptions, SyncPolicy};
 pub use memory::MemStorage;
 
+pub use crate::core::SnapshotLog;
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
@@ -81,7 +82,32 @@ pub trait Storage: Send + 'static {
     /// snapshot's last entry with the same term, the log is kept (entries after it remain
     /// valid, Raft §7); otherwise the whole log is discarded. A snapshot not newer than the
     /// current one is refused with [`StorageError::InvalidRequest`].
-    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError>;
+    ///
+    /// For callers that know nothing else about the log; the runtime installs with
+    /// [`Storage::install_snapshot`], saying itself what happens to the log.
+    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let (index, term) = (snapshot.meta.last_index, snapshot.meta.last_term);
+        let holds = index >= self.first_index() && self.term(index).ok() == Some(term);
+        let log = if holds {
+            SnapshotLog::Keep
+        } else {
+            SnapshotLog::Discard
+        };
+        self.install_snapshot(snapshot, log)
+    }
+
+    /// Stores a snapshot durably, replaces the previous one, and keeps or discards the log
+    /// as `log` says (the core's decision: storage follows it and never guesses). With
+    /// [`SnapshotLog::Keep`] the log must hold the snapshot's last entry with its term,
+    /// otherwise the call fails with [`StorageError::SnapshotLogMismatch`]; with
+    /// [`SnapshotLog::Discard`] the log restarts right after the snapshot. A snapshot not
+    /// newer than the current one is refused with [`StorageError::InvalidRequest`]. Either
+    /// refusal writes nothing.
+    fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        log: SnapshotLog,
+    ) -> Result<(), StorageError>;
 
     /// Allows the storage to drop log entries up to and including `upto`, which must not
     /// exceed the snapshot index. Implementations may keep some (FileStorage drops whole
@@ -150,6 +176,23 @@ pub(crate) fn check_snapshot_newer(index: Index, current: Index) -> Result<(), S
         return Err(StorageError::InvalidRequest(format!(
             "snapshot at {index} is not newer than the current one at {current}"
         )));
+    }
+    Ok(())
+}
+
+/// Refuses to keep a log that does not hold the snapshot's last entry (`held` is the term
+/// the log holds at that index, if any).
+pub(crate) fn check_keep(
+    meta: &SnapshotMeta,
+    log: SnapshotLog,
+    held: Option<Term>,
+) -> Result<(), StorageError> {
+    if log == SnapshotLog::Keep && held != Some(meta.last_term) {
+        return Err(StorageError::SnapshotLogMismatch {
+            index: meta.last_index,
+            term: meta.last_term,
+            held,
+        });
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::core::{InitialState, RaftCore, WriteBatch};
+use crate::core::{InitialState, RaftCore, SnapshotLog, WriteBatch};
 use crate::message::{Message, MessageBody};
 use crate::rand::SeededRand;
 use crate::types::{Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Snapshot, Term};
@@ -252,17 +252,40 @@ impl Cluster {
 
     fn flush_writes(node: &mut Node) {
         while let Some(w) = node.pending_writes.pop_front() {
-            if let Some(snap) = &w.snapshot {
+            if let Some(install) = &w.snapshot {
+                // Storage follows the core's decision, and refuses to keep a log that does
+                // not hold the snapshot's last entry (as FileStorage and MemStorage do).
+                let snap = &install.snapshot;
                 let (i, t) = (snap.meta.last_index, snap.meta.last_term);
-                let keep = node.stored_log.iter().any(|e| e.index == i && e.term == t);
-                node.stored_log.retain(|e| keep && e.index > i);
+                let holds = node.stored_log.iter().any(|e| e.index == i && e.term == t);
+                match install.log {
+                    SnapshotLog::Keep => {
+                        assert!(holds, "told to keep a log that does not hold ({i}, {t})");
+                        node.stored_log.retain(|e| e.index > i);
+                    }
+                    SnapshotLog::Discard => node.stored_log.clear(),
+                }
                 node.stored_snapshot = Some(snap.clone());
             }
+
             if let Some(hs) = &w.hard_state {
                 node.stored_hard_state = hs.clone();
             }
             if let Some(from) = w.log.truncate_from {
                 node.stored_log.retain(|e| e.index < from);
+            }
+            if let Some(first) = w.log.entries.first() {
+                // Storage refuses appends that do not follow its last index.
+                let last = node.stored_log.last().map_or(0, |e| e.index).max(
+                    node.stored_snapshot
+                        .as_ref()
+                        .map_or(0, |s| s.meta.last_index),
+                );
+                assert_eq!(
+                    first.index,
+                    last + 1,
+                    "append does not follow the stored log"
+                );
             }
             node.stored_log.extend(w.log.entries.iter().cloned());
             node.core.on_persisted(w.seq);

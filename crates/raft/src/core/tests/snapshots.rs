@@ -6,9 +6,11 @@ use bytes::Bytes;
 
 use super::harness::*;
 use crate::config::Config;
-use crate::core::InitialState;
-use crate::message::{InstallSnapshot, InstallSnapshotResponse, MessageBody};
-use crate::types::{HardState, Role, Snapshot, SnapshotMeta};
+use crate::core::{InitialState, SnapshotLog};
+use crate::message::{
+    AppendEntries, InstallSnapshot, InstallSnapshotResponse, Message, MessageBody,
+};
+use crate::types::{Entry, HardState, Role, Snapshot, SnapshotMeta};
 
 fn small_snapshots(c: &mut Config) {
     c.options.snapshot_threshold = 20;
@@ -415,4 +417,177 @@ fn every_node_restarts_and_keeps_all_committed_data() {
             "node {i} recovered every committed command"
         );
     }
+}
+
+/// Node 2 at term 1 with entries 1..=10 of term 1, all durable; nothing committed.
+fn follower_with_ten_entries(seed: u64) -> Cluster {
+    Cluster::with(3, seed, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: entries_with_terms(&[1; 10]),
+        ..Default::default()
+    })
+}
+
+fn append(prev: (u64, u64), entries: &[(u64, u64)], commit: u64) -> MessageBody {
+    MessageBody::AppendEntries(AppendEntries {
+        prev_log_index: prev.0,
+        prev_log_term: prev.1,
+        entries: entries
+            .iter()
+            .map(|&(i, t)| Entry::normal(i, t, format!("{i}")))
+            .collect(),
+        leader_commit: commit,
+    })
+}
+
+fn whole(snap: &Snapshot) -> MessageBody {
+    MessageBody::InstallSnapshot(InstallSnapshot {
+        meta: snap.meta.clone(),
+        offset: 0,
+        data: snap.data.clone(),
+        done: true,
+        total_size: snap.data.len() as u64,
+        checksum: crc32c::crc32c(&snap.data),
+    })
+}
+
+/// Steps every message into node `to`'s core before its next `Ready`, as the runtime does
+/// with what arrived together, then drains that `Ready`.
+fn step_together(c: &mut Cluster, to: usize, messages: Vec<Message>) {
+    for m in messages {
+        c.node_mut(to).core.step(m);
+    }
+    c.process(&id(to));
+}
+
+fn stored_terms(c: &Cluster, i: usize) -> Vec<(u64, u64)> {
+    c.nodes[&id(i)]
+        .stored_log
+        .iter()
+        .map(|e| (e.index, e.term))
+        .collect()
+}
+
+#[test]
+fn install_after_a_truncating_append_in_the_same_batch_discards_the_stored_log() {
+    // An old leader (term 2) replaces entry 4 onwards; a newer one (term 3) sends a
+    // snapshot at (7, 1), which the core's log no longer holds but storage still does. The
+    // core discards its log; storage must too, or it keeps 8..=10 and refuses the next
+    // append at 8.
+    let mut c = follower_with_ten_entries(20);
+    let snap = snapshot_of(7, 1, &["a", "b", "c", "d", "e", "f", "g"]);
+    step_together(
+        &mut c,
+        2,
+        vec![
+            msg(1, 2, 2, append((3, 1), &[(4, 2)], 0)),
+            msg(3, 2, 3, whole(&snap)),
+        ],
+    );
+    assert_eq!(c.node(2).snapshot_index(), 7);
+    assert_eq!(
+        c.node(2).last_index(),
+        7,
+        "the core's log ends at the snapshot"
+    );
+    assert_eq!(stored_terms(&c, 2), vec![], "storage discarded its log too");
+    c.deliver(msg(3, 2, 3, append((7, 1), &[(8, 1), (9, 3)], 9)));
+    assert_eq!(c.log_tail(2), vec![(8, 1), (9, 3)]);
+    assert_eq!(
+        stored_terms(&c, 2),
+        c.log_tail(2),
+        "storage holds the core's log"
+    );
+    assert_eq!(
+        c.applied(2),
+        vec!["a", "b", "c", "d", "e", "f", "g", "8", "9"]
+    );
+}
+
+#[test]
+fn install_keeps_the_stored_log_under_a_pending_truncation_above_the_snapshot() {
+    // The truncation at 9 sits above the snapshot at (7, 1): the log up to 8 is kept, the
+    // truncation runs after the install, then the new entry 9.
+    let mut c = follower_with_ten_entries(21);
+    let snap = snapshot_of(7, 1, &["a", "b", "c", "d", "e", "f", "g"]);
+    step_together(
+        &mut c,
+        2,
+        vec![
+            msg(1, 2, 2, append((8, 1), &[(9, 2)], 0)),
+            msg(3, 2, 3, whole(&snap)),
+        ],
+    );
+    assert_eq!(c.log_tail(2), vec![(8, 1), (9, 2)]);
+    let stored: Vec<(u64, u64)> = stored_terms(&c, 2)
+        .into_iter()
+        .filter(|(i, _)| *i > 7)
+        .collect();
+    assert_eq!(stored, c.log_tail(2));
+    c.deliver(msg(3, 2, 3, append((9, 2), &[(10, 3)], 10)));
+    assert_eq!(c.log_tail(2), vec![(8, 1), (9, 2), (10, 3)]);
+    assert_eq!(c.node(2).applied_index(), 10);
+}
+
+#[test]
+fn install_of_an_entry_not_yet_written_discards_and_rewrites_what_follows() {
+    // Node 2 stores 1..=3; entries 4..=8 arrive with the snapshot at (6, 1) in one batch.
+    // Storage does not hold 6, so it discards its log; 7 and 8 are written after it.
+    let mut c = Cluster::with(3, 22, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: entries_with_terms(&[1; 3]),
+        ..Default::default()
+    });
+    let snap = snapshot_of(6, 1, &["a", "b", "c", "d", "e", "f"]);
+    let entries: Vec<(u64, u64)> = (4..=8).map(|i| (i, 1)).collect();
+    step_together(
+        &mut c,
+        2,
+        vec![
+            msg(1, 2, 1, append((3, 1), &entries, 0)),
+            msg(1, 2, 1, whole(&snap)),
+        ],
+    );
+    assert_eq!(c.log_tail(2), vec![(7, 1), (8, 1)]);
+    assert_eq!(stored_terms(&c, 2), vec![(7, 1), (8, 1)]);
+}
+
+#[test]
+fn install_while_the_log_write_is_in_flight_keeps_what_it_writes() {
+    // Entries 4..=8 were handed to storage but are not durable yet when the snapshot at
+    // (6, 1) arrives: storage runs writes in order, so it holds 6 at the install.
+    let mut c = Cluster::with(3, 23, small_snapshots, |_| InitialState {
+        hard_state: HardState {
+            term: 1,
+            voted_for: None,
+        },
+        entries: entries_with_terms(&[1; 3]),
+        ..Default::default()
+    });
+    c.node_mut(2).hold_writes = true;
+    let entries: Vec<(u64, u64)> = (4..=8).map(|i| (i, 1)).collect();
+    c.deliver(msg(1, 2, 1, append((3, 1), &entries, 0)));
+    let snap = snapshot_of(6, 1, &["a", "b", "c", "d", "e", "f"]);
+    c.deliver(msg(1, 2, 1, whole(&snap)));
+    assert!(
+        c.nodes[&id(2)]
+            .pending_writes
+            .back()
+            .and_then(|w| w.snapshot.as_ref())
+            .is_some_and(|s| s.log == SnapshotLog::Keep),
+        "the install keeps the log written before it"
+    );
+    c.persist(2);
+    assert_eq!(c.log_tail(2), vec![(7, 1), (8, 1)]);
+    let stored: Vec<(u64, u64)> = stored_terms(&c, 2)
+        .into_iter()
+        .filter(|(i, _)| *i > 6)
+        .collect();
+    assert_eq!(stored, vec![(7, 1), (8, 1)]);
 }

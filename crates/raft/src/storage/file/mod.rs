@@ -42,7 +42,7 @@ use self::index::{ByteBudget, EntryCache, TermRuns};
 use self::lock::DirLock;
 use self::log::SegmentLog;
 pub use self::options::{FileStorageOptions, SyncPolicy};
-use super::{check_append, check_range, check_snapshot_newer, Storage};
+use super::{check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, Storage};
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 
@@ -226,11 +226,11 @@ impl FileStorage {
         self.cache.drop_below(self.log.first());
     }
 
-    /// Whether the log holds `index` with `term`.
-    fn log_holds(&self, index: Index, term: Term) -> bool {
-        index >= self.log.first()
-            && index < self.log.next()
-            && self.terms.term_at(index) == Some(term)
+    /// Term of the log entry at `index`, if the log holds one.
+    fn held_term(&self, index: Index) -> Option<Term> {
+        (index >= self.log.first() && index < self.log.next())
+            .then(|| self.terms.term_at(index))
+            .flatten()
     }
 }
 
@@ -365,17 +365,21 @@ impl Storage for FileStorage {
         }
     }
 
-    fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+    fn install_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
+        log: SnapshotLog,
+    ) -> Result<(), StorageError> {
         self.check_usable()?;
         let meta = &snapshot.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
+        check_keep(meta, log, self.held_term(meta.last_index))?;
         let dir = self.snapshot_dir();
         let result = snapshot_file::write(&dir, snapshot, self.sync_enabled());
         self.note(result)?;
         // The snapshot is durable: from here on it is the state, whatever happens next.
-        let keep_log = self.log_holds(meta.last_index, meta.last_term);
         self.snapshot = Some(meta.clone());
-        if !keep_log {
+        if log == SnapshotLog::Discard {
             let result = self.log.discard(meta.last_index + 1);
             self.trim_indexes();
             self.note(result)?;
