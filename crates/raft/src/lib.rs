@@ -124,9 +124,10 @@ pub use node::Observed;
 pub use rand::{Rand, SeededRand, StandardRand};
 pub use rpc::{RpcHandler, RpcHeader};
 pub use storage::{
-    load_initial_state, FileStorage, FileStorageOptions, MemStorage, Storage, SyncPolicy,
+    load_initial_state, FileStorage, FileStorageOptions, MemStorage, SnapshotReader,
+    SnapshotSource, SnapshotStream, SnapshotWriter, StagedSnapshot, Storage, SyncPolicy,
 };
 pub use types::{
     ApplyMsg, Entry, EntryKind, HardState, Index, NodeId, PeerConfig, PeerReplicationState,
-    RaftStatus, ReplicationMode, Role, Snapshot, SnapshotMeta, Term,
+    RaftStatus, ReplicationMode, Role, Snapshot, SnapshotInfo, SnapshotMeta, Term,
 };

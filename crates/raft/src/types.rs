@@ -242,6 +242,30 @@ pub struct SnapshotMeta {
     pub last_term: Term,
 }
 
+/// A stored snapshot as the protocol sees it: which log prefix it replaces, its size and
+/// its checksum. Its bytes stay in storage and are streamed from there (to followers, to
+/// the state machine), so no part of the node needs the whole snapshot in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Which prefix of the log the snapshot replaces.
+    pub meta: SnapshotMeta,
+    /// Size of the snapshot's data in bytes.
+    pub size: u64,
+    /// CRC32C of the data.
+    pub checksum: u32,
+}
+
+impl SnapshotInfo {
+    /// The info of a snapshot held in memory.
+    pub fn of(snapshot: &Snapshot) -> Self {
+        SnapshotInfo {
+            meta: snapshot.meta.clone(),
+            size: snapshot.data.len() as u64,
+            checksum: crc32c::crc32c(&snapshot.data),
+        }
+    }
+}
+
 /// A snapshot of the application's state machine with its metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {

@@ -579,20 +579,37 @@ impl Storage for ThreadRecording {
     fn sync(&mut self) -> Result<(), raftlock_raft::StorageError> {
         self.inner.sync()
     }
-    fn snapshot_meta(&self) -> Option<raftlock_raft::SnapshotMeta> {
-        self.inner.snapshot_meta()
+    fn snapshot_info(&self) -> Option<raftlock_raft::SnapshotInfo> {
+        self.inner.snapshot_info()
     }
-    fn load_snapshot(
+    fn snapshot_reader(
         &self,
-    ) -> Result<Option<raftlock_raft::Snapshot>, raftlock_raft::StorageError> {
-        self.inner.load_snapshot()
+    ) -> Result<
+        Option<std::sync::Arc<dyn raftlock_raft::SnapshotReader>>,
+        raftlock_raft::StorageError,
+    > {
+        self.inner.snapshot_reader()
+    }
+    fn snapshot_writer(
+        &self,
+    ) -> Result<Box<dyn raftlock_raft::SnapshotWriter>, raftlock_raft::StorageError> {
+        self.inner.snapshot_writer()
+    }
+    fn write_snapshot_chunk(
+        &mut self,
+        meta: &raftlock_raft::SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), raftlock_raft::StorageError> {
+        self.inner.write_snapshot_chunk(meta, offset, data)
     }
     fn install_snapshot(
         &mut self,
-        snapshot: &raftlock_raft::Snapshot,
+        info: &raftlock_raft::SnapshotInfo,
+        source: raftlock_raft::SnapshotSource,
         log: raftlock_raft::SnapshotLog,
     ) -> Result<(), raftlock_raft::StorageError> {
-        self.inner.install_snapshot(snapshot, log)
+        self.inner.install_snapshot(info, source, log)
     }
     fn compact(&mut self, upto: u64) -> Result<(), raftlock_raft::StorageError> {
         self.inner.compact(upto)

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use raftlock_raft::{
     load_initial_state, AppendEntries, Config, Entry, FileStorage, FileStorageOptions, HardState,
     Index, InstallSnapshot, MemStorage, Message, MessageBody, NodeId, PeerConfig, RaftCore,
-    SeededRand, Storage, SyncPolicy, Term, WriteBatch,
+    SeededRand, SnapshotInfo, SnapshotSource, StagedSnapshot, Storage, SyncPolicy, Term,
+    WriteBatch,
 };
 
 fn config() -> Config {
@@ -60,8 +61,13 @@ fn snapshot(index: Index, term: Term, data: &'static [u8]) -> MessageBody {
 /// append, one sync.
 fn write(storage: &mut dyn Storage, w: &WriteBatch) {
     if let Some(install) = &w.snapshot {
+        let staged = StagedSnapshot::from_bytes(install.snapshot.data.clone());
         storage
-            .install_snapshot(&install.snapshot, install.log)
+            .install_snapshot(
+                &SnapshotInfo::of(&install.snapshot),
+                SnapshotSource::Staged(staged),
+                install.log,
+            )
             .unwrap();
     }
     if let Some(hs) = &w.hard_state {
@@ -168,7 +174,10 @@ fn keep_without_the_entry_is_refused(storage: &mut dyn Storage) {
         data: Bytes::from_static(b"s"),
     };
     for (index, term, held) in [(4, 2, Some(1)), (7, 1, None)] {
-        match storage.install_snapshot(&snap(index, term), raftlock_raft::SnapshotLog::Keep) {
+        let s = snap(index, term);
+        let staged = SnapshotSource::Staged(StagedSnapshot::from_bytes(s.data.clone()));
+        let keep = raftlock_raft::SnapshotLog::Keep;
+        match storage.install_snapshot(&SnapshotInfo::of(&s), staged, keep) {
             Err(raftlock_raft::StorageError::SnapshotLogMismatch {
                 index: i,
                 term: t,

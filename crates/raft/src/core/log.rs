@@ -316,7 +316,7 @@ impl RaftLog {
         self.offset_term = term;
         if stored {
             debug_assert!(
-                self.pending_truncate.map_or(true, |t| t > index),
+                self.pending_truncate.is_none_or(|t| t > index),
                 "a pending truncation below unstable_from"
             );
             SnapshotLog::Keep

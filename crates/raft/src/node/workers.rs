@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use crate::applier::{Applier, ApplierError};
 use crate::core::WriteBatch;
 use crate::error::StorageError;
-use crate::storage::Storage;
-use crate::types::{ApplyMsg, Entry, EntryKind, Index, Snapshot, Term};
+use crate::storage::{SnapshotSource, StagedSnapshot, Storage};
+use crate::types::{ApplyMsg, Entry, EntryKind, Index, Snapshot, SnapshotInfo, Term};
 
 /// What the workers tell the event loop.
 #[derive(Debug)]
@@ -210,7 +210,13 @@ fn run_storage_batch(
                     flush(storage, &mut pending)?;
                 }
                 if let Some(install) = &w.snapshot {
-                    storage.install_snapshot(&install.snapshot, install.log)?;
+                    let staged = StagedSnapshot::from_bytes(install.snapshot.data.clone());
+                    let info = SnapshotInfo {
+                        meta: install.snapshot.meta.clone(),
+                        size: staged.size(),
+                        checksum: staged.checksum(),
+                    };
+                    storage.install_snapshot(&info, SnapshotSource::Staged(staged), install.log)?;
                 }
                 if let Some(hs) = &w.hard_state {
                     storage.set_hard_state(hs)?;
@@ -426,18 +432,33 @@ mod tests {
         fn sync(&mut self) -> Result<(), StorageError> {
             self.inner.sync()
         }
-        fn snapshot_meta(&self) -> Option<crate::types::SnapshotMeta> {
-            self.inner.snapshot_meta()
+        fn snapshot_info(&self) -> Option<SnapshotInfo> {
+            self.inner.snapshot_info()
         }
-        fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-            self.inner.load_snapshot()
+        fn snapshot_reader(
+            &self,
+        ) -> Result<Option<std::sync::Arc<dyn crate::storage::SnapshotReader>>, StorageError>
+        {
+            self.inner.snapshot_reader()
+        }
+        fn snapshot_writer(&self) -> Result<Box<dyn crate::storage::SnapshotWriter>, StorageError> {
+            self.inner.snapshot_writer()
+        }
+        fn write_snapshot_chunk(
+            &mut self,
+            meta: &crate::types::SnapshotMeta,
+            offset: u64,
+            data: &[u8],
+        ) -> Result<(), StorageError> {
+            self.inner.write_snapshot_chunk(meta, offset, data)
         }
         fn install_snapshot(
             &mut self,
-            snapshot: &Snapshot,
+            info: &SnapshotInfo,
+            source: SnapshotSource,
             log: crate::core::SnapshotLog,
         ) -> Result<(), StorageError> {
-            self.inner.install_snapshot(snapshot, log)
+            self.inner.install_snapshot(info, source, log)
         }
         fn compact(&mut self, upto: Index) -> Result<(), StorageError> {
             self.inner.compact(upto)

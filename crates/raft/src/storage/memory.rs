@@ -1,10 +1,17 @@
 //! [`MemStorage`]: the [`Storage`] contract in memory, for tests and benchmarks.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-use super::{check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, Storage};
+use bytes::Bytes;
+
+use super::snapshot::{self, BytesReader, MemWriter, Receiving};
+use super::{
+    check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, SnapshotReader,
+    SnapshotSource, SnapshotWriter, Storage,
+};
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, Index, SnapshotInfo, SnapshotMeta, Term};
 
 /// Storage that keeps everything in memory. `sync` is free and nothing survives the process.
 ///
@@ -19,7 +26,10 @@ use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 #[derive(Debug, Default, Clone)]
 pub struct MemStorage {
     hard_state: HardState,
-    snapshot: Option<Snapshot>,
+    /// The latest snapshot and its bytes.
+    snapshot: Option<(SnapshotInfo, Bytes)>,
+    /// The snapshot being received from the leader.
+    receiving: Option<Receiving<MemWriter>>,
     /// Entries `first_index ..`; `first_index` is tracked separately so an empty log still
     /// knows where it starts.
     log: VecDeque<Entry>,
@@ -36,7 +46,7 @@ impl MemStorage {
     }
 
     fn snapshot_index(&self) -> Index {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
+        self.snapshot.as_ref().map_or(0, |(s, _)| s.meta.last_index)
     }
 
     fn slot(&self, index: Index) -> Option<&Entry> {
@@ -67,7 +77,7 @@ impl Storage for MemStorage {
         if index == 0 {
             return Ok(0);
         }
-        if let Some(snap) = &self.snapshot {
+        if let Some((snap, _)) = &self.snapshot {
             if index == snap.meta.last_index {
                 return Ok(snap.meta.last_term);
             }
@@ -140,28 +150,54 @@ impl Storage for MemStorage {
         Ok(())
     }
 
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.snapshot.as_ref().map(|s| s.meta.clone())
+    fn snapshot_info(&self) -> Option<SnapshotInfo> {
+        self.snapshot.as_ref().map(|(info, _)| info.clone())
     }
 
-    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.snapshot.clone())
+    fn snapshot_reader(&self) -> Result<Option<Arc<dyn SnapshotReader>>, StorageError> {
+        Ok(self.snapshot.as_ref().map(|(info, data)| {
+            Arc::new(BytesReader::new(info.clone(), data.clone())) as Arc<dyn SnapshotReader>
+        }))
+    }
+
+    fn snapshot_writer(&self) -> Result<Box<dyn SnapshotWriter>, StorageError> {
+        Ok(Box::<MemWriter>::default())
+    }
+
+    fn write_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        snapshot::receive_chunk(&mut self.receiving, meta, offset, data, || {
+            Ok(MemWriter::default())
+        })
     }
 
     fn install_snapshot(
         &mut self,
-        snapshot: &Snapshot,
+        info: &SnapshotInfo,
+        source: SnapshotSource,
         log: SnapshotLog,
     ) -> Result<(), StorageError> {
-        let meta = &snapshot.meta;
+        let meta = &info.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
         let held = self.slot(meta.last_index).map(|e| e.term);
         check_keep(meta, log, held)?;
+        let staged = match source {
+            SnapshotSource::Received => snapshot::take_received(&mut self.receiving, info)?,
+            SnapshotSource::Staged(staged) => {
+                staged.check(info)?;
+                staged
+            }
+        };
+        let data = snapshot::staged_bytes(staged)?;
         if log == SnapshotLog::Discard {
             self.log.clear();
             self.first_index = meta.last_index + 1;
         }
-        self.snapshot = Some(snapshot.clone());
+        self.snapshot = Some((info.clone(), data));
         Ok(())
     }
 
@@ -187,6 +223,7 @@ impl Storage for MemStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Snapshot;
 
     #[test]
     fn rejects_gaps_and_decreasing_terms_without_writing() {

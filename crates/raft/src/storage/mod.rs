@@ -12,20 +12,35 @@
 //! writes entries but does not make them durable; [`Storage::sync`] makes everything
 //! written so far durable with one flush. Nothing may be acknowledged to another node
 //! before the `sync` that covers it returns. [`Storage::set_hard_state`],
-//! [`Storage::truncate_suffix`] and [`Storage::save_snapshot`] are durable when they
-//! return (they are rare, and ordering them with later appends matters for safety).
+//! [`Storage::truncate_suffix`], [`Storage::install_snapshot`] and
+//! [`Storage::save_snapshot`] are durable when they return (they are rare, and ordering
+//! them with later appends matters for safety).
+//!
+//! Snapshots are streamed, never required whole in memory (`snapshot.rs`): a new one is
+//! written through a [`SnapshotWriter`] (the node's own) or in chunks with
+//! [`Storage::write_snapshot_chunk`] (one received from the leader) into a temporary
+//! place, then installed atomically with [`Storage::install_snapshot`]; the current one is
+//! read at any offset through a [`SnapshotReader`]. The `Bytes` forms
+//! [`Storage::save_snapshot`] and [`Storage::load_snapshot`] are built on these.
 //!
 //! Every implementation must pass the same model tests (`tests/storage_model.rs`).
 
 mod file;
 mod memory;
+mod snapshot;
+
+use std::io::{Read, Write};
+use std::sync::Arc;
 
 pub use file::{FileStorage, FileStorageOptions, SyncPolicy};
 pub use memory::MemStorage;
+pub use snapshot::{
+    SnapshotReader, SnapshotSource, SnapshotStream, SnapshotWriter, StagedSnapshot,
+};
 
 pub use crate::core::SnapshotLog;
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, Index, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
 /// Durable storage of a node's Raft state (the original's `storage.Storage`).
 ///
@@ -72,19 +87,84 @@ pub trait Storage: Send + 'static {
     /// Makes every write so far durable (one flush for a whole batch: group commit).
     fn sync(&mut self) -> Result<(), StorageError>;
 
+    /// The latest snapshot (which log prefix it replaces, its size and checksum), if any.
+    fn snapshot_info(&self) -> Option<SnapshotInfo>;
+
     /// Metadata of the latest snapshot, if any.
-    fn snapshot_meta(&self) -> Option<SnapshotMeta>;
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshot_info().map(|info| info.meta)
+    }
 
-    /// Loads the latest snapshot, if any.
-    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError>;
+    /// A reader of the latest snapshot, if any: chunks to send to followers, and the whole
+    /// of it (through [`SnapshotStream`]) to restore the state machine. It keeps reading
+    /// that snapshot after a newer one is installed, and can be used from any thread.
+    fn snapshot_reader(&self) -> Result<Option<Arc<dyn SnapshotReader>>, StorageError>;
 
-    /// Stores a snapshot durably and replaces the previous one. If the log holds the
-    /// snapshot's last entry with the same term, the log is kept (entries after it remain
-    /// valid, Raft §7); otherwise the whole log is discarded. A snapshot not newer than the
-    /// current one is refused with [`StorageError::InvalidRequest`].
+    /// A writer for a new snapshot the node builds: the state machine streams into it (on
+    /// its own thread; the writer does not borrow the storage), then
+    /// [`SnapshotWriter::finish`] makes it durable and [`Storage::install_snapshot`] with
+    /// [`SnapshotSource::Staged`] installs it. `FileStorage` writes a temporary file in the
+    /// data directory, deleted if the writer is dropped and by `open` after a crash.
+    fn snapshot_writer(&self) -> Result<Box<dyn SnapshotWriter>, StorageError>;
+
+    /// Writes a chunk of the snapshot `meta` received from the leader, at `offset` of its
+    /// data, into a temporary place (a `.tmp` file for `FileStorage`). Offset 0 starts the
+    /// snapshot anew, dropping whatever was being received; any other offset must follow
+    /// the bytes received so far of the same snapshot, or the call is refused with
+    /// [`StorageError::InvalidRequest`]. Not durable: [`Storage::install_snapshot`] with
+    /// [`SnapshotSource::Received`] makes it so. Nothing received survives a restart.
+    fn write_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError>;
+
+    /// Installs the snapshot `info` describes from `source`, durably, replacing the
+    /// previous one, and keeps or discards the log as `log` says (the core's decision:
+    /// storage follows it and never guesses). The bytes must have `info`'s size and
+    /// checksum. `FileStorage` writes the file's header, fsyncs it, renames it into place
+    /// and fsyncs the directory: a crash leaves the old snapshot or the new one.
+    ///
+    /// With [`SnapshotLog::Keep`] the log must hold the snapshot's last entry with its
+    /// term, otherwise the call fails with [`StorageError::SnapshotLogMismatch`]; with
+    /// [`SnapshotLog::Discard`] the log restarts right after the snapshot. A snapshot not
+    /// newer than the current one, bytes that do not match `info`, or a received snapshot
+    /// that is not the one being received are refused with
+    /// [`StorageError::InvalidRequest`]. Every refusal writes nothing.
+    fn install_snapshot(
+        &mut self,
+        info: &SnapshotInfo,
+        source: SnapshotSource,
+        log: SnapshotLog,
+    ) -> Result<(), StorageError>;
+
+    /// Loads the latest snapshot into memory, if any (for small state machines and tests;
+    /// the runtime streams it with [`Storage::snapshot_reader`]). The default reads it
+    /// through the reader and checks its checksum.
+    fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let Some(reader) = self.snapshot_reader()? else {
+            return Ok(None);
+        };
+        let meta = reader.info().meta.clone();
+        let mut data = Vec::new();
+        SnapshotStream::new(reader)
+            .read_to_end(&mut data)
+            .map_err(|e| snapshot::storage_error(e, "read snapshot"))?;
+        Ok(Some(Snapshot {
+            meta,
+            data: data.into(),
+        }))
+    }
+
+    /// Stores a snapshot held in memory durably and replaces the previous one. If the log
+    /// holds the snapshot's last entry with the same term, the log is kept (entries after
+    /// it remain valid, Raft §7); otherwise the whole log is discarded. A snapshot not
+    /// newer than the current one is refused with [`StorageError::InvalidRequest`].
     ///
     /// For callers that know nothing else about the log; the runtime installs with
-    /// [`Storage::install_snapshot`], saying itself what happens to the log.
+    /// [`Storage::install_snapshot`], saying itself what happens to the log. The default
+    /// streams the bytes through [`Storage::snapshot_writer`].
     fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
         let (index, term) = (snapshot.meta.last_index, snapshot.meta.last_term);
         let holds = index >= self.first_index() && self.term(index).ok() == Some(term);
@@ -93,21 +173,18 @@ pub trait Storage: Send + 'static {
         } else {
             SnapshotLog::Discard
         };
-        self.install_snapshot(snapshot, log)
+        let mut writer = self.snapshot_writer()?;
+        writer
+            .write_all(&snapshot.data)
+            .map_err(|e| snapshot::storage_error(e, "write snapshot"))?;
+        let staged = writer.finish()?;
+        let info = SnapshotInfo {
+            meta: snapshot.meta.clone(),
+            size: staged.size(),
+            checksum: staged.checksum(),
+        };
+        self.install_snapshot(&info, SnapshotSource::Staged(staged), log)
     }
-
-    /// Stores a snapshot durably, replaces the previous one, and keeps or discards the log
-    /// as `log` says (the core's decision: storage follows it and never guesses). With
-    /// [`SnapshotLog::Keep`] the log must hold the snapshot's last entry with its term,
-    /// otherwise the call fails with [`StorageError::SnapshotLogMismatch`]; with
-    /// [`SnapshotLog::Discard`] the log restarts right after the snapshot. A snapshot not
-    /// newer than the current one is refused with [`StorageError::InvalidRequest`]. Either
-    /// refusal writes nothing.
-    fn install_snapshot(
-        &mut self,
-        snapshot: &Snapshot,
-        log: SnapshotLog,
-    ) -> Result<(), StorageError>;
 
     /// Allows the storage to drop log entries up to and including `upto`, which must not
     /// exceed the snapshot index. Implementations may keep some (FileStorage drops whole

@@ -8,10 +8,13 @@
 //! <dir>/log/<first index, 20 digits>.seg        log segments                   (segment.rs)
 //! <dir>/log/spare-segment                       a compacted segment to reuse   (log.rs)
 //! <dir>/snapshots/<index 20>-<term 20>.snap     the latest snapshot            (snapshot_file.rs)
+//! <dir>/snapshots/{build,recv}-<pid>-<n>.tmp    a snapshot being written       (snapshot_file.rs)
 //! ```
 //!
 //! Files being written end in `.tmp` and are deleted on open. The hard state and snapshots
-//! are replaced by write-to-temp, fsync, rename, fsync-directory, so they are never torn.
+//! are replaced by write-to-temp, fsync, rename, fsync-directory, so they are never torn;
+//! a snapshot is streamed into its temp file (built by the node, or received in chunks)
+//! and never held whole in memory.
 //! The log is append-only; `log.rs` explains the write ordering, the pre-allocation and
 //! recycling of segment files (so that an fsync after an append flushes data but no file
 //! metadata), and `recover.rs` what open accepts, repairs (a torn tail of the last segment)
@@ -37,14 +40,21 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use self::index::{ByteBudget, EntryCache, TermRuns};
 use self::lock::DirLock;
 use self::log::SegmentLog;
 pub use self::options::{FileStorageOptions, SyncPolicy};
-use super::{check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, Storage};
+use self::snapshot_file::FileWriter;
+pub(crate) use self::snapshot_file::StagedFile;
+use super::snapshot::{self as stream, Receiving, Staged};
+use super::{
+    check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, SnapshotReader,
+    SnapshotSource, SnapshotWriter, Storage,
+};
 use crate::error::StorageError;
-use crate::types::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+use crate::types::{Entry, HardState, Index, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
 /// Directory of the log segments inside the data directory.
 const LOG_DIR: &str = "log";
@@ -74,7 +84,9 @@ pub struct FileStorage {
     options: FileStorageOptions,
     _lock: DirLock,
     hard_state: HardState,
-    snapshot: Option<SnapshotMeta>,
+    snapshot: Option<SnapshotInfo>,
+    /// The snapshot being received from the leader, in a temp file.
+    receiving: Option<Receiving<FileWriter>>,
     log: SegmentLog,
     terms: TermRuns,
     cache: EntryCache,
@@ -90,6 +102,7 @@ impl fmt::Debug for FileStorage {
             .field("first_index", &self.log.first())
             .field("last_index", &self.last_index())
             .field("snapshot", &self.snapshot)
+            .field("receiving", &self.receiving)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
     }
@@ -138,7 +151,7 @@ impl FileStorage {
         let snapshot = snapshot_file::recover(&snapshot_dir)?;
         let (snap_index, snap_term) = snapshot
             .as_ref()
-            .map_or((0, 0), |m| (m.last_index, m.last_term));
+            .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
         let mut terms = TermRuns::default();
         let mut log = recover::recover_log(
             &log_dir,
@@ -166,6 +179,7 @@ impl FileStorage {
             _lock: lock,
             hard_state,
             snapshot,
+            receiving: None,
             log,
             terms,
             cache,
@@ -187,7 +201,7 @@ impl FileStorage {
     }
 
     fn snapshot_index(&self) -> Index {
-        self.snapshot.as_ref().map_or(0, |m| m.last_index)
+        self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
     }
 
     /// Refuses writes after an earlier write failed (see [`FileStorage`]).
@@ -263,8 +277,8 @@ impl Storage for FileStorage {
             return Ok(0);
         }
         if let Some(snap) = &self.snapshot {
-            if index == snap.last_index {
-                return Ok(snap.last_term);
+            if index == snap.meta.last_index {
+                return Ok(snap.meta.last_term);
             }
         }
         if index < self.log.first() {
@@ -354,31 +368,88 @@ impl Storage for FileStorage {
         self.note(result)
     }
 
-    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+    fn snapshot_info(&self) -> Option<SnapshotInfo> {
         self.snapshot.clone()
+    }
+
+    fn snapshot_reader(&self) -> Result<Option<Arc<dyn SnapshotReader>>, StorageError> {
+        let Some(info) = &self.snapshot else {
+            return Ok(None);
+        };
+        let reader = snapshot_file::open_reader(&self.snapshot_dir(), info)?;
+        Ok(Some(Arc::new(reader)))
+    }
+
+    fn snapshot_writer(&self) -> Result<Box<dyn SnapshotWriter>, StorageError> {
+        self.check_usable()?;
+        let writer = FileWriter::create(&self.snapshot_dir(), "build", self.sync_enabled())?;
+        Ok(Box::new(writer))
+    }
+
+    fn write_snapshot_chunk(
+        &mut self,
+        meta: &SnapshotMeta,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let (dir, sync) = (self.snapshot_dir(), self.sync_enabled());
+        let result = stream::receive_chunk(&mut self.receiving, meta, offset, data, || {
+            FileWriter::create(&dir, "recv", sync)
+        });
+        self.note(result)
     }
 
     fn load_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         match &self.snapshot {
             None => Ok(None),
-            Some(meta) => snapshot_file::read(&self.snapshot_dir(), meta).map(Some),
+            Some(info) => snapshot_file::read(&self.snapshot_dir(), &info.meta).map(Some),
         }
     }
 
     fn install_snapshot(
         &mut self,
-        snapshot: &Snapshot,
+        info: &SnapshotInfo,
+        source: SnapshotSource,
         log: SnapshotLog,
     ) -> Result<(), StorageError> {
         self.check_usable()?;
-        let meta = &snapshot.meta;
+        let meta = &info.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
         check_keep(meta, log, self.held_term(meta.last_index))?;
         let dir = self.snapshot_dir();
-        let result = snapshot_file::write(&dir, snapshot, self.sync_enabled());
+        let staged = match source {
+            SnapshotSource::Received => {
+                let result = stream::take_received(&mut self.receiving, info);
+                self.note(result)?
+            }
+            SnapshotSource::Staged(staged) => {
+                staged.check(info)?;
+                staged
+            }
+        };
+        let file = match staged.body {
+            Staged::File(file) => file,
+            Staged::Memory(data) => {
+                let mut writer = Box::new(FileWriter::create(&dir, "build", self.sync_enabled())?);
+                let written = std::io::Write::write_all(&mut writer, &data)
+                    .map_err(|e| stream::storage_error(e, "write snapshot"));
+                self.note(written)?;
+                let staged = writer.finish();
+                match self.note(staged)?.body {
+                    Staged::File(file) => file,
+                    Staged::Memory(_) => {
+                        return Err(StorageError::InvalidRequest(
+                            "a file writer staged a snapshot in memory".into(),
+                        ))
+                    }
+                }
+            }
+        };
+        let result = snapshot_file::install(&dir, file, info);
         self.note(result)?;
         // The snapshot is durable: from here on it is the state, whatever happens next.
-        self.snapshot = Some(meta.clone());
+        self.snapshot = Some(info.clone());
         if log == SnapshotLog::Discard {
             let result = self.log.discard(meta.last_index + 1);
             self.trim_indexes();
