@@ -21,7 +21,7 @@ use bytes::Bytes;
 use clap::Args;
 use raftlock_raft::core::{InitialState, RaftCore, Ready};
 use raftlock_raft::message::{Message, MessageBody};
-use raftlock_raft::{Config, NodeId, PeerConfig, Role, SeededRand, Snapshot};
+use raftlock_raft::{Config, NodeId, PeerConfig, Role, SeededRand, SnapshotInfo};
 
 use crate::machine;
 use crate::report::{self, Align, Table};
@@ -254,9 +254,10 @@ impl Cluster {
         if rd.snapshot_request.is_some() {
             let applied = core.applied_index();
             if let Some(meta) = core.snapshot_meta_at(applied) {
-                core.on_snapshot_built(Snapshot {
+                core.on_snapshot_built(SnapshotInfo {
                     meta,
-                    data: Bytes::new(),
+                    size: 0,
+                    checksum: 0,
                 });
             }
         }

@@ -137,7 +137,7 @@ impl RaftBuilder {
         let applier = self.applier.ok_or_else(|| missing("applier"))?;
         let network = self.network.ok_or_else(|| missing("network"))?;
         let initial = load_initial_state(storage.as_ref())?;
-        let restore_on_start = initial.snapshot.clone();
+        let restore_on_start = storage.snapshot_reader()?;
         let id = config.id.clone();
         let rand = self.rand.unwrap_or_else(|| Box::new(StandardRand::new()));
         let core = RaftCore::new(config, initial, rand)?;

@@ -102,8 +102,8 @@ pub mod storage;
 pub mod types;
 
 pub use self::core::{
-    Commands, ElectionStart, InitialState, RaftCore, ReadFailure, ReadState, Ready,
-    SnapshotInstall, SnapshotLog, SoftState, WriteBatch,
+    Commands, ElectionStart, InitialState, RaftCore, ReadFailure, ReadState, Ready, SnapshotChunk,
+    SnapshotLog, SnapshotWrite, SoftState, WriteBatch,
 };
 pub use api::Raft;
 pub use applier::{Applier, ApplierError};

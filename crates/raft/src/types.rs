@@ -355,14 +355,16 @@ pub enum ApplyMsg {
         /// The command as proposed.
         data: Bytes,
     },
-    /// The state machine was replaced by a snapshot (the original's `SnapshotValid`).
+    /// The state machine was replaced by a snapshot (the original's `SnapshotValid`). Its
+    /// bytes went to [`Applier::restore_from`](crate::Applier::restore_from), streamed
+    /// from storage, and are not repeated here (a snapshot can be larger than memory).
     Snapshot {
         /// Last index the snapshot covers.
         index: Index,
         /// Term of that entry.
         term: Term,
-        /// The snapshot's data.
-        data: Bytes,
+        /// Size of the snapshot's data in bytes.
+        size: u64,
     },
 }
 

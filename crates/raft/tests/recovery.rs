@@ -55,7 +55,11 @@ fn core_rebuilt_from_file_storage_after_restart_matches() {
         "whole segments are kept"
     );
     assert_eq!(
-        initial.snapshot.as_ref().unwrap().data,
+        initial.snapshot.as_ref().unwrap().size,
+        b"state at 250".len() as u64
+    );
+    assert_eq!(
+        s.load_snapshot().unwrap().unwrap().data,
         Bytes::from_static(b"state at 250")
     );
     let core = RaftCore::new(config(), initial, Box::new(SeededRand::new(1))).unwrap();

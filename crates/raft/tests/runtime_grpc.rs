@@ -46,9 +46,21 @@ fn network(
     peers: &[PeerConfig],
     cluster: &str,
 ) -> Arc<GrpcNetwork> {
+    network_with(i, listener, peers, cluster, |_| {})
+}
+
+/// [`network`], with `tweak` applied to the options.
+fn network_with(
+    i: usize,
+    listener: TcpListener,
+    peers: &[PeerConfig],
+    cluster: &str,
+    tweak: impl Fn(&mut GrpcOptions),
+) -> Arc<GrpcNetwork> {
     let listen = listener.local_addr().unwrap();
     let mut options = GrpcOptions::new(id(i), listen, peers.to_vec(), cluster);
     options.connect_timeout = Duration::from_millis(500);
+    tweak(&mut options);
     Arc::new(GrpcNetwork::with_listener(options, listener))
 }
 
@@ -432,13 +444,19 @@ impl Applier for Bulky {
     }
 }
 
+/// The snapshot is 64 MiB and no gRPC message may exceed 4 MiB: a snapshot's size is
+/// bounded by neither, only its chunks (1 MiB) must fit in a message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_follower_installs_a_64_mib_snapshot_over_grpc() {
+async fn a_late_follower_installs_a_64_mib_snapshot_over_grpc_in_4_mib_messages() {
     let (listeners, peers) = bind(3);
     let nets: Vec<Arc<GrpcNetwork>> = listeners
         .into_iter()
         .enumerate()
-        .map(|(k, l)| network(k + 1, l, &peers, "snap"))
+        .map(|(k, l)| {
+            network_with(k + 1, l, &peers, "snap", |o| {
+                o.max_message_bytes = 4 * 1024 * 1024;
+            })
+        })
         .collect();
     let tweak = |c: &mut Config| {
         c.options.snapshot_threshold = 20;

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use raftlock_raft::{
     load_initial_state, AppendEntries, Config, Entry, FileStorage, FileStorageOptions, HardState,
     Index, InstallSnapshot, MemStorage, Message, MessageBody, NodeId, PeerConfig, RaftCore,
-    SeededRand, SnapshotInfo, SnapshotSource, StagedSnapshot, Storage, SyncPolicy, Term,
-    WriteBatch,
+    SeededRand, SnapshotInfo, SnapshotSource, SnapshotWrite, StagedSnapshot, Storage, SyncPolicy,
+    Term, WriteBatch,
 };
 
 fn config() -> Config {
@@ -57,18 +57,18 @@ fn snapshot(index: Index, term: Term, data: &'static [u8]) -> MessageBody {
     })
 }
 
-/// Carries out a write batch in the runtime's order: snapshot, hard state, truncation,
-/// append, one sync.
+/// Carries out a write batch in the runtime's order: snapshot chunks and install, hard
+/// state, truncation, append, one sync.
 fn write(storage: &mut dyn Storage, w: &WriteBatch) {
-    if let Some(install) = &w.snapshot {
-        let staged = StagedSnapshot::from_bytes(install.snapshot.data.clone());
-        storage
-            .install_snapshot(
-                &SnapshotInfo::of(&install.snapshot),
-                SnapshotSource::Staged(staged),
-                install.log,
-            )
-            .unwrap();
+    for write in &w.snapshot {
+        match write {
+            SnapshotWrite::Chunk { meta, offset, data } => {
+                storage.write_snapshot_chunk(meta, *offset, data).unwrap();
+            }
+            SnapshotWrite::Install { info, log } => storage
+                .install_snapshot(info, SnapshotSource::Received, *log)
+                .unwrap(),
+        }
     }
     if let Some(hs) = &w.hard_state {
         storage.set_hard_state(hs).unwrap();

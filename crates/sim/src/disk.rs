@@ -1,11 +1,19 @@
 //! The simulated disk of one node: writes become durable only when their (simulated)
 //! fsync completes; a crash loses every write that was not durable and, in some runs,
 //! leaves a torn prefix of the oldest one — exactly what `FileStorage` can leave behind.
+//!
+//! Snapshots follow `FileStorage`'s contract too: a snapshot received from the leader is
+//! written chunk by chunk, in order, into a temporary file that no crash spares (open
+//! deletes it), and becomes the snapshot only by an atomic install; the install keeps or
+//! discards the log as the core says, and refuses what a real storage refuses (chunks out
+//! of order, bytes that do not match, keeping a log without the snapshot's last entry).
+//! Any refusal is reported: it would stop a real node.
 
 use std::collections::VecDeque;
 
 use raftlock_raft::{
-    Entry, HardState, Index, InitialState, Rand, Snapshot, SnapshotLog, Term, WriteBatch,
+    Entry, HardState, Index, InitialState, Rand, Snapshot, SnapshotInfo, SnapshotLog, SnapshotMeta,
+    SnapshotWrite, Term, WriteBatch,
 };
 
 /// What survives a crash.
@@ -20,33 +28,6 @@ pub struct DurableState {
 }
 
 impl DurableState {
-    /// Carries out a write batch (its first `entries` entries) as the `Storage` contract
-    /// says; `Err` when the core asked for something storage refuses, which stops a real
-    /// node: an install that keeps a log not holding the snapshot's last entry, or an
-    /// append that does not follow the log.
-    fn apply(&mut self, w: &WriteBatch, entries: usize) -> Result<(), String> {
-        if let Some(install) = &w.snapshot {
-            self.install(&install.snapshot, install.log)?;
-        }
-        if let Some(hs) = &w.hard_state {
-            self.hard_state = hs.clone();
-        }
-        if let Some(from) = w.log.truncate_from {
-            self.log.retain(|e| e.index < from);
-        }
-        for e in w.log.entries.iter().take(entries) {
-            if e.index != self.last_index() + 1 {
-                return Err(format!(
-                    "storage refuses an append of index {} after last index {}",
-                    e.index,
-                    self.last_index()
-                ));
-            }
-            self.log.push(e.clone());
-        }
-        Ok(())
-    }
-
     /// Index of the last entry held (the snapshot's when the log is empty).
     pub fn last_index(&self) -> Index {
         self.log
@@ -103,6 +84,8 @@ pub struct SimDisk {
     /// What a crash would leave.
     pub durable: DurableState,
     pending: VecDeque<WriteBatch>,
+    /// The temp file of a snapshot being received: lost on any crash.
+    receiving: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl SimDisk {
@@ -111,18 +94,90 @@ impl SimDisk {
         self.pending.push_back(w);
     }
 
-    /// The oldest pending write finished its fsync; returns its sequence number.
-    pub fn complete(&mut self) -> Result<Option<u64>, String> {
+    /// The oldest pending write finished its fsync; returns its sequence number and the
+    /// snapshot it installed, if any (the state machine is restored from it before the
+    /// core hears that the write is durable).
+    pub fn complete(&mut self) -> Result<Option<(u64, Option<Snapshot>)>, String> {
         let Some(w) = self.pending.pop_front() else {
             return Ok(None);
         };
-        self.durable.apply(&w, usize::MAX)?;
-        Ok(Some(w.seq))
+        let installed = self.apply(&w, usize::MAX)?;
+        Ok(Some((w.seq, installed)))
     }
 
-    /// Loses every pending write; with `torn`, the oldest one is partly written: its hard
-    /// state and truncation (each durable on its own in FileStorage) and a random prefix of
-    /// its entries. Returns a description for the trace.
+    /// Carries out a write batch (its first `entries` entries) as the `Storage` contract
+    /// says, in the runtime's order: snapshot chunks and install, hard state, truncation,
+    /// append. `Err` when the core asked for something storage refuses.
+    fn apply(&mut self, w: &WriteBatch, entries: usize) -> Result<Option<Snapshot>, String> {
+        let mut installed = None;
+        for write in &w.snapshot {
+            match write {
+                SnapshotWrite::Chunk { meta, offset, data } => {
+                    if *offset == 0 {
+                        self.receiving = Some((meta.clone(), Vec::new()));
+                    }
+                    match self.receiving.as_mut() {
+                        Some((m, buf)) if m == meta && buf.len() as u64 == *offset => {
+                            buf.extend_from_slice(data);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "storage refuses a chunk at offset {offset} of snapshot {}/{} that does not continue the one received",
+                                meta.last_index, meta.last_term
+                            ))
+                        }
+                    }
+                }
+                SnapshotWrite::Install { info, log } => {
+                    let Some((meta, data)) = self.receiving.take() else {
+                        return Err(
+                            "storage refuses to install a snapshot it did not receive".into()
+                        );
+                    };
+                    let snap = Snapshot {
+                        meta,
+                        data: data.into(),
+                    };
+                    if SnapshotInfo::of(&snap) != *info {
+                        return Err(format!(
+                            "storage refuses to install {info:?}: it received {:?}",
+                            SnapshotInfo::of(&snap)
+                        ));
+                    }
+                    if !self.durable.install(&snap, *log)? {
+                        return Err(format!(
+                            "storage refuses a received snapshot at {} that is not newer than its own",
+                            info.meta.last_index
+                        ));
+                    }
+                    installed = Some(snap);
+                }
+            }
+        }
+        let d = &mut self.durable;
+        if let Some(hs) = &w.hard_state {
+            d.hard_state = hs.clone();
+        }
+        if let Some(from) = w.log.truncate_from {
+            d.log.retain(|e| e.index < from);
+        }
+        for e in w.log.entries.iter().take(entries) {
+            if e.index != d.last_index() + 1 {
+                return Err(format!(
+                    "storage refuses an append of index {} after last index {}",
+                    e.index,
+                    d.last_index()
+                ));
+            }
+            d.log.push(e.clone());
+        }
+        Ok(installed)
+    }
+
+    /// Loses every pending write and the snapshot being received; with `torn`, the oldest
+    /// write is partly done: its snapshot writes, hard state and truncation (each durable
+    /// on its own in FileStorage) and a random prefix of its entries. Returns a description
+    /// for the trace.
     pub fn crash(&mut self, rng: &mut dyn Rand, torn: bool) -> Result<String, String> {
         let lost = self.pending.len();
         let mut note = format!("lost {lost} pending writes");
@@ -130,7 +185,7 @@ impl SimDisk {
             if let Some(w) = self.pending.front() {
                 let keep = rng.gen_range(0, w.log.entries.len() as u64 + 1) as usize;
                 let w = w.clone();
-                self.durable.apply(&w, keep)?;
+                self.apply(&w, keep)?;
                 note.push_str(&format!(
                     ", torn write kept {keep}/{} entries",
                     w.log.entries.len()
@@ -138,6 +193,7 @@ impl SimDisk {
             }
         }
         self.pending.clear();
+        self.receiving = None;
         Ok(note)
     }
 
@@ -145,8 +201,16 @@ impl SimDisk {
     pub fn recover(&self) -> InitialState {
         InitialState {
             hard_state: self.durable.hard_state.clone(),
-            snapshot: self.durable.snapshot.clone(),
+            snapshot: self.durable.snapshot.as_ref().map(SnapshotInfo::of),
             entries: self.durable.log.clone(),
         }
+    }
+
+    /// `len` bytes at `offset` of the durable snapshot `meta`, if that is the snapshot
+    /// held (a leader's chunk to send).
+    pub fn read_chunk(&self, meta: &SnapshotMeta, offset: u64, len: u64) -> Option<bytes::Bytes> {
+        let snap = self.durable.snapshot.as_ref().filter(|s| s.meta == *meta)?;
+        let end = offset.checked_add(len)?;
+        (end <= snap.data.len() as u64).then(|| snap.data.slice(offset as usize..end as usize))
     }
 }

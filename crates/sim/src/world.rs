@@ -502,7 +502,13 @@ impl World {
                     .disk
                     .complete()
                     .map_err(|e| Violation(format!("node {i}'s disk: {e}")))?;
-                if let Some(seq) = done {
+                if let Some((seq, installed)) = done {
+                    if let Some(snap) = installed {
+                        // A received snapshot is durable: the state machine is restored
+                        // from it before the core hears of the write, as the runtime does.
+                        self.restore_snapshot(i, &snap)?;
+                    }
+                    let node = &mut self.nodes[i];
                     if let Some(core) = node.core.as_mut() {
                         core.on_persisted(seq);
                     }
@@ -543,15 +549,21 @@ impl World {
                     return Ok(()); // crashed while saving: the previous snapshot stays
                 }
                 // A snapshot the node built covers applied, durable entries: the log keeps
-                // them (a received snapshot that overtook it makes this one not newer).
-                node.disk
+                // them (a received snapshot that overtook it makes this one not newer,
+                // and the build fails as in the runtime).
+                let installed = node
+                    .disk
                     .durable
                     .install(&snapshot, raftlock_raft::SnapshotLog::Keep)
                     .map_err(|e| Violation(format!("node {i}'s disk: {e}")))?;
                 self.sync_clock(i);
                 let node = &mut self.nodes[i];
                 if let Some(core) = node.core.as_mut() {
-                    core.on_snapshot_built(snapshot);
+                    if installed {
+                        core.on_snapshot_built(raftlock_raft::SnapshotInfo::of(&snapshot));
+                    } else {
+                        core.on_snapshot_failed();
+                    }
                 }
                 self.process(i)
             }
@@ -614,15 +626,25 @@ impl World {
                     },
                 );
             }
-            for m in rd.messages {
+            // Snapshot chunks carry the bytes of the snapshot on disk; a chunk of one the
+            // disk no longer holds is dropped, as the runtime does.
+            let disk = &self.nodes[i].disk;
+            let chunks: Vec<Message> = rd
+                .snapshot_chunks
+                .into_iter()
+                .filter_map(|c| {
+                    let (meta, offset) = c.source()?;
+                    let data = disk.read_chunk(meta, offset, c.len)?;
+                    Some(c.fill(data))
+                })
+                .collect();
+            for m in rd.messages.into_iter().chain(chunks) {
                 let to = self.index_of(&m.to);
                 for delay in self.network.route(i, to, &mut self.rng) {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
             }
-            if let Some(snap) = &rd.snapshot {
-                self.restore_snapshot(i, snap)?;
-            }
+            // `rd.snapshot` is restored once the write installing it is done (`WriteDone`).
             if !rd.read_states.is_empty() || !rd.failed_reads.is_empty() {
                 self.reads_answered(i, &rd.read_states, &rd.failed_reads);
             }
@@ -641,11 +663,6 @@ impl World {
             let Some(core) = node.core.as_mut() else {
                 return Ok(());
             };
-            if let Some(snap) = &rd.snapshot {
-                node.last_applied = node.last_applied.max(snap.meta.last_index);
-                node.last_commit = node.last_commit.max(snap.meta.last_index);
-                core.on_applied(snap.meta.last_index);
-            }
             if let Some(last) = rd.committed_entries.last().map(|e| e.index) {
                 if last <= node.last_applied {
                     return Err(Violation(format!(
@@ -709,6 +726,12 @@ impl World {
         let h = self.nodes[i].kv.state_hash();
         self.inv.on_state_at(i, index, h)?;
         self.clients_skip_to(i, index);
+        let node = &mut self.nodes[i];
+        node.last_applied = node.last_applied.max(index);
+        node.last_commit = node.last_commit.max(index);
+        if let Some(core) = node.core.as_mut() {
+            core.on_applied(index);
+        }
         Ok(())
     }
 

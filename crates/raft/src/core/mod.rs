@@ -45,14 +45,14 @@ use self::log::RaftLog;
 pub use self::log::{LogWrite, SnapshotLog};
 use self::progress::Progress;
 pub use self::read::{ReadFailure, ReadState};
-pub use self::snapshot::{CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
+pub use self::snapshot::{SnapshotChunk, SnapshotWrite, CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
 use crate::types::{
-    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, Snapshot, Term,
+    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, SnapshotInfo, Term,
 };
 
 /// What a node recovered from storage, to build its core from.
@@ -60,9 +60,10 @@ use crate::types::{
 pub struct InitialState {
     /// Persisted term and vote.
     pub hard_state: HardState,
-    /// The latest snapshot; the application's state machine has been restored from it.
-    /// The core keeps it to send to followers that need compacted entries.
-    pub snapshot: Option<Snapshot>,
+    /// The latest snapshot ([`Storage::snapshot_info`](crate::Storage::snapshot_info));
+    /// the application's state machine has been restored from it. The core sends it to
+    /// followers that need compacted entries (its bytes stay in storage).
+    pub snapshot: Option<SnapshotInfo>,
     /// The durable log entries; entries at or below the snapshot's index are skipped.
     pub entries: Vec<Entry>,
 }
@@ -73,23 +74,17 @@ pub struct InitialState {
 pub struct WriteBatch {
     /// Sequence number to acknowledge.
     pub seq: u64,
-    /// A snapshot received from the leader, to install first, keeping or discarding the
-    /// log as it says ([`Storage::install_snapshot`](crate::Storage::install_snapshot)).
-    pub snapshot: Option<SnapshotInstall>,
+    /// Writes of a snapshot received from the leader, in order and before everything
+    /// else in the batch: chunks into storage's temporary snapshot
+    /// ([`Storage::write_snapshot_chunk`](crate::Storage::write_snapshot_chunk)), and the
+    /// install of a complete one, keeping or discarding the log as it says
+    /// ([`Storage::install_snapshot`](crate::Storage::install_snapshot) with
+    /// [`SnapshotSource::Received`](crate::SnapshotSource::Received)).
+    pub snapshot: Vec<SnapshotWrite>,
     /// New term and vote, if they changed.
     pub hard_state: Option<HardState>,
     /// Truncation and appends.
     pub log: LogWrite,
-}
-
-/// A snapshot to install and what happens to the log (see [`SnapshotLog`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotInstall {
-    /// The snapshot.
-    pub snapshot: Snapshot,
-    /// Keep the log after the snapshot's last entry, or discard it: the core's decision,
-    /// which storage follows.
-    pub log: SnapshotLog,
 }
 
 /// The commands of one proposal ([`RaftCore::propose`]): one, without a `Vec` to
@@ -127,7 +122,7 @@ impl From<Vec<Bytes>> for Commands {
 impl WriteBatch {
     /// Whether the batch writes nothing (it still orders the messages that wait on it).
     pub fn is_empty(&self) -> bool {
-        self.snapshot.is_none()
+        self.snapshot.is_empty()
             && self.hard_state.is_none()
             && self.log.truncate_from.is_none()
             && self.log.entries.is_empty()
@@ -152,9 +147,15 @@ pub struct Ready {
     pub write: Option<WriteBatch>,
     /// Messages to send now.
     pub messages: Vec<Message>,
-    /// A snapshot to restore the state machine from, before `committed_entries`
-    /// (an `ApplyMsg::Snapshot`); then report its index with `on_applied`.
-    pub snapshot: Option<Snapshot>,
+    /// Snapshot chunks to send once their bytes are read from storage (see
+    /// [`SnapshotChunk`]). Not urgent and never needed for safety: a chunk that is late or
+    /// dropped is sent again.
+    pub snapshot_chunks: Vec<SnapshotChunk>,
+    /// A snapshot to restore the state machine from: the one the write batch of this same
+    /// `Ready` installs. Restore it from storage once that write is done, before any
+    /// entry handed out afterwards (the core hands out none after the snapshot before that
+    /// write is reported durable), then report its index with `on_applied`.
+    pub snapshot: Option<SnapshotInfo>,
     /// Committed entries to apply, in order (at most `max_apply_batch_size`). No-op
     /// entries are included so the applied index can advance past them.
     pub committed_entries: Vec<Entry>,
@@ -178,6 +179,7 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.write.is_none()
             && self.messages.is_empty()
+            && self.snapshot_chunks.is_empty()
             && self.snapshot.is_none()
             && self.committed_entries.is_empty()
             && self.snapshot_request.is_none()
@@ -245,16 +247,19 @@ pub struct RaftCore {
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
-    /// The latest durable snapshot, kept to send to followers, and its CRC32C.
-    snapshot: Option<Snapshot>,
-    snapshot_checksum: u32,
+    /// The latest snapshot (durable, or installed by a write in flight): what followers
+    /// that need compacted entries are sent, read from storage chunk by chunk.
+    snapshot: Option<SnapshotInfo>,
     /// A snapshot was requested and not yet reported built.
     snapshot_in_progress: bool,
     /// Log compaction to hand to the runtime.
     pending_compact: Option<Index>,
-    /// A snapshot received from the leader, to write and to restore.
-    pending_snapshot_write: Option<SnapshotInstall>,
-    pending_restore: Option<Snapshot>,
+    /// Chunks and installs of snapshots received from the leader, for the next write.
+    pending_snapshot_writes: Vec<SnapshotWrite>,
+    /// A received snapshot to restore the state machine from once it is installed.
+    pending_restore: Option<SnapshotInfo>,
+    /// Chunks to read from storage and send.
+    chunks_out: Vec<SnapshotChunk>,
     /// A snapshot being received in chunks.
     receiving: Option<snapshot::Receiving>,
     /// ReadIndex, follower reads and the lease.
@@ -320,12 +325,12 @@ impl RaftCore {
             elections: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
-            snapshot: None,
-            snapshot_checksum: 0,
+            snapshot: initial.snapshot,
             snapshot_in_progress: false,
             pending_compact: None,
-            pending_snapshot_write: None,
+            pending_snapshot_writes: Vec::new(),
             pending_restore: None,
+            chunks_out: Vec::new(),
             receiving: None,
             reads: read::Reads::default(),
             clock: None,
@@ -334,9 +339,6 @@ impl RaftCore {
             bugs: InjectedBugs::default(),
             config,
         };
-        if let Some(snapshot) = initial.snapshot {
-            core.hold_snapshot(snapshot);
-        }
         core.restart_vote_guard = restarted && core.config.feature_flags.enable_leader_lease;
         core.reset_election_timer();
         // Reads a follower forwards are numbered from a random start. The leader may answer
@@ -580,8 +582,9 @@ impl RaftCore {
             || !self.elections.is_empty()
             || self.state.hard_state_dirty
             || self.log.has_unstable()
-            || self.pending_snapshot_write.is_some()
+            || !self.pending_snapshot_writes.is_empty()
             || self.pending_restore.is_some()
+            || !self.chunks_out.is_empty()
             || self.pending_compact.is_some()
             || !self.reads.ready.is_empty()
             || !self.reads.failed.is_empty()
@@ -601,7 +604,7 @@ impl RaftCore {
             self.state.hard_state_dirty = false;
             rd.write = Some(WriteBatch {
                 seq,
-                snapshot: self.pending_snapshot_write.take(),
+                snapshot: std::mem::take(&mut self.pending_snapshot_writes),
                 hard_state,
                 log: self.log.take_write(seq),
             });
@@ -613,6 +616,7 @@ impl RaftCore {
         }
         self.flush_read_round();
         rd.messages = std::mem::take(&mut self.outbox);
+        rd.snapshot_chunks = std::mem::take(&mut self.chunks_out);
         rd.elections = std::mem::take(&mut self.elections);
         rd.read_states = std::mem::take(&mut self.reads.ready);
         rd.failed_reads = std::mem::take(&mut self.reads.failed);
@@ -734,7 +738,7 @@ impl RaftCore {
     fn has_unwritten_state(&self) -> bool {
         self.state.hard_state_dirty
             || self.log.has_unstable()
-            || self.pending_snapshot_write.is_some()
+            || !self.pending_snapshot_writes.is_empty()
     }
 
     fn message(&self, to: NodeId, body: MessageBody) -> Message {

@@ -5,23 +5,106 @@
 //! after `s - log_compaction_min_entries`, so a follower that is only slightly behind is
 //! still served from the log; a follower that needs anything older gets the snapshot.
 //!
-//! Transfer: the leader sends the snapshot in chunks of `max_snapshot_chunk_size` bytes
-//! (1 MiB when 0), at most [`CHUNK_WINDOW`] chunks ahead of the last acknowledged offset.
-//! The follower accepts only the chunk at the offset it expects and answers with the
-//! offset it wants next, so lost, duplicated and reordered chunks cost a resend, never a
-//! corrupt install. It checks the CRC32C of the whole snapshot before installing it.
+//! # Snapshots of any size: the core never holds snapshot bytes
+//!
+//! A snapshot can be far larger than memory allows, so its bytes live in storage only and
+//! the core works with its [`SnapshotInfo`] (metadata, size, CRC32C). Every byte moves
+//! between storage and the network through the runtime, in chunks of
+//! `max_snapshot_chunk_size` (1 MiB when 0):
+//!
+//! - **Building.** `Ready::snapshot_request` asks for one. The runtime has the state
+//!   machine stream it into a storage-provided writer (a temp file), installs it by rename
+//!   and reports its info with [`RaftCore::on_snapshot_built`].
+//! - **Sending (leader).** The core decides offsets, the window of at most
+//!   [`CHUNK_WINDOW`] chunks ahead of the last acknowledged offset, and resends, as if it
+//!   held the bytes; each chunk leaves as a [`SnapshotChunk`] in `Ready::snapshot_chunks`:
+//!   an InstallSnapshot without its data and the length to read. The runtime reads
+//!   `[offset, offset + len)` of that snapshot from storage (off its event loop), fills the
+//!   data in and sends it. A chunk of a snapshot storage no longer holds is dropped: a lost
+//!   message, which the protocol survives.
+//! - **Receiving (follower).** The follower accepts only the chunk at the offset it
+//!   expects and answers with the offset it wants next, so lost, duplicated and reordered
+//!   chunks cost a resend, never a corrupt install. It keeps a running CRC32C and size,
+//!   not the bytes: each accepted chunk goes into the next [`WriteBatch`](super::WriteBatch)
+//!   as a [`SnapshotWrite::Chunk`], ordered with every other write, for storage to append
+//!   to its temp file (offset 0 starts a new one). When the size is reached and the
+//!   checksum matches, a [`SnapshotWrite::Install`] follows: storage makes the temp file
+//!   the snapshot (fsync, rename, directory fsync) and keeps or discards its log as the
+//!   core decided ([`SnapshotLog`]). The acknowledgement waits until that write is
+//!   durable, and so does the restore of the state machine (`Ready::snapshot`), which
+//!   storage streams to it. A checksum failure asks for the snapshot again from offset 0.
+//!   A restart loses the temp file (storage removes leftovers on open) and the follower's
+//!   state, so its next answer asks for offset 0 and the leader starts over.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::log::SnapshotLog;
 use super::RaftCore;
-use crate::message::{InstallSnapshot, InstallSnapshotResponse, MessageBody};
-use crate::types::{Index, NodeId, ReplicationMode, Snapshot, SnapshotMeta};
+use crate::message::{InstallSnapshot, InstallSnapshotResponse, Message, MessageBody};
+use crate::types::{Index, NodeId, ReplicationMode, SnapshotInfo, SnapshotMeta};
 
 /// Chunk size used when `max_snapshot_chunk_size` is 0: well under gRPC's default 4 MiB
 /// message limit.
 pub const DEFAULT_SNAPSHOT_CHUNK: usize = 1024 * 1024;
 /// Chunks in flight to one follower.
 pub const CHUNK_WINDOW: u64 = 4;
+
+/// A snapshot chunk for the runtime to read and send: `message` is an InstallSnapshot
+/// complete but for its `data`, which are the `len` bytes at its `offset` of the stored
+/// snapshot its `meta` names. Read them (with
+/// [`SnapshotReader::read_chunk`](crate::SnapshotReader::read_chunk)), [`fill`](Self::fill)
+/// them in, and send the message; if storage no longer holds that snapshot, drop it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The message to send, with empty `data`.
+    pub message: Message,
+    /// Bytes to read at the message's offset.
+    pub len: u64,
+}
+
+impl SnapshotChunk {
+    /// The snapshot to read from and the offset to read at.
+    pub fn source(&self) -> Option<(&SnapshotMeta, u64)> {
+        match &self.message.body {
+            MessageBody::InstallSnapshot(s) => Some((&s.meta, s.offset)),
+            _ => None,
+        }
+    }
+
+    /// The message with `data` filled in.
+    pub fn fill(mut self, data: Bytes) -> Message {
+        if let MessageBody::InstallSnapshot(s) = &mut self.message.body {
+            s.data = data;
+        }
+        self.message
+    }
+}
+
+/// A write of a snapshot received from the leader (in
+/// [`WriteBatch::snapshot`](super::WriteBatch::snapshot)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotWrite {
+    /// Bytes at `offset` of the snapshot `meta`, for
+    /// [`Storage::write_snapshot_chunk`](crate::Storage::write_snapshot_chunk).
+    Chunk {
+        /// The snapshot being received.
+        meta: SnapshotMeta,
+        /// Where `data` goes in it (0 starts it anew).
+        offset: u64,
+        /// The chunk.
+        data: Bytes,
+    },
+    /// Install the snapshot received (all of it, checked against `info`), keeping or
+    /// discarding the log as `log` says, with
+    /// [`Storage::install_snapshot`](crate::Storage::install_snapshot) and
+    /// [`SnapshotSource::Received`](crate::SnapshotSource::Received).
+    Install {
+        /// The snapshot, its size and checksum.
+        info: SnapshotInfo,
+        /// What happens to the log: the core's decision, which storage follows.
+        log: SnapshotLog,
+    },
+}
 
 /// A snapshot being sent to one follower.
 #[derive(Debug, Clone)]
@@ -35,13 +118,15 @@ pub(crate) struct Transfer {
     pub(crate) idle_rounds: u32,
 }
 
-/// A snapshot being received from the leader.
+/// A snapshot being received from the leader: how far, and the checksum of what was
+/// accepted so far (the bytes themselves went to storage).
 #[derive(Debug)]
 pub(crate) struct Receiving {
     meta: SnapshotMeta,
     checksum: u32,
     total_size: u64,
-    buf: BytesMut,
+    received: u64,
+    crc: u32,
 }
 
 impl RaftCore {
@@ -54,27 +139,27 @@ impl RaftCore {
         })
     }
 
-    /// Keeps `snapshot` (to send to followers) with its checksum, computed once.
-    pub(super) fn hold_snapshot(&mut self, snapshot: Snapshot) {
-        self.snapshot_checksum = crc32c::crc32c(&snapshot.data);
-        self.snapshot = Some(snapshot);
-    }
-
-    /// Index of the latest durable snapshot (0 if none).
+    /// Index of the latest snapshot (0 if none).
     pub fn snapshot_index(&self) -> Index {
         self.snapshot.as_ref().map_or(0, |s| s.meta.last_index)
     }
 
+    /// The latest snapshot: durable, or being installed by a write in flight.
+    pub fn snapshot_info(&self) -> Option<&SnapshotInfo> {
+        self.snapshot.as_ref()
+    }
+
     /// The runtime built the snapshot asked for by [`Ready::snapshot_request`](super::Ready)
-    /// and made it durable. The core keeps it to send to followers and compacts its log.
-    pub fn on_snapshot_built(&mut self, snapshot: Snapshot) {
+    /// and installed it durably in storage; `info` describes it. The core sends it to
+    /// followers from now on and compacts its log.
+    pub fn on_snapshot_built(&mut self, info: SnapshotInfo) {
         self.snapshot_in_progress = false;
-        let index = snapshot.meta.last_index;
+        let index = info.meta.last_index;
         if index <= self.snapshot_index() || index > self.state.applied {
             return;
         }
-        debug_assert_eq!(self.log.term(index), Some(snapshot.meta.last_term));
-        self.hold_snapshot(snapshot);
+        debug_assert_eq!(self.log.term(index), Some(info.meta.last_term));
+        self.snapshot = Some(info);
         let compact_to = index.saturating_sub(self.config.options.log_compaction_min_entries);
         if compact_to > self.log.offset().0 {
             self.log.compact_to(compact_to);
@@ -125,17 +210,17 @@ impl RaftCore {
         self.send_snapshot_chunks(peer);
     }
 
-    /// Sends chunks to `peer` while its window allows.
+    /// Sends chunks to `peer` while its window allows: as [`SnapshotChunk`]s, which the
+    /// runtime fills from storage.
     fn send_snapshot_chunks(&mut self, peer: &NodeId) {
-        let Some(snapshot) = self.snapshot.clone() else {
+        let Some(info) = self.snapshot.clone() else {
             return;
         };
         let chunk = match self.config.tuning.max_snapshot_chunk_size {
             0 => DEFAULT_SNAPSHOT_CHUNK,
             n => n,
         } as u64;
-        let total = snapshot.data.len() as u64;
-        let checksum = self.snapshot_checksum;
+        let total = info.size;
         loop {
             let Some(t) = self
                 .progress
@@ -144,9 +229,9 @@ impl RaftCore {
             else {
                 return;
             };
-            if t.meta != snapshot.meta {
+            if t.meta != info.meta {
                 // A newer snapshot replaced the one being sent: start it over.
-                t.meta = snapshot.meta.clone();
+                t.meta = info.meta.clone();
                 t.next_offset = 0;
                 t.acked_offset = 0;
             }
@@ -158,16 +243,19 @@ impl RaftCore {
             let offset = t.next_offset;
             let end = (offset + chunk).min(total);
             t.next_offset = end.max(offset + 1).min(total.max(1));
-            let data: Bytes = snapshot.data.slice(offset as usize..end as usize);
             let body = MessageBody::InstallSnapshot(InstallSnapshot {
-                meta: snapshot.meta.clone(),
+                meta: info.meta.clone(),
                 offset,
-                data,
+                data: Bytes::new(),
                 done: end == total,
                 total_size: total,
-                checksum,
+                checksum: info.checksum,
             });
-            self.send(peer.clone(), body);
+            let message = self.message(peer.clone(), body);
+            self.chunks_out.push(SnapshotChunk {
+                message,
+                len: end - offset,
+            });
             if total == 0 {
                 return;
             }
@@ -248,10 +336,9 @@ impl RaftCore {
             self.send_after_persist(from, answer(0, true));
             return;
         }
-        let same = self
-            .receiving
-            .as_ref()
-            .is_some_and(|r| r.meta == req.meta && r.checksum == req.checksum);
+        let same = self.receiving.as_ref().is_some_and(|r| {
+            (&r.meta, r.checksum, r.total_size) == (&req.meta, req.checksum, req.total_size)
+        });
         if !same {
             if req.offset != 0 {
                 self.send(from, answer(0, false));
@@ -261,19 +348,27 @@ impl RaftCore {
                 meta: req.meta.clone(),
                 checksum: req.checksum,
                 total_size: req.total_size,
-                buf: BytesMut::with_capacity(req.total_size.min(64 << 20) as usize),
+                received: 0,
+                crc: 0,
             });
         }
         let Some(r) = self.receiving.as_mut() else {
             return;
         };
-        let expected = r.buf.len() as u64;
-        if req.offset != expected {
+        if req.offset != r.received {
+            let expected = r.received;
             self.send(from, answer(expected, false));
             return;
         }
-        r.buf.extend_from_slice(&req.data);
-        let received = r.buf.len() as u64;
+        r.received += req.data.len() as u64;
+        r.crc = crc32c::crc32c_append(r.crc, &req.data);
+        let received = r.received;
+        // The bytes go to storage, in order with every other write; the core keeps none.
+        self.pending_snapshot_writes.push(SnapshotWrite::Chunk {
+            meta: req.meta,
+            offset: req.offset,
+            data: req.data,
+        });
         if !req.done && received < r.total_size {
             self.send(from, answer(received, false));
             return;
@@ -281,34 +376,38 @@ impl RaftCore {
         let Some(r) = self.receiving.take() else {
             return;
         };
-        let data = r.buf.freeze();
-        if data.len() as u64 != r.total_size || crc32c::crc32c(&data) != r.checksum {
+        if r.received != r.total_size || r.crc != r.checksum {
             tracing::warn!(index, "snapshot failed its checksum; asking for it again");
             self.send(from, answer(0, false));
             return;
         }
-        self.install_snapshot(Snapshot { meta: r.meta, data });
+        self.install_snapshot(SnapshotInfo {
+            meta: r.meta,
+            size: r.total_size,
+            checksum: r.checksum,
+        });
         // The acknowledgement claims the snapshot is stored: only once it is durable.
         self.send_after_persist(from, answer(received, true));
     }
 
-    /// Replaces the state machine and the log prefix with `snapshot`.
-    fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.meta.clone();
+    /// Replaces the state machine and the log prefix with the snapshot just received.
+    fn install_snapshot(&mut self, info: SnapshotInfo) {
+        let meta = info.meta.clone();
         tracing::info!(
             index = meta.last_index,
             term = meta.last_term,
+            size = info.size,
             "installing snapshot"
         );
         let log = self.log.install(meta.last_index, meta.last_term);
         self.state.commit_to(meta.last_index);
         self.state.handed_out = self.state.handed_out.max(meta.last_index);
-        self.pending_snapshot_write = Some(super::SnapshotInstall {
-            snapshot: snapshot.clone(),
+        self.pending_snapshot_writes.push(SnapshotWrite::Install {
+            info: info.clone(),
             log,
         });
-        self.pending_restore = Some(snapshot.clone());
-        self.hold_snapshot(snapshot);
+        self.pending_restore = Some(info.clone());
+        self.snapshot = Some(info);
         self.snapshot_in_progress = false;
     }
 }

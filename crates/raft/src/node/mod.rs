@@ -4,6 +4,7 @@
 //! out each `Ready` as the core's persistence contract says.
 
 mod results;
+mod snapshots;
 mod workers;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use tokio::time::MissedTickBehavior;
 
 pub(crate) use self::results::ResultReply;
 use self::results::WaitingResults;
+use self::snapshots::ChunkSender;
 use self::workers::{ApplyJob, ApplyWorker, StorageJob, StorageWorker, WorkerEvent};
 use crate::clock::Clock;
 use crate::core::{Commands, RaftCore, Ready};
@@ -78,7 +80,9 @@ pub(crate) struct Parts {
     pub inline_applier: bool,
     /// Write to storage on the event loop while not leading (see the builder).
     pub inline_follower_writes: bool,
-    pub restore_on_start: Option<crate::types::Snapshot>,
+    /// The snapshot in storage at start: the state machine is restored from it, and the
+    /// leader reads chunks from it.
+    pub restore_on_start: Option<Arc<dyn crate::storage::SnapshotReader>>,
 }
 
 use crate::types::ApplyMsg;
@@ -94,6 +98,7 @@ pub(crate) fn spawn(
     let (handler, inbound_rx) = inbound;
     let (commands, tick_queued) = commands;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let storage_in_memory = parts.storage.is_in_memory();
     let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
     let (storage, storage_thread) = StorageWorker::start(parts.storage, &events_tx).map_err(io)?;
     let (mut applier, applier_thread) = ApplyWorker::start(
@@ -107,10 +112,15 @@ pub(crate) fn spawn(
     let applied = parts
         .restore_on_start
         .as_ref()
-        .map_or(0, |s| s.meta.last_index);
-    if let Some(snap) = parts.restore_on_start {
-        applier.submit(ApplyJob::Restore(snap), &events_tx);
+        .map_or(0, |s| s.info().meta.last_index);
+    if let Some(reader) = &parts.restore_on_start {
+        applier.submit(ApplyJob::Restore(Arc::clone(reader)), &events_tx);
     }
+    let chunks = ChunkSender::new(
+        Arc::clone(&parts.network),
+        parts.restore_on_start,
+        storage_in_memory,
+    );
     let result_timeout = parts.core.config().options.apply_entry_timeout;
     let node = Node {
         core: parts.core,
@@ -132,6 +142,7 @@ pub(crate) fn spawn(
         next_read: 0,
         reads_waiting_apply: Vec::new(),
         snapshot_started: None,
+        chunks,
     };
     tokio::spawn(node.run(commands, inbound_rx, events_rx));
     Ok(())
@@ -174,6 +185,8 @@ struct Node {
     /// Reads that are safe once the applied index reaches theirs.
     reads_waiting_apply: Vec<(Index, oneshot::Sender<Result<Index>>, Instant)>,
     snapshot_started: Option<Instant>,
+    /// Reads the chunks of snapshots sent to followers from storage and sends them.
+    chunks: ChunkSender,
 }
 
 impl Node {
@@ -334,19 +347,37 @@ impl Node {
                 self.waiting_results.on_applied(index, results, restored);
                 self.release_reads();
             }
-            WorkerEvent::SnapshotBuilt { index, data } => match self.core.snapshot_meta_at(index) {
-                Some(meta) => {
-                    let snap = crate::types::Snapshot { meta, data };
-                    self.send_to_storage(StorageJob::SaveSnapshot(snap));
+            WorkerEvent::SnapshotWriter(writer) => {
+                self.send_to_applier(ApplyJob::BuildSnapshot(writer));
+            }
+            WorkerEvent::SnapshotBuilt { index, staged } => {
+                match self.core.snapshot_meta_at(index) {
+                    Some(meta) => {
+                        let info = crate::types::SnapshotInfo {
+                            meta,
+                            size: staged.size(),
+                            checksum: staged.checksum(),
+                        };
+                        self.send_to_storage(StorageJob::InstallBuilt { info, staged });
+                    }
+                    // Dropping the staged snapshot deletes its temp file.
+                    None => self.core.on_snapshot_failed(),
                 }
-                None => self.core.on_snapshot_failed(),
-            },
-            WorkerEvent::SnapshotSaved(snap) => {
+            }
+            WorkerEvent::SnapshotSaved(reader) => {
+                let info = reader.info().clone();
                 if let Some(started) = self.snapshot_started.take() {
                     self.metrics
-                        .observe_snapshot(snap.meta.last_index, started.elapsed());
+                        .observe_snapshot(info.meta.last_index, started.elapsed());
                 }
-                self.core.on_snapshot_built(snap);
+                self.chunks.set_reader(reader);
+                self.core.on_snapshot_built(info);
+            }
+            WorkerEvent::SnapshotInstalled(reader) => {
+                // Before the write's `Persisted`: entries after the snapshot are handed to
+                // the applier only after this restore.
+                self.chunks.set_reader(Arc::clone(&reader));
+                self.send_to_applier(ApplyJob::Restore(reader));
             }
             WorkerEvent::SnapshotFailed(reason) => {
                 tracing::warn!(%reason, "snapshot failed; another is taken later");
@@ -400,9 +431,11 @@ impl Node {
         if !rd.messages.is_empty() {
             self.network.send(rd.messages);
         }
-        if let Some(snap) = rd.snapshot {
-            self.send_to_applier(ApplyJob::Restore(snap));
+        if !rd.snapshot_chunks.is_empty() {
+            self.chunks.send(rd.snapshot_chunks);
         }
+        // `rd.snapshot` (a received snapshot to restore) is carried out when storage
+        // reports the write that installs it (`WorkerEvent::SnapshotInstalled`).
         if !rd.committed_entries.is_empty() {
             if let Some(last) = rd.committed_entries.last() {
                 self.metrics.observe_commit_index(last.index);
@@ -410,8 +443,10 @@ impl Node {
             self.send_to_applier(ApplyJob::Apply(rd.committed_entries));
         }
         if rd.snapshot_request.is_some() {
+            // Storage makes a temp file to write into; the applier streams the state
+            // machine into it (`WorkerEvent::SnapshotWriter`).
             self.snapshot_started = Some(Instant::now());
-            self.send_to_applier(ApplyJob::BuildSnapshot);
+            self.send_to_storage(StorageJob::NewSnapshotWriter);
         }
         if let Some(upto) = rd.compact_to {
             self.send_to_storage(StorageJob::Compact(upto));

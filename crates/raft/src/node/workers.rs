@@ -5,6 +5,7 @@
 //! non-blocking, inline on the event loop, saving the thread switches. Either way they
 //! report back through one event channel.
 
+use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -15,13 +16,17 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::applier::{Applier, ApplierError};
-use crate::core::WriteBatch;
+use crate::core::{SnapshotLog, SnapshotWrite, WriteBatch};
 use crate::error::StorageError;
-use crate::storage::{SnapshotSource, StagedSnapshot, Storage};
-use crate::types::{ApplyMsg, Entry, EntryKind, Index, Snapshot, SnapshotInfo, Term};
+use crate::storage::{
+    SnapshotReader, SnapshotSource, SnapshotStream, SnapshotWriter, StagedSnapshot, Storage,
+};
+use crate::types::{ApplyMsg, Entry, EntryKind, Index, SnapshotInfo, Term};
+
+/// Read buffer between a snapshot in storage and the state machine restoring from it.
+const RESTORE_BUFFER: usize = 1 << 20;
 
 /// What the workers tell the event loop.
-#[derive(Debug)]
 pub(crate) enum WorkerEvent {
     /// Every write batch up to this sequence number is durable.
     Persisted {
@@ -31,8 +36,13 @@ pub(crate) enum WorkerEvent {
         /// How long the batch's closing `sync` took.
         fsync: Duration,
     },
-    /// A snapshot the node built is durable.
-    SnapshotSaved(Snapshot),
+    /// A snapshot the node built is installed in storage; the reader reads it.
+    SnapshotSaved(Arc<dyn SnapshotReader>),
+    /// A snapshot received from the leader is installed in storage (reported before the
+    /// `Persisted` of the write that installed it): restore the state machine from it.
+    SnapshotInstalled(Arc<dyn SnapshotReader>),
+    /// Storage made a writer for the snapshot the core asked for.
+    SnapshotWriter(Box<dyn SnapshotWriter>),
     /// Entries up to `index` are applied; `results` are the application's answers.
     Applied {
         index: Index,
@@ -40,8 +50,11 @@ pub(crate) enum WorkerEvent {
         /// The state machine was replaced by a snapshot up to `index`.
         restored: bool,
     },
-    /// The state machine captured its state at `index`.
-    SnapshotBuilt { index: Index, data: Bytes },
+    /// The state machine streamed its state at `index` into a staged snapshot.
+    SnapshotBuilt {
+        index: Index,
+        staged: StagedSnapshot,
+    },
     /// Building or saving a snapshot failed.
     SnapshotFailed(String),
     /// Storage failed: the node must stop (its durable state is unknown).
@@ -52,14 +65,59 @@ pub(crate) enum WorkerEvent {
 
 pub(crate) enum StorageJob {
     Write(WriteBatch),
-    SaveSnapshot(Snapshot),
+    /// Make a writer for a new snapshot (a temp file), for the applier to stream into.
+    NewSnapshotWriter,
+    /// Install a snapshot the node built; its log is kept (it covers applied entries,
+    /// which storage holds).
+    InstallBuilt {
+        info: SnapshotInfo,
+        staged: StagedSnapshot,
+    },
     Compact(Index),
 }
 
 pub(crate) enum ApplyJob {
-    Restore(Snapshot),
+    /// Replace the state machine with the snapshot the reader reads.
+    Restore(Arc<dyn SnapshotReader>),
     Apply(Vec<Entry>),
-    BuildSnapshot,
+    /// Stream the state machine into the writer.
+    BuildSnapshot(Box<dyn SnapshotWriter>),
+}
+
+impl std::fmt::Debug for WorkerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WorkerEvent::Persisted { seq, entries, .. } => f
+                .debug_struct("Persisted")
+                .field("seq", seq)
+                .field("entries", entries)
+                .finish_non_exhaustive(),
+            WorkerEvent::SnapshotSaved(r) => {
+                f.debug_tuple("SnapshotSaved").field(r.info()).finish()
+            }
+            WorkerEvent::SnapshotInstalled(r) => {
+                f.debug_tuple("SnapshotInstalled").field(r.info()).finish()
+            }
+            WorkerEvent::SnapshotWriter(_) => f.write_str("SnapshotWriter"),
+            WorkerEvent::Applied {
+                index, restored, ..
+            } => f
+                .debug_struct("Applied")
+                .field("index", index)
+                .field("restored", restored)
+                .finish_non_exhaustive(),
+            WorkerEvent::SnapshotBuilt { index, staged } => f
+                .debug_struct("SnapshotBuilt")
+                .field("index", index)
+                .field("staged", staged)
+                .finish(),
+            WorkerEvent::SnapshotFailed(reason) => {
+                f.debug_tuple("SnapshotFailed").field(reason).finish()
+            }
+            WorkerEvent::StorageFailed(e) => f.debug_tuple("StorageFailed").field(e).finish(),
+            WorkerEvent::ApplierFailed(e) => f.debug_tuple("ApplierFailed").field(e).finish(),
+        }
+    }
 }
 
 /// Where storage jobs run: on a thread of their own (group commit: everything queued
@@ -192,7 +250,11 @@ fn run_storage_batch(
 ) -> Result<(), StorageError> {
     let mut last_seq = None;
     let mut entries = 0;
-    let mut saved = Vec::new();
+    // Reported after the sync: received snapshots installed (before `Persisted`, so that
+    // the state machine is restored before entries after them are applied) and snapshots
+    // built (after it), or why building one failed.
+    let mut installed = Vec::new();
+    let mut outcomes = Vec::new();
     // Consecutive writes' entries are contiguous, so they go to the storage as one append
     // (one write syscall for the whole group). Anything else flushes them first to keep
     // the jobs' order.
@@ -206,17 +268,29 @@ fn run_storage_batch(
     for job in batch {
         match job {
             StorageJob::Write(mut w) => {
-                if w.snapshot.is_some() || w.hard_state.is_some() || w.log.truncate_from.is_some() {
+                if !w.snapshot.is_empty() || w.hard_state.is_some() || w.log.truncate_from.is_some()
+                {
                     flush(storage, &mut pending)?;
                 }
-                if let Some(install) = &w.snapshot {
-                    let staged = StagedSnapshot::from_bytes(install.snapshot.data.clone());
-                    let info = SnapshotInfo {
-                        meta: install.snapshot.meta.clone(),
-                        size: staged.size(),
-                        checksum: staged.checksum(),
-                    };
-                    storage.install_snapshot(&info, SnapshotSource::Staged(staged), install.log)?;
+                let mut install = None;
+                for write in std::mem::take(&mut w.snapshot) {
+                    match write {
+                        SnapshotWrite::Chunk { meta, offset, data } => {
+                            storage.write_snapshot_chunk(&meta, offset, &data)?;
+                        }
+                        SnapshotWrite::Install { info, log } => {
+                            storage.install_snapshot(&info, SnapshotSource::Received, log)?;
+                            install = Some(info);
+                        }
+                    }
+                }
+                if install.is_some() {
+                    // Only the last install of a batch needs restoring: it replaces the
+                    // state the earlier ones would have restored.
+                    let reader = storage.snapshot_reader()?.ok_or_else(|| {
+                        StorageError::InvalidRequest("an installed snapshot is missing".into())
+                    })?;
+                    installed.push(reader);
                 }
                 if let Some(hs) = &w.hard_state {
                     storage.set_hard_state(hs)?;
@@ -232,14 +306,26 @@ fn run_storage_batch(
                 }
                 last_seq = Some(w.seq);
             }
-            StorageJob::SaveSnapshot(snap) => {
+            StorageJob::NewSnapshotWriter => match storage.snapshot_writer() {
+                Ok(writer) => outcomes.push(WorkerEvent::SnapshotWriter(writer)),
+                Err(e) => outcomes.push(WorkerEvent::SnapshotFailed(e.to_string())),
+            },
+            StorageJob::InstallBuilt { info, staged } => {
                 flush(storage, &mut pending)?;
-                // A snapshot the node built itself: newer than the stored one unless a
-                // leader's snapshot overtook it, which is harmless to skip.
-                match storage.save_snapshot(&snap) {
-                    Ok(()) => saved.push(snap),
+                // Newer than the stored one unless a leader's snapshot overtook it, which
+                // is harmless to skip.
+                let source = SnapshotSource::Staged(staged);
+                match storage.install_snapshot(&info, source, SnapshotLog::Keep) {
+                    Ok(()) => match storage.snapshot_reader()? {
+                        Some(reader) => outcomes.push(WorkerEvent::SnapshotSaved(reader)),
+                        None => {
+                            return Err(StorageError::InvalidRequest(
+                                "an installed snapshot is missing".into(),
+                            ))
+                        }
+                    },
                     Err(StorageError::InvalidRequest(reason)) => {
-                        let _ = events.send(WorkerEvent::SnapshotFailed(reason));
+                        outcomes.push(WorkerEvent::SnapshotFailed(reason));
                     }
                     Err(e) => return Err(e),
                 }
@@ -254,6 +340,9 @@ fn run_storage_batch(
     let sync_started = Instant::now();
     storage.sync()?;
     let fsync = sync_started.elapsed();
+    for reader in installed {
+        let _ = events.send(WorkerEvent::SnapshotInstalled(reader));
+    }
     if let Some(seq) = last_seq {
         let _ = events.send(WorkerEvent::Persisted {
             seq,
@@ -262,8 +351,8 @@ fn run_storage_batch(
             fsync,
         });
     }
-    for snap in saved {
-        let _ = events.send(WorkerEvent::SnapshotSaved(snap));
+    for outcome in outcomes {
+        let _ = events.send(outcome);
     }
     Ok(())
 }
@@ -276,20 +365,37 @@ pub(crate) struct ApplierRunner {
 }
 
 impl ApplierRunner {
+    /// Streams the snapshot into the state machine, then reads whatever it left so that
+    /// every byte is checked against the snapshot's CRC32C. A mismatch found only after
+    /// the state machine took the bytes leaves it in an unknown state: the node must stop.
+    fn restore(&mut self, reader: Arc<dyn SnapshotReader>) -> Result<(), ApplierError> {
+        let meta = reader.info().meta.clone();
+        let mut input = BufReader::with_capacity(RESTORE_BUFFER, SnapshotStream::new(reader));
+        self.applier.restore_from(&meta, &mut input)?;
+        std::io::copy(&mut input.by_ref(), &mut std::io::sink()).map_err(|e| {
+            ApplierError(format!(
+                "snapshot at index {} could not be read to its end: {e}",
+                meta.last_index
+            ))
+        })?;
+        Ok(())
+    }
+
     /// Runs one job; returns `false` once the applier failed (the node must stop).
     fn run(&mut self, job: ApplyJob, events: &mpsc::UnboundedSender<WorkerEvent>) -> bool {
         match job {
-            ApplyJob::Restore(snap) => {
-                if let Err(e) = self.applier.restore(&snap.meta, &snap.data) {
+            ApplyJob::Restore(reader) => {
+                let info = reader.info().clone();
+                if let Err(e) = self.restore(reader) {
                     let _ = events.send(WorkerEvent::ApplierFailed(e));
                     return false;
                 }
-                self.applied = snap.meta.last_index;
+                self.applied = info.meta.last_index;
                 if let Some(tx) = &self.apply_tx {
                     let _ = tx.blocking_send(ApplyMsg::Snapshot {
-                        index: snap.meta.last_index,
-                        term: snap.meta.last_term,
-                        data: snap.data.clone(),
+                        index: info.meta.last_index,
+                        term: info.meta.last_term,
+                        size: info.size,
                     });
                 }
                 let _ = events.send(WorkerEvent::Applied {
@@ -320,14 +426,17 @@ impl ApplierRunner {
                     restored: false,
                 });
             }
-            ApplyJob::BuildSnapshot => match self.applier.snapshot() {
-                Ok((index, data)) => {
-                    let _ = events.send(WorkerEvent::SnapshotBuilt { index, data });
-                }
-                Err(e) => {
-                    let _ = events.send(WorkerEvent::SnapshotFailed(e.to_string()));
-                }
-            },
+            ApplyJob::BuildSnapshot(mut writer) => {
+                let built = self
+                    .applier
+                    .snapshot_to(&mut *writer)
+                    .map_err(|e| e.to_string())
+                    .and_then(|index| {
+                        let staged = writer.finish().map_err(|e| e.to_string())?;
+                        Ok(WorkerEvent::SnapshotBuilt { index, staged })
+                    });
+                let _ = events.send(built.unwrap_or_else(WorkerEvent::SnapshotFailed));
+            }
         }
         true
     }
@@ -468,7 +577,7 @@ mod tests {
     fn write(seq: u64, truncate_from: Option<Index>, entries: &[(Index, Term)]) -> StorageJob {
         StorageJob::Write(WriteBatch {
             seq,
-            snapshot: None,
+            snapshot: Vec::new(),
             hard_state: None,
             log: LogWrite {
                 truncate_from,

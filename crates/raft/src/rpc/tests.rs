@@ -203,3 +203,17 @@ fn peers_are_shared_ids_and_exclude_the_node_itself() {
     assert_eq!(h.peer("n9"), None);
     assert_eq!(h.id().as_str(), "n1");
 }
+
+#[test]
+fn a_snapshot_of_any_size_is_accepted_in_chunks() {
+    // Only the chunk must fit in a message; the snapshot it belongs to may be of any size
+    // (here 1 TiB, a chunk near its end and its last one).
+    let (h, mut rx, _) = handler(16);
+    let tib = 1u64 << 40;
+    h.install_snapshot(from_n2(3), chunk(tib - (2 << 20), 1 << 20, tib, false))
+        .unwrap();
+    h.install_snapshot(from_n2(3), chunk(tib - 10, 10, tib, true))
+        .unwrap();
+    assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
+    assert_eq!(h.rejected_messages(), 0);
+}

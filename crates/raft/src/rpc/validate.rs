@@ -54,7 +54,9 @@ fn check_append(term: Term, a: &AppendEntries) -> Result<(), String> {
 }
 
 /// A chunk must lie inside the snapshot, end it exactly when it says it is the last, and
-/// describe a snapshot no newer than the leader's term.
+/// describe a snapshot no newer than the leader's term. The snapshot's total size is not
+/// limited: the follower streams chunks to disk and never holds the whole (the transport
+/// bounds each message, and so each chunk).
 fn check_chunk(term: Term, s: &InstallSnapshot) -> Result<(), String> {
     if s.meta.last_term > term {
         return Err(format!(

@@ -207,7 +207,7 @@ pub trait Storage: Send + 'static {
 pub fn load_initial_state<S: Storage + ?Sized>(
     storage: &S,
 ) -> Result<crate::core::InitialState, StorageError> {
-    let snapshot = storage.load_snapshot()?;
+    let snapshot = storage.snapshot_info();
     let (first, last) = (storage.first_index(), storage.last_index());
     let entries = if last >= first {
         storage.entries(first, last + 1, u64::MAX)?

@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 
 use crate::config::Config;
-use crate::core::{InitialState, RaftCore, SnapshotLog, WriteBatch};
+use crate::core::{InitialState, RaftCore, SnapshotLog, SnapshotWrite, WriteBatch};
 use crate::message::{Message, MessageBody};
 use crate::rand::SeededRand;
-use crate::types::{Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Snapshot, Term};
+use crate::types::{
+    Entry, EntryKind, HardState, Index, NodeId, PeerConfig, Role, Snapshot, SnapshotInfo, Term,
+};
 
 /// The harness's state machine is the list of applied commands; a snapshot stores it one
 /// command per line.
@@ -57,6 +59,10 @@ pub struct Node {
     pub stored_log: Vec<Entry>,
     pub stored_hard_state: HardState,
     pub stored_snapshot: Option<Snapshot>,
+    /// The snapshot being received: what storage's temp file holds (lost on a crash).
+    pub receiving: Option<(crate::types::SnapshotMeta, Vec<u8>)>,
+    /// A received snapshot to restore once the write installing it is done.
+    pub restore: Option<SnapshotInfo>,
     /// Write batches not yet made durable (only when `hold_writes` is set).
     pub pending_writes: VecDeque<WriteBatch>,
     pub hold_writes: bool,
@@ -74,6 +80,8 @@ pub struct Node {
     pub apply_batches: Vec<usize>,
     /// Campaigns the node reported starting, in order.
     pub elections: Vec<crate::core::ElectionStart>,
+    /// Every snapshot chunk the core asked to send, as it asked (without bytes).
+    pub chunks: Vec<crate::core::SnapshotChunk>,
 }
 
 pub struct Cluster {
@@ -99,14 +107,25 @@ impl Cluster {
         tune: impl Fn(&mut Config),
         initial: impl Fn(usize) -> InitialState,
     ) -> Self {
+        Self::with_snapshots(n, seed, tune, |i| (initial(i), None))
+    }
+
+    /// [`Cluster::with`], where each node may also start from a stored snapshot (its
+    /// info goes into the initial state).
+    pub fn with_snapshots(
+        n: usize,
+        seed: u64,
+        tune: impl Fn(&mut Config),
+        initial: impl Fn(usize) -> (InitialState, Option<Snapshot>),
+    ) -> Self {
         let mut nodes = BTreeMap::new();
         for i in 1..=n {
             let mut c = config(n, i);
             tune(&mut c);
-            let init = initial(i);
+            let (mut init, stored_snapshot) = initial(i);
+            init.snapshot = stored_snapshot.as_ref().map(SnapshotInfo::of);
             let stored_log = init.entries.clone();
             let stored_hard_state = init.hard_state.clone();
-            let stored_snapshot = init.snapshot.clone();
             let mut core =
                 RaftCore::new(c, init, Box::new(SeededRand::new(seed * 1000 + i as u64)))
                     .expect("valid config");
@@ -121,6 +140,8 @@ impl Cluster {
                     stored_log,
                     stored_hard_state,
                     stored_snapshot,
+                    receiving: None,
+                    restore: None,
                     pending_writes: VecDeque::new(),
                     hold_writes: false,
                     defer_snapshots: false,
@@ -131,6 +152,7 @@ impl Cluster {
                     applied: Vec::new(),
                     apply_batches: Vec::new(),
                     elections: Vec::new(),
+                    chunks: Vec::new(),
                 },
             );
         }
@@ -158,13 +180,32 @@ impl Cluster {
                 break;
             }
             let rd = node.core.ready();
+            if let Some(info) = &rd.snapshot {
+                // Restored once the write installing it is done (`flush_writes`).
+                node.restore = Some(info.clone());
+            }
             if let Some(w) = rd.write {
                 node.pending_writes.push_back(w);
             }
             if !node.hold_writes {
                 Self::flush_writes(node);
             }
-            for m in rd.messages {
+            // Chunks are read from the stored snapshot; one of a snapshot no longer stored
+            // is dropped, as the runtime does.
+            node.chunks.extend(rd.snapshot_chunks.iter().cloned());
+            let chunks: Vec<Message> = rd
+                .snapshot_chunks
+                .into_iter()
+                .filter_map(|c| {
+                    let (meta, offset) = c.source()?;
+                    let stored = node.stored_snapshot.as_ref().filter(|s| s.meta == *meta)?;
+                    let data = stored
+                        .data
+                        .slice(offset as usize..(offset + c.len) as usize);
+                    Some(c.fill(data))
+                })
+                .collect();
+            for m in rd.messages.into_iter().chain(chunks) {
                 self.sent.push(m.clone());
                 self.queue.push_back(m);
             }
@@ -172,11 +213,6 @@ impl Cluster {
             node.elections.extend(rd.elections);
             node.read_states.extend(rd.read_states);
             node.failed_reads.extend(rd.failed_reads);
-            if let Some(snap) = rd.snapshot {
-                // Restore the state machine: the snapshot holds the applied commands.
-                node.applied = decode_applied(&snap.data);
-                node.core.on_applied(snap.meta.last_index);
-            }
             if let Some(upto) = rd.compact_to {
                 node.stored_log.retain(|e| e.index > upto);
             }
@@ -203,8 +239,8 @@ impl Cluster {
                 if node.defer_snapshots {
                     node.deferred_snapshot = Some(snap);
                 } else {
-                    node.stored_snapshot = Some(snap.clone());
-                    node.core.on_snapshot_built(snap);
+                    node.core.on_snapshot_built(SnapshotInfo::of(&snap));
+                    node.stored_snapshot = Some(snap);
                 }
             }
         }
@@ -223,8 +259,8 @@ impl Cluster {
     pub fn finish_snapshot(&mut self, i: usize) {
         let node = self.node_mut(i);
         if let Some(snap) = node.deferred_snapshot.take() {
-            node.stored_snapshot = Some(snap.clone());
-            node.core.on_snapshot_built(snap);
+            node.core.on_snapshot_built(SnapshotInfo::of(&snap));
+            node.stored_snapshot = Some(snap);
         }
         self.process(&id(i));
     }
@@ -235,9 +271,11 @@ impl Cluster {
         let node = self.node_mut(i);
         node.pending_writes.clear();
         node.deferred_snapshot = None;
+        node.receiving = None;
+        node.restore = None;
         let initial = InitialState {
             hard_state: node.stored_hard_state.clone(),
-            snapshot: node.stored_snapshot.clone(),
+            snapshot: node.stored_snapshot.as_ref().map(SnapshotInfo::of),
             entries: node.stored_log.clone(),
         };
         let cfg = node.core.config().clone();
@@ -252,22 +290,9 @@ impl Cluster {
 
     fn flush_writes(node: &mut Node) {
         while let Some(w) = node.pending_writes.pop_front() {
-            if let Some(install) = &w.snapshot {
-                // Storage follows the core's decision, and refuses to keep a log that does
-                // not hold the snapshot's last entry (as FileStorage and MemStorage do).
-                let snap = &install.snapshot;
-                let (i, t) = (snap.meta.last_index, snap.meta.last_term);
-                let holds = node.stored_log.iter().any(|e| e.index == i && e.term == t);
-                match install.log {
-                    SnapshotLog::Keep => {
-                        assert!(holds, "told to keep a log that does not hold ({i}, {t})");
-                        node.stored_log.retain(|e| e.index > i);
-                    }
-                    SnapshotLog::Discard => node.stored_log.clear(),
-                }
-                node.stored_snapshot = Some(snap.clone());
+            for write in &w.snapshot {
+                Self::write_snapshot(node, write);
             }
-
             if let Some(hs) = &w.hard_state {
                 node.stored_hard_state = hs.clone();
             }
@@ -289,6 +314,51 @@ impl Cluster {
             }
             node.stored_log.extend(w.log.entries.iter().cloned());
             node.core.on_persisted(w.seq);
+        }
+    }
+
+    /// Storage's side of a received snapshot: chunks in order into the temp file, then an
+    /// install that follows the core's decision on the log (refusing to keep a log that
+    /// does not hold the snapshot's last entry, as FileStorage and MemStorage do) and, once
+    /// done, the restore of the state machine.
+    fn write_snapshot(node: &mut Node, write: &SnapshotWrite) {
+        match write {
+            SnapshotWrite::Chunk { meta, offset, data } => {
+                if *offset == 0 {
+                    node.receiving = Some((meta.clone(), Vec::new()));
+                }
+                let (m, buf) = node.receiving.as_mut().expect("a chunk after offset 0");
+                assert_eq!(m, meta, "chunk of another snapshot");
+                assert_eq!(*offset, buf.len() as u64, "chunk out of order");
+                buf.extend_from_slice(data);
+            }
+            SnapshotWrite::Install { info, log } => {
+                let (meta, data) = node.receiving.take().expect("install of a received one");
+                let snap = Snapshot {
+                    meta,
+                    data: Bytes::from(data),
+                };
+                assert_eq!(
+                    &SnapshotInfo::of(&snap),
+                    info,
+                    "installed what was received"
+                );
+                let (i, t) = (info.meta.last_index, info.meta.last_term);
+                let holds = node.stored_log.iter().any(|e| e.index == i && e.term == t);
+                match log {
+                    SnapshotLog::Keep => {
+                        assert!(holds, "told to keep a log that does not hold ({i}, {t})");
+                        node.stored_log.retain(|e| e.index > i);
+                    }
+                    SnapshotLog::Discard => node.stored_log.clear(),
+                }
+                if node.restore.as_ref() == Some(info) {
+                    node.restore = None;
+                    node.applied = decode_applied(&snap.data);
+                    node.core.on_applied(i);
+                }
+                node.stored_snapshot = Some(snap);
+            }
         }
     }
 

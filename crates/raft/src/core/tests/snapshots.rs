@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::harness::*;
 use crate::config::Config;
-use crate::core::{InitialState, SnapshotLog};
+use crate::core::{InitialState, SnapshotLog, SnapshotWrite, CHUNK_WINDOW};
 use crate::message::{
     AppendEntries, InstallSnapshot, InstallSnapshotResponse, Message, MessageBody,
 };
@@ -313,13 +313,16 @@ fn node_restarts_from_a_snapshot_and_a_log_suffix() {
     // machines replay only what follows the snapshot.
     let commands: Vec<String> = (0..20).map(|k| format!("c{k}")).collect();
     let refs: Vec<&str> = commands.iter().map(String::as_str).collect();
-    let mut c = Cluster::with(3, 9, small_snapshots, |_| InitialState {
-        hard_state: HardState {
-            term: 1,
-            voted_for: None,
-        },
-        snapshot: Some(snapshot_of(20, 1, &refs)),
-        entries: entries_with_terms(&[1; 25])[15..].to_vec(),
+    let mut c = Cluster::with_snapshots(3, 9, small_snapshots, |_| {
+        let initial = InitialState {
+            hard_state: HardState {
+                term: 1,
+                voted_for: None,
+            },
+            snapshot: None,
+            entries: entries_with_terms(&[1; 25])[15..].to_vec(),
+        };
+        (initial, Some(snapshot_of(20, 1, &refs)))
     });
     for i in 1..=3 {
         assert_eq!(c.node(i).commit_index(), 20, "the snapshot is committed");
@@ -579,8 +582,13 @@ fn install_while_the_log_write_is_in_flight_keeps_what_it_writes() {
         c.nodes[&id(2)]
             .pending_writes
             .back()
-            .and_then(|w| w.snapshot.as_ref())
-            .is_some_and(|s| s.log == SnapshotLog::Keep),
+            .is_some_and(|w| w.snapshot.iter().any(|s| matches!(
+                s,
+                SnapshotWrite::Install {
+                    log: SnapshotLog::Keep,
+                    ..
+                }
+            ))),
         "the install keeps the log written before it"
     );
     c.persist(2);
@@ -590,4 +598,224 @@ fn install_while_the_log_write_is_in_flight_keeps_what_it_writes() {
         .filter(|(i, _)| *i > 6)
         .collect();
     assert_eq!(stored, vec![(7, 1), (8, 1)]);
+}
+
+fn chunk_of(m: &Message) -> Option<&InstallSnapshot> {
+    match &m.body {
+        MessageBody::InstallSnapshot(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// Node 1 leads, node 3 lagged behind a compacted log; returns once the leader has begun
+/// a transfer to node 3 (its first chunks are queued, not delivered).
+fn transfer_started(seed: u64) -> Cluster {
+    let mut c = cluster(seed);
+    c.elect(1);
+    c.isolate(3);
+    propose_n(&mut c, 1, 60, "t");
+    c.heal();
+    for _ in 0..50 {
+        c.tick(1);
+        let held = c.deliver_all_except(|m| is_kind(m, "InstallSnapshot"));
+        if !held.is_empty() {
+            c.queue.extend(held);
+            return c;
+        }
+    }
+    panic!("the leader never started sending its snapshot");
+}
+
+#[test]
+fn the_leader_names_chunks_and_storage_supplies_their_bytes() {
+    let mut c = transfer_started(30);
+    let info = c
+        .node(1)
+        .snapshot_info()
+        .cloned()
+        .expect("the leader holds a snapshot");
+    let stored = c.nodes[&id(1)].stored_snapshot.clone().expect("stored");
+    let chunks = c.nodes[&id(1)].chunks.clone();
+    assert_eq!(chunks.len(), CHUNK_WINDOW as usize, "a window of chunks");
+    let mut expect = 0u64;
+    for chunk in &chunks {
+        let s = chunk_of(&chunk.message).expect("an InstallSnapshot");
+        assert!(s.data.is_empty(), "the core puts no bytes in a chunk");
+        assert_eq!(s.offset, expect);
+        assert_eq!(chunk.len, 16.min(info.size - s.offset));
+        assert_eq!((s.total_size, s.checksum), (info.size, info.checksum));
+        expect += chunk.len;
+    }
+    // What goes out carries the stored bytes at those offsets.
+    for m in c.queue.iter().filter_map(chunk_of) {
+        let at = m.offset as usize;
+        assert_eq!(m.data, stored.data.slice(at..at + m.data.len()));
+    }
+    for _ in 0..100 {
+        c.tick(1);
+        c.deliver_all();
+        if c.applied(3) == c.applied(1) {
+            break;
+        }
+    }
+    assert_eq!(c.applied(3), c.applied(1));
+    assert_eq!(c.nodes[&id(3)].stored_snapshot, Some(stored));
+}
+
+#[test]
+fn a_lost_chunk_is_sent_again_from_the_acknowledged_offset() {
+    let mut c = transfer_started(31);
+    // The first chunk is lost; the follower refuses the next ones (not at offset 0).
+    let mut first = c.take(|m| is_kind(m, "InstallSnapshot"));
+    let lost = first.remove(0);
+    assert_eq!(chunk_of(&lost).map(|s| s.offset), Some(0));
+    for m in first {
+        c.deliver(m);
+    }
+    c.deliver_all();
+    assert!(c.nodes[&id(3)].receiving.is_none(), "nothing accepted");
+    let sent_before = c.nodes[&id(1)].chunks.len();
+    let mut resent = false;
+    for _ in 0..100 {
+        c.tick(1);
+        c.deliver_all();
+        resent |= c.nodes[&id(1)].chunks[sent_before..]
+            .iter()
+            .any(|ch| ch.source().is_some_and(|(_, offset)| offset == 0));
+        if c.applied(3) == c.applied(1) {
+            break;
+        }
+    }
+    assert!(resent, "offset 0 was sent again");
+    assert_eq!(c.applied(3), c.applied(1), "installed after the resend");
+}
+
+#[test]
+fn a_follower_restarted_mid_transfer_gets_the_snapshot_from_offset_zero() {
+    let mut c = transfer_started(32);
+    // Two chunks arrive (the rest of the window is lost), then node 3 crashes: its temp
+    // file and its progress are gone.
+    let chunks = c.take(|m| is_kind(m, "InstallSnapshot"));
+    for m in chunks.into_iter().take(2) {
+        c.deliver(m);
+    }
+    let received = c.nodes[&id(3)].receiving.as_ref().map(|(_, b)| b.len());
+    assert_eq!(received, Some(32), "two chunks reached storage's temp file");
+    c.restart(3, 77);
+    assert!(c.nodes[&id(3)].receiving.is_none());
+    let zeros_before = c.nodes[&id(1)]
+        .chunks
+        .iter()
+        .filter(|ch| ch.source().is_some_and(|(_, o)| o == 0))
+        .count();
+    for _ in 0..200 {
+        c.tick(1);
+        c.tick(3);
+        c.deliver_all();
+        if c.applied(3) == c.applied(1) {
+            break;
+        }
+    }
+    let zeros = c.nodes[&id(1)]
+        .chunks
+        .iter()
+        .filter(|ch| ch.source().is_some_and(|(_, o)| o == 0))
+        .count();
+    assert!(zeros > zeros_before, "the transfer started over");
+    assert_eq!(c.applied(3), c.applied(1));
+    assert_eq!(
+        c.nodes[&id(3)].stored_snapshot,
+        c.nodes[&id(1)].stored_snapshot
+    );
+}
+
+#[test]
+fn a_checksum_failure_asks_for_the_snapshot_again_and_installs_nothing() {
+    let mut c = transfer_started(33);
+    let info = c.node(1).snapshot_info().cloned().expect("held");
+    let mut damaged = false;
+    let mut judged = false;
+    for _ in 0..200 {
+        c.tick(1);
+        // One message at a time, so the first chunk can be damaged in flight and the
+        // follower's answer to the last chunk of that transfer seen.
+        while let Some(mut m) = c.queue.pop_front() {
+            let last_of_damaged = match &mut m.body {
+                MessageBody::InstallSnapshot(s) => {
+                    if !damaged && s.offset == 0 {
+                        let mut data = s.data.to_vec();
+                        data[0] ^= 0xff;
+                        s.data = Bytes::from(data);
+                        damaged = true;
+                    }
+                    damaged && !judged && s.done
+                }
+                _ => false,
+            };
+            c.deliver(m);
+            if last_of_damaged && c.node(3).snapshot_index() == 0 {
+                judged = true;
+                let answer = c
+                    .queue
+                    .iter()
+                    .rev()
+                    .find_map(|m| match &m.body {
+                        MessageBody::InstallSnapshotResponse(r) if m.from == id(3) => {
+                            Some(r.clone())
+                        }
+                        _ => None,
+                    })
+                    .expect("the follower answered");
+                assert_eq!(
+                    (answer.next_offset, answer.installed),
+                    (0, false),
+                    "asks again from offset 0"
+                );
+                assert!(
+                    c.nodes[&id(3)].stored_snapshot.is_none(),
+                    "nothing installed"
+                );
+            }
+        }
+        if c.applied(3) == c.applied(1) {
+            break;
+        }
+    }
+    assert!(damaged && judged);
+    assert_eq!(
+        c.node(3).snapshot_info(),
+        Some(&info),
+        "installed after a clean resend"
+    );
+    assert_eq!(c.applied(3), c.applied(1));
+}
+
+#[test]
+fn the_state_machine_is_restored_only_once_the_install_is_durable() {
+    let mut c = follower_with_ten_entries(34);
+    c.node_mut(2).hold_writes = true;
+    let snap = snapshot_of(7, 1, &["a", "b", "c", "d", "e", "f", "g"]);
+    step_together(
+        &mut c,
+        2,
+        vec![
+            msg(3, 2, 3, whole(&snap)),
+            msg(3, 2, 3, append((7, 1), &[(8, 1), (9, 3)], 9)),
+        ],
+    );
+    assert!(
+        c.applied(2).is_empty(),
+        "no restore before the install is durable"
+    );
+    assert_eq!(c.node(2).applied_index(), 0);
+    assert!(
+        c.nodes[&id(2)].apply_batches.is_empty(),
+        "no entry after the snapshot is handed out before the restore"
+    );
+    c.persist(2);
+    // Entry 8 of term 1 was already stored ("7"), so the leader's copy is skipped.
+    assert_eq!(
+        c.applied(2),
+        vec!["a", "b", "c", "d", "e", "f", "g", "7", "9"]
+    );
 }

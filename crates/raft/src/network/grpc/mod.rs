@@ -93,7 +93,8 @@ pub struct GrpcOptions {
     /// Bound on establishing a connection to a peer.
     pub connect_timeout: Duration,
     /// Largest gRPC message sent or accepted, in bytes. Must exceed the largest
-    /// AppendEntries batch and snapshot chunk (1 MiB by default).
+    /// AppendEntries batch and snapshot chunk (`max_snapshot_chunk_size`, 1 MiB by
+    /// default). A snapshot's total size is not bounded by it: snapshots travel in chunks.
     pub max_message_bytes: usize,
     /// Messages queued per peer before new ones are dropped.
     pub queue_capacity: usize,
