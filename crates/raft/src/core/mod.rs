@@ -34,7 +34,7 @@ mod replication;
 mod snapshot;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -48,12 +48,18 @@ pub use self::read::{ReadFailure, ReadState};
 pub use self::snapshot::{CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, OverloadReason, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
 use crate::types::{
-    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, Snapshot, Term,
+    Entry, EntryKind, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, Snapshot,
+    Term,
 };
+
+/// Bytes of bookkeeping counted per proposed entry on top of its payload against
+/// `max_unapplied_bytes` (the entry in the log, its proposer's waiter), so that empty
+/// commands are bounded too.
+pub const ENTRY_OVERHEAD: u64 = 256;
 
 /// What a node recovered from storage, to build its core from.
 #[derive(Clone, Debug, Default)]
@@ -147,7 +153,9 @@ pub struct Ready {
     /// (an `ApplyMsg::Snapshot`); then report its index with `on_applied`.
     pub snapshot: Option<Snapshot>,
     /// Committed entries to apply, in order (at most `max_apply_batch_size`). No-op
-    /// entries are included so the applied index can advance past them.
+    /// entries are included so the applied index can advance past them. Report them with
+    /// [`RaftCore::on_applied`]: no more are handed out while `max_pending_apply_batches`
+    /// batches are unreported.
     pub committed_entries: Vec<Entry>,
     /// Build a snapshot of the state machine (it has applied at least this index), save
     /// it durably, then call [`RaftCore::on_snapshot_built`] (or `on_snapshot_failed`).
@@ -236,6 +244,13 @@ pub struct RaftCore {
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
+    /// Bytes proposed (payload plus [`ENTRY_OVERHEAD`] each) in the term named here and
+    /// not yet applied. Scoped by its term rather than reset at role changes: a proposal
+    /// in a new term starts it from zero.
+    unapplied: (Term, u64),
+    /// The last index of each batch of committed entries handed out and not yet reported
+    /// applied, oldest first (at most `max_pending_apply_batches`).
+    apply_batches: VecDeque<Index>,
     /// The latest durable snapshot, kept to send to followers, and its CRC32C.
     snapshot: Option<Snapshot>,
     snapshot_checksum: u32,
@@ -311,6 +326,8 @@ impl RaftCore {
             elections: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
+            unapplied: (0, 0),
+            apply_batches: VecDeque::new(),
             snapshot: None,
             snapshot_checksum: 0,
             snapshot_in_progress: false,
@@ -422,6 +439,33 @@ impl RaftCore {
         self.progress.iter().map(|(id, p)| (id, p.match_index))
     }
 
+    /// On the leader, the payload bytes proposed in its term and not yet committed
+    /// (what `max_uncommitted_bytes` bounds); 0 elsewhere.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        if self.state.role == Role::Leader {
+            self.uncommitted_bytes
+        } else {
+            0
+        }
+    }
+
+    /// On the leader, the bytes proposed in its term and not yet applied, with
+    /// [`ENTRY_OVERHEAD`] counted per entry (what `max_unapplied_bytes` bounds); 0
+    /// elsewhere.
+    pub fn unapplied_bytes(&self) -> u64 {
+        if self.state.role == Role::Leader && self.unapplied.0 == self.state.term {
+            self.unapplied.1
+        } else {
+            0
+        }
+    }
+
+    /// Batches of committed entries handed out in a `Ready` and not yet reported applied
+    /// (at most `max_pending_apply_batches`).
+    pub fn pending_apply_batches(&self) -> usize {
+        self.apply_batches.len()
+    }
+
     /// The configuration the core runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -498,20 +542,39 @@ impl RaftCore {
             }
             size += c.len() as u64;
         }
+        let term = self.state.term;
+        if self.unapplied.0 != term {
+            self.unapplied = (term, 0);
+        }
+        let cost = size + ENTRY_OVERHEAD * commands.as_slice().len() as u64;
+        // An empty backlog always admits one batch, so a batch larger than a cap cannot
+        // wedge the leader.
         if let Some(limit) = self.config.tuning.max_uncommitted_bytes {
-            // An empty log of uncommitted entries always admits one batch, so a batch
-            // larger than the cap cannot wedge the leader.
             if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
                 return Err(Error::Overloaded {
-                    uncommitted: self.uncommitted_bytes,
-                    size,
-                    limit,
+                    reason: OverloadReason::UncommittedBytes {
+                        uncommitted: self.uncommitted_bytes,
+                        size,
+                        limit,
+                    },
+                });
+            }
+        }
+        if let Some(limit) = self.config.tuning.max_unapplied_bytes {
+            let unapplied = self.unapplied.1;
+            if unapplied > 0 && unapplied + cost > limit {
+                return Err(Error::Overloaded {
+                    reason: OverloadReason::UnappliedBytes {
+                        unapplied,
+                        size: cost,
+                        limit,
+                    },
                 });
             }
         }
         let first = self.log.last_index() + 1;
-        let term = self.state.term;
         self.uncommitted_bytes += size;
+        self.unapplied.1 += cost;
         match commands {
             Commands::One(data) => self
                 .log
@@ -550,13 +613,36 @@ impl RaftCore {
         }
     }
 
-    /// The application has applied every entry up to `index`.
+    /// The application has applied every entry up to `index`: the batches handed out up
+    /// to it no longer count against `max_pending_apply_batches`, and this leader's own
+    /// proposals up to it no longer against `max_unapplied_bytes`.
     pub fn on_applied(&mut self, index: Index) {
         debug_assert!(
             index <= self.state.handed_out,
             "applied an entry never handed out"
         );
-        self.state.applied = self.state.applied.max(index.min(self.state.handed_out));
+        let before = self.state.applied;
+        self.state.applied = before.max(index.min(self.state.handed_out));
+        while self
+            .apply_batches
+            .front()
+            .is_some_and(|&last| last <= self.state.applied)
+        {
+            self.apply_batches.pop_front();
+        }
+        if self.unapplied.1 > 0 {
+            // Only this term's normal entries were counted; the ones a snapshot skipped
+            // are not in the log and cannot be this leader's (it never installs one).
+            let (term, _) = self.unapplied;
+            let lo = (before + 1).max(self.log.first_index());
+            let hi = self.state.applied.min(self.log.last_index());
+            let released: u64 = (lo..=hi)
+                .filter_map(|i| self.log.get(i))
+                .filter(|e| e.term == term && e.kind == EntryKind::Normal)
+                .map(|e| e.data.len() as u64 + ENTRY_OVERHEAD)
+                .sum();
+            self.unapplied.1 = self.unapplied.1.saturating_sub(released);
+        }
     }
 
     /// Highest index the runtime reported applied.
@@ -613,6 +699,7 @@ impl RaftCore {
         if let Some((lo, hi)) = self.next_to_apply() {
             rd.committed_entries = self.log.range(lo, hi);
             self.state.handed_out = hi;
+            self.apply_batches.push_back(hi);
         }
         if self.soft_state_changed() {
             let soft = self.soft_state();
@@ -684,8 +771,13 @@ impl RaftCore {
             || self.state.leader != last.leader
     }
 
-    /// The next range of entries to hand out for application: committed and durable here.
+    /// The next range of entries to hand out for application: committed and durable here,
+    /// and only while fewer than `max_pending_apply_batches` batches wait for the state
+    /// machine (a slow one then holds back hand-out, never commit).
     fn next_to_apply(&self) -> Option<(Index, Index)> {
+        if self.apply_batches.len() >= self.config.tuning.max_pending_apply_batches {
+            return None;
+        }
         let ceiling = self.state.commit.min(self.log.durable_index());
         if ceiling <= self.state.handed_out {
             return None;

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod backpressure;
+
 mod election;
 mod election_reports;
 mod flow_control;
