@@ -40,8 +40,9 @@ pub struct QueueDepths {
     /// Batches of committed entries handed to the state machine and not yet reported
     /// applied (at most `max_pending_apply_batches`).
     pub apply_batches: usize,
-    /// Jobs queued for the storage thread (at most `max_pending_storage_jobs`, plus a
-    /// snapshot to save); 0 for storage written on the event loop.
+    /// Jobs queued for the storage thread: at most `max_pending_storage_jobs`, plus the
+    /// write and compaction of the one `Ready` that reached it and a snapshot to save; 0
+    /// for storage written on the event loop.
     pub storage_jobs: usize,
     /// Reports of the storage and applier threads not yet taken by the event loop.
     pub worker_events: usize,
