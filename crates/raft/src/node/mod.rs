@@ -31,8 +31,8 @@
 //! deadlock. Only the worker threads ever block, and only on the event channel (and the
 //! applier on the application's own `apply_channel`). The loop is the one consumer of
 //! that channel, it never blocks on anything but its `select!` (whose worker-event branch
-//! is never disabled), and it handles reports of inline workers from a queue of its own
-//! rather than sending them to itself. So a blocked thread is always unblocked by the
+//! is enabled for as long as a thread holds a sender), and it handles reports of inline
+//! workers from a queue of its own rather than sending them to itself. So a blocked thread is always unblocked by the
 //! loop's next turn, and the loop never waits for a thread. At shutdown the loop closes
 //! the event channel before joining the threads, so their last reports cannot block them
 //! either.
