@@ -246,6 +246,7 @@ impl RaftCore {
         }
         self.state.leader = Some(from.clone());
         self.timers.election_elapsed = 0;
+        self.timers.since_leader_contact = 0;
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
