@@ -548,9 +548,10 @@ impl RaftCore {
         if seq <= self.persisted_seq {
             return;
         }
-        debug_assert!(
+        assert!(
             seq < self.next_seq,
-            "acknowledged a write that was never handed out"
+            "acknowledged write {seq} but only {} were handed out",
+            self.next_seq - 1
         );
         self.persisted_seq = seq;
         let advanced = self.log.persisted(seq);
@@ -569,9 +570,10 @@ impl RaftCore {
 
     /// The application has applied every entry up to `index`.
     pub fn on_applied(&mut self, index: Index) {
-        debug_assert!(
+        assert!(
             index <= self.state.handed_out,
-            "applied an entry never handed out"
+            "applied {index}, an entry never handed out (handed out up to {})",
+            self.state.handed_out
         );
         self.state.applied = self.state.applied.max(index.min(self.state.handed_out));
     }

@@ -139,7 +139,7 @@ impl RaftCore {
         }
         let last_new = req.prev_log_index + req.entries.len() as u64;
         if let Some(truncated) = self.log.merge(req.entries) {
-            debug_assert!(
+            assert!(
                 truncated > commit,
                 "a committed entry was truncated at {truncated}"
             );
