@@ -67,8 +67,7 @@ impl Network {
         }
         // Drawn only when stragglers are on, so the other profiles' random streams (and
         // the seeds recorded against them) stay as they were.
-        let straggles =
-            c.straggler_per_mille > 0 && rng.gen_range(0, 1000) < c.straggler_per_mille;
+        let straggles = c.straggler_per_mille > 0 && rng.gen_range(0, 1000) < c.straggler_per_mille;
         let mut delays = vec![if straggles {
             rng.gen_range(c.max_delay_ms, c.straggler_max_ms.max(c.max_delay_ms) + 1)
         } else {

@@ -78,10 +78,7 @@ fn a_term_adopted_from_a_stale_leaders_exchange_does_not_release_the_guard() {
 
     c.partition(1, 3);
     c.expire_election_timeout(3);
-    assert_eq!(
-        (c.node(3).role(), c.node(3).term()),
-        (Role::Candidate, 3)
-    );
+    assert_eq!((c.node(3).role(), c.node(3).term()), (Role::Candidate, 3));
     let requests = c.take(|m| m.from == id(3) && m.kind() == "RequestVote");
     let to_n2: Vec<Message> = requests.into_iter().filter(|m| m.to == id(2)).collect();
     assert_eq!(to_n2.len(), 1);
