@@ -35,11 +35,11 @@ pub enum SnapshotFormatError {
 }
 
 /// Writes `pairs` (`count` of them, in any order) as a snapshot at `applied`, streaming.
-pub fn write<'a>(
+pub fn write<K: AsRef<str>, V: AsRef<str>>(
     out: &mut dyn Write,
     applied: u64,
     count: u64,
-    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    pairs: impl Iterator<Item = (K, V)>,
 ) -> Result<(), SnapshotFormatError> {
     let mut out = BufWriter::with_capacity(1 << 20, out);
     out.write_all(MAGIC)?;
@@ -47,8 +47,8 @@ pub fn write<'a>(
     out.write_all(&count.to_le_bytes())?;
     let mut written = 0u64;
     for (key, value) in pairs {
-        write_field(&mut out, key)?;
-        write_field(&mut out, value)?;
+        write_field(&mut out, key.as_ref())?;
+        write_field(&mut out, value.as_ref())?;
         written += 1;
     }
     if written != count {
