@@ -4,9 +4,9 @@
 //! first index, the two "synced end" checkpoint slots), reopening must either give back
 //! exactly the synced log, data included, or refuse with `Corruption` naming the damaged
 //! file and offset. Also: a real torn tail past the checkpoint still recovers to the
-//! synced prefix, a checkpoint that lags one sync (its write lost in a power cut) still
-//! protects everything before the damaged record's successor, and segments written in the
-//! first format (`RLWAL001`, no checkpoint) still open.
+//! synced prefix; when the checkpoint lags one sync (its write lost in a power cut), damage
+//! to a record of that sync is still refused as long as a later record verifies; and
+//! segments written in the first format (`RLWAL001`, no checkpoint) still open.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
