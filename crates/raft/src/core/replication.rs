@@ -139,7 +139,7 @@ impl RaftCore {
         }
         let last_new = req.prev_log_index + req.entries.len() as u64;
         if let Some(truncated) = self.log.merge(req.entries) {
-            debug_assert!(
+            assert!(
                 truncated > commit,
                 "a committed entry was truncated at {truncated}"
             );
@@ -246,6 +246,7 @@ impl RaftCore {
         }
         self.state.leader = Some(from.clone());
         self.timers.election_elapsed = 0;
+        self.timers.since_leader_contact = 0;
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
