@@ -199,6 +199,7 @@ struct BugSet {
     ack_before_durable: bool,
     vote_without_log_check: bool,
     read_before_noop_commit: bool,
+    guard_follows_known_leader: bool,
 }
 
 /// Election timing of this node, in ticks.
@@ -210,6 +211,13 @@ struct Timers {
     /// Drawn from `[election_ticks, 2 × election_ticks)` at every reset.
     randomized_timeout: u32,
     heartbeat_elapsed: u32,
+    /// Ticks since this node last heard from a leader (AppendEntries, heartbeat or snapshot
+    /// chunk of its current leader); `u32::MAX` when it never did. Only contact with a
+    /// leader resets it: adopting a higher term from any other message does not, because
+    /// the leader heard last may still hold a lease that counted this node (thesis
+    /// §4.2.3, §6.4.1). While it is below the election timeout the node refuses every
+    /// vote and pre-vote (see `vote_guard_holds`).
+    since_leader_contact: u32,
     /// Monotonic count of ticks, for status reports.
     now: u64,
 }
@@ -267,9 +275,9 @@ pub struct RaftCore {
     reads: read::Reads,
     /// Latest monotonic clock reading given with `set_now`.
     clock: Option<std::time::Duration>,
-    /// Refuse votes during the first election timeout after a restart: before the crash
-    /// this node may have acknowledged a leader whose lease is still running.
-    restart_vote_guard: bool,
+    /// Whether the node started from a persisted term with the lease on (only the
+    /// injected `guard_follows_known_leader` bug reads it, to reproduce the old rule).
+    restarted_with_lease: bool,
     #[cfg(feature = "bug-injection")]
     bugs: InjectedBugs,
 }
@@ -313,6 +321,7 @@ impl RaftCore {
                 election_elapsed: 0,
                 randomized_timeout: 0,
                 heartbeat_elapsed: 0,
+                since_leader_contact: u32::MAX,
                 now: 0,
             },
             votes: BTreeMap::new(),
@@ -337,7 +346,7 @@ impl RaftCore {
             receiving: None,
             reads: read::Reads::default(),
             clock: None,
-            restart_vote_guard: false,
+            restarted_with_lease: false,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,
@@ -345,7 +354,13 @@ impl RaftCore {
         if let Some(snapshot) = initial.snapshot {
             core.hold_snapshot(snapshot);
         }
-        core.restart_vote_guard = restarted && core.config.feature_flags.enable_leader_lease;
+        core.restarted_with_lease = restarted && core.config.feature_flags.enable_leader_lease;
+        if core.restarted_with_lease {
+            // Before the crash this node may have acknowledged a leader whose lease is
+            // still running: it refuses votes for its first election timeout, as if it had
+            // just heard from that leader.
+            core.timers.since_leader_contact = 0;
+        }
         core.reset_election_timer();
         // Reads a follower forwards are numbered from a random start. The leader may answer
         // a read forwarded by this node's previous process after a restart (the answer sat
@@ -360,7 +375,8 @@ impl RaftCore {
     /// that build nodes in a mid-history state and elect one by ticking it alone).
     #[cfg(test)]
     pub(crate) fn skip_restart_vote_guard(&mut self) {
-        self.restart_vote_guard = false;
+        self.timers.since_leader_contact = u32::MAX;
+        self.restarted_with_lease = false;
     }
 
     /// Turns on deliberate protocol bugs (simulator self-tests only).
@@ -475,6 +491,7 @@ impl RaftCore {
     /// from here.
     pub fn tick(&mut self) {
         self.timers.now += 1;
+        self.timers.since_leader_contact = self.timers.since_leader_contact.saturating_add(1);
         self.tick_reads();
         match self.state.role {
             Role::Leader => self.tick_leader(),
@@ -594,9 +611,10 @@ impl RaftCore {
         if seq <= self.persisted_seq {
             return;
         }
-        debug_assert!(
+        assert!(
             seq < self.next_seq,
-            "acknowledged a write that was never handed out"
+            "acknowledged write {seq} but only {} were handed out",
+            self.next_seq - 1
         );
         self.persisted_seq = seq;
         let advanced = self.log.persisted(seq);
@@ -617,9 +635,10 @@ impl RaftCore {
     /// to it no longer count against `max_pending_apply_batches`, and this leader's own
     /// proposals up to it no longer against `max_unapplied_bytes`.
     pub fn on_applied(&mut self, index: Index) {
-        debug_assert!(
+        assert!(
             index <= self.state.handed_out,
-            "applied an entry never handed out"
+            "applied {index}, an entry never handed out (handed out up to {})",
+            self.state.handed_out
         );
         let before = self.state.applied;
         self.state.applied = before.max(index.min(self.state.handed_out));

@@ -16,3 +16,4 @@ mod reads;
 mod replication;
 mod snapshots;
 mod terms;
+mod vote_guard;
