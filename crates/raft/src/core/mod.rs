@@ -40,7 +40,8 @@ use bytes::Bytes;
 
 #[cfg(feature = "bug-injection")]
 pub use self::bugs::InjectedBugs;
-pub use self::election::{ElectionReason, ElectionStart};
+pub use self::election::ElectionStart;
+pub use crate::types::ElectionReason;
 pub use self::log::LogWrite;
 use self::log::RaftLog;
 use self::progress::Progress;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 #[cfg(feature = "prometheus")]
 pub use self::prometheus::PrometheusMetrics;
-pub use crate::core::ElectionReason;
+pub use crate::types::ElectionReason;
 use crate::error::RejectReason;
 use crate::types::{Index, NodeId, Role, Term};
 
