@@ -6,7 +6,7 @@
 //! processes with the same code the binary uses:
 //!
 //! - [`command`]: the log entry format; [`store`]: the state machine (the seed's
-//!   `KeyValueStore`);
+//!   `KeyValueStore`); [`snapshot`]: its streaming snapshot format;
 //! - [`config`]: `raftkv node` flags and TOML file; [`server`]: the node and its HTTP API;
 //! - [`client`]: a leader-finding HTTP client; [`cluster`]: node processes on loopback;
 //!   [`demo`]: `raftkv demo`.
@@ -17,4 +17,5 @@ pub mod command;
 pub mod config;
 pub mod demo;
 pub mod server;
+pub mod snapshot;
 pub mod store;

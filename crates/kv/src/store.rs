@@ -9,6 +9,7 @@ use raftlock_raft::{Applier, ApplierError, Index, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Applied, Command, Outcome};
+use crate::snapshot;
 
 /// The store's contents and how far the log has been applied to them.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -97,17 +98,47 @@ impl Applier for KeyValueStore {
     }
 
     fn snapshot(&mut self) -> Result<(Index, Bytes), ApplierError> {
-        let state = self.state.read();
-        let data = serde_json::to_vec(&*state)
-            .map_err(|e| ApplierError(format!("encoding the snapshot: {e}")))?;
-        Ok((state.applied, Bytes::from(data)))
+        let mut data = Vec::new();
+        let index = self.snapshot_to(&mut data)?;
+        Ok((index, Bytes::from(data)))
     }
 
     fn restore(&mut self, meta: &SnapshotMeta, data: &Bytes) -> Result<(), ApplierError> {
-        let mut restored: KvState = serde_json::from_slice(data)
-            .map_err(|e| ApplierError(format!("decoding the snapshot: {e}")))?;
+        self.restore_from(meta, &mut data.as_ref())
+    }
+
+    /// Streams the map into `out` ([`crate::snapshot`]'s format): readers keep reading
+    /// meanwhile, and no copy of the store is made.
+    fn snapshot_to(&mut self, out: &mut dyn std::io::Write) -> Result<Index, ApplierError> {
+        let state = self.state.read();
+        snapshot::write(
+            out,
+            state.applied,
+            state.data.len() as u64,
+            state.data.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .map_err(|e| ApplierError(format!("writing the snapshot: {e}")))?;
+        Ok(state.applied)
+    }
+
+    /// Builds the new map from the stream, then swaps it in: readers see the old store
+    /// until the new one is complete, and a bad snapshot changes nothing.
+    fn restore_from(
+        &mut self,
+        meta: &SnapshotMeta,
+        input: &mut dyn std::io::Read,
+    ) -> Result<(), ApplierError> {
+        let mut restored = snapshot::read(input).map_err(|e| {
+            ApplierError(format!(
+                "restoring the snapshot at {}: {e}",
+                meta.last_index
+            ))
+        })?;
         restored.applied = meta.last_index;
-        self.state.with_mut(|s| *s = restored);
+        // The old map is dropped after the lock is released, so readers do not wait for
+        // a large store's deallocation.
+        let old = self.state.with_mut(|s| std::mem::replace(s, restored));
+        drop(old);
         Ok(())
     }
 }
@@ -195,5 +226,10 @@ mod tests {
         assert!(fresh
             .restore(&meta, &Bytes::from_static(b"not json"))
             .is_err());
+        assert_eq!(
+            fresh.handle().read().data,
+            s.handle().read().data,
+            "a bad snapshot changes nothing"
+        );
     }
 }

@@ -90,7 +90,8 @@ impl Raft {
     }
 
     /// Starts the node on the current tokio runtime: its event loop, its storage and
-    /// applier threads, and its transport. Fails if already started.
+    /// applier threads, and its transport. Fails with [`Error::AlreadyStarted`] the second
+    /// time.
     pub fn start(&self) -> Result<()> {
         let taken = self
             .inner
@@ -99,7 +100,7 @@ impl Raft {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(u) = taken else {
-            return Err(Error::NotFound("node already started".into()));
+            return Err(Error::AlreadyStarted { what: "node" });
         };
         let inbound = (self.inner.rpc.clone(), u.inbound);
         node::spawn(u.parts, (u.commands, u.tick_queued), inbound, u.observed)
@@ -170,7 +171,9 @@ impl Raft {
 
     /// Proposes a command. On the leader it is appended to the log and its index and term
     /// are returned (it is not committed yet); elsewhere it fails with
-    /// [`Error::NotLeader`] naming the leader.
+    /// [`Error::NotLeader`] naming the leader. A leader whose followers or state machine
+    /// are too far behind refuses it at once with [`Error::Overloaded`] (nothing was
+    /// appended: retry later).
     pub async fn propose(&self, command: impl Into<Bytes>) -> Result<(Index, Term)> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
@@ -181,9 +184,14 @@ impl Raft {
     }
 
     /// Proposes a command and waits until the application applied it; returns what the
-    /// [`Applier`](crate::Applier) returned. Fails with [`Error::LeadershipLost`] if
-    /// another entry took its place, and [`Error::Timeout`] once `apply_entry_timeout`
-    /// has passed since it was appended (checked every tick; its outcome is then unknown).
+    /// [`Applier`](crate::Applier) returned ([`Error::Applier`] if it returned an error).
+    /// Fails as [`Raft::propose`] does before anything is appended; afterwards with
+    /// [`Error::LeadershipLost`] as soon as the leader steps down before the entry
+    /// committed, or if another entry took its place, and with [`Error::Timeout`] once
+    /// `apply_entry_timeout` has passed since it was appended (checked every tick). After
+    /// `LeadershipLost` and `Timeout` the outcome is unknown: the entry may still commit
+    /// under the next leader, so retry only idempotently. An entry that committed before
+    /// the step-down is still answered with its result.
     pub async fn propose_and_wait(&self, command: impl Into<Bytes>) -> Result<Bytes> {
         let data = command.into();
         self.ask(|reply| Command::Propose {
@@ -198,8 +206,8 @@ impl Raft {
     /// appended or none is, and the call costs one round through the node instead of one
     /// per command. Returns the [`Applier`](crate::Applier)'s answer to each, in order.
     /// Fails as [`Raft::propose_and_wait`] does, for the whole batch; a batch whose total
-    /// size exceeds `max_uncommitted_bytes` is refused with [`Error::Overloaded`] unless
-    /// nothing else is uncommitted.
+    /// size exceeds `max_uncommitted_bytes` (or `max_unapplied_bytes`) is refused with
+    /// [`Error::Overloaded`] unless nothing else is pending.
     pub async fn propose_batch_and_wait(
         &self,
         commands: impl IntoIterator<Item = impl Into<Bytes>>,
@@ -218,6 +226,8 @@ impl Raft {
     /// A linearizable read: returns an index once this node's state machine has applied
     /// it and no write that completed before the call is missing from it. Read the
     /// application's state after this returns. Works on followers (they ask the leader).
+    /// Fails at once with [`Error::Overloaded`] while `max_pending_reads` reads wait on
+    /// this node.
     pub async fn read_index(&self) -> Result<Index> {
         self.ask(|reply| Command::ReadIndex { reply }).await?
     }

@@ -57,6 +57,16 @@ pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 256;
 pub const DEFAULT_MAX_APPEND_BYTES: usize = 1024 * 1024;
 /// Default cap on the size of one proposed command.
 pub const DEFAULT_MAX_PROPOSAL_BYTES: usize = 4 * 1024 * 1024;
+/// Default cap on the bytes a leader holds proposed and not yet committed.
+pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 * 1024 * 1024;
+/// Default cap on the bytes a leader holds proposed and not yet applied.
+pub const DEFAULT_MAX_UNAPPLIED_BYTES: u64 = 128 * 1024 * 1024;
+/// Default cap on apply batches handed to the state machine and not yet applied.
+pub const DEFAULT_MAX_PENDING_APPLY_BATCHES: usize = 16;
+/// Default cap on jobs queued for the storage thread.
+pub const DEFAULT_MAX_PENDING_STORAGE_JOBS: usize = 256;
+/// Default cap on linearizable reads waiting on one node.
+pub const DEFAULT_MAX_PENDING_READS: usize = 65_536;
 
 /// Everything a node needs to know about itself and its cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +106,9 @@ pub struct Options {
     /// 0 turns automatic snapshots off. Default 10 000.
     ///
     /// Memory: the core keeps the log since its compaction point in memory, so it holds at
-    /// most about `snapshot_threshold + log_compaction_min_entries` committed entries plus
-    /// the uncommitted ones (bounded by `tuning.max_uncommitted_bytes`), and one snapshot.
+    /// most about `snapshot_threshold + log_compaction_min_entries` applied entries plus
+    /// the unapplied ones (on a leader bounded by `tuning.max_unapplied_bytes`, which
+    /// includes the uncommitted ones), and one snapshot.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a new snapshot, so that followers slightly behind
     /// can still be served from the log instead of a snapshot: after a snapshot at index
@@ -181,9 +192,44 @@ pub struct TuningParams {
     pub max_append_bytes: usize,
     /// Largest command a client may propose. Default 4 MiB.
     pub max_proposal_bytes: usize,
-    /// Refuse proposals while more than this many bytes are proposed but not committed;
-    /// `None` (the default) sets no limit.
+    /// Bounds the payload bytes a leader holds proposed in its term and not yet committed
+    /// (the backlog of followers that are slow but still answer). At the bound, proposals
+    /// fail at once with [`Error::Overloaded`](crate::Error::Overloaded)
+    /// ([`OverloadReason::UncommittedBytes`](crate::OverloadReason::UncommittedBytes)),
+    /// nothing appended; they are never queued or blocked. With nothing uncommitted one
+    /// batch is always admitted, so a batch larger than the bound cannot wedge the leader.
+    /// Default 64 MiB; `None` removes the bound (settable only from code: TOML has no
+    /// null), and the leader's log then grows for as long as a majority lags behind.
     pub max_uncommitted_bytes: Option<u64>,
+    /// Bounds the bytes a leader holds proposed in its term and not yet applied by its own
+    /// state machine, counting 256 bytes of bookkeeping per entry on top of its payload
+    /// (so that empty commands count too). This is what keeps a slow state machine from
+    /// growing the in-memory log: commit goes on without it, application does not. At
+    /// the bound, proposals fail at once with [`Error::Overloaded`](crate::Error::Overloaded)
+    /// ([`OverloadReason::UnappliedBytes`](crate::OverloadReason::UnappliedBytes)), nothing
+    /// appended; as above, one batch is always admitted when nothing is pending. It also
+    /// bounds the proposers waiting for their results. Default 128 MiB; `None` removes the
+    /// bound (settable only from code).
+    pub max_unapplied_bytes: Option<u64>,
+    /// Bounds the batches of committed entries (each at most `max_apply_batch_size`
+    /// entries) handed to the state machine and not yet reported applied. At the bound the
+    /// node stops handing out committed entries until the state machine finishes a batch;
+    /// commit itself goes on, and `max_unapplied_bytes` then refuses new proposals. Keeps
+    /// the applier's queue short without ever blocking the node. Default 16.
+    pub max_pending_apply_batches: usize,
+    /// Bounds the jobs (write batches, snapshot saves, compactions) queued for the storage
+    /// thread. At the bound the node stops carrying out the core's output (new writes,
+    /// messages, committed entries) until the thread finishes its current group commit,
+    /// which takes every queued job at once; the core merges what arrives meanwhile into
+    /// the next write. Nothing blocks and nothing is dropped. Default 256.
+    pub max_pending_storage_jobs: usize,
+    /// Bounds the linearizable reads ([`Raft::read_index`](crate::Raft::read_index))
+    /// waiting on one node, for a leader's confirmation or for the state machine to reach
+    /// their index. Past it, reads fail at once with
+    /// [`Error::Overloaded`](crate::Error::Overloaded)
+    /// ([`OverloadReason::PendingReads`](crate::OverloadReason::PendingReads)). Default
+    /// 65 536.
+    pub max_pending_reads: usize,
 }
 
 impl Default for TuningParams {
@@ -194,7 +240,11 @@ impl Default for TuningParams {
             max_inflight_msgs: DEFAULT_MAX_INFLIGHT_MSGS,
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_proposal_bytes: DEFAULT_MAX_PROPOSAL_BYTES,
-            max_uncommitted_bytes: None,
+            max_uncommitted_bytes: Some(DEFAULT_MAX_UNCOMMITTED_BYTES),
+            max_unapplied_bytes: Some(DEFAULT_MAX_UNAPPLIED_BYTES),
+            max_pending_apply_batches: DEFAULT_MAX_PENDING_APPLY_BATCHES,
+            max_pending_storage_jobs: DEFAULT_MAX_PENDING_STORAGE_JOBS,
+            max_pending_reads: DEFAULT_MAX_PENDING_READS,
         }
     }
 }
@@ -366,15 +416,29 @@ impl TuningParams {
         non_zero("tuning.max_inflight_msgs", self.max_inflight_msgs as u64)?;
         non_zero("tuning.max_append_bytes", self.max_append_bytes as u64)?;
         non_zero("tuning.max_proposal_bytes", self.max_proposal_bytes as u64)?;
-        if let Some(limit) = self.max_uncommitted_bytes {
-            if limit < self.max_proposal_bytes as u64 {
-                return Err(ConfigError::new(
-                    "tuning.max_uncommitted_bytes",
-                    format!(
-                        "must be at least tuning.max_proposal_bytes ({limit} < {}), or no proposal could ever be accepted",
-                        self.max_proposal_bytes
-                    ),
-                ));
+        non_zero(
+            "tuning.max_pending_apply_batches",
+            self.max_pending_apply_batches as u64,
+        )?;
+        non_zero(
+            "tuning.max_pending_storage_jobs",
+            self.max_pending_storage_jobs as u64,
+        )?;
+        non_zero("tuning.max_pending_reads", self.max_pending_reads as u64)?;
+        for (field, limit) in [
+            ("tuning.max_uncommitted_bytes", self.max_uncommitted_bytes),
+            ("tuning.max_unapplied_bytes", self.max_unapplied_bytes),
+        ] {
+            if let Some(limit) = limit {
+                if limit < self.max_proposal_bytes as u64 {
+                    return Err(ConfigError::new(
+                        field,
+                        format!(
+                            "must be at least tuning.max_proposal_bytes ({limit} < {}), or no proposal could ever be accepted",
+                            self.max_proposal_bytes
+                        ),
+                    ));
+                }
             }
         }
         Ok(())
@@ -517,6 +581,11 @@ mod tests {
         assert_eq!(c.tuning.max_apply_batch_size, 10);
         assert_eq!(c.tuning.max_snapshot_chunk_size, 0);
         assert_eq!(c.tuning.max_inflight_msgs, 256);
+        assert_eq!(c.tuning.max_uncommitted_bytes, Some(64 << 20));
+        assert_eq!(c.tuning.max_unapplied_bytes, Some(128 << 20));
+        assert_eq!(c.tuning.max_pending_apply_batches, 16);
+        assert_eq!(c.tuning.max_pending_storage_jobs, 256);
+        assert_eq!(c.tuning.max_pending_reads, 65_536);
         assert!(c.feature_flags.enable_read_index);
         assert!(c.feature_flags.enable_leader_lease);
         assert!(c.feature_flags.pre_vote_enabled);
@@ -639,13 +708,20 @@ mod tests {
     #[test]
     fn rejects_zero_tuning_sizes() {
         type Setter = fn(&mut TuningParams);
-        let cases: [(&str, Setter); 4] = [
+        let cases: [(&str, Setter); 7] = [
             ("tuning.max_apply_batch_size", |t| {
                 t.max_apply_batch_size = 0
             }),
             ("tuning.max_inflight_msgs", |t| t.max_inflight_msgs = 0),
             ("tuning.max_append_bytes", |t| t.max_append_bytes = 0),
             ("tuning.max_proposal_bytes", |t| t.max_proposal_bytes = 0),
+            ("tuning.max_pending_apply_batches", |t| {
+                t.max_pending_apply_batches = 0
+            }),
+            ("tuning.max_pending_storage_jobs", |t| {
+                t.max_pending_storage_jobs = 0
+            }),
+            ("tuning.max_pending_reads", |t| t.max_pending_reads = 0),
         ];
         for (field, set) in cases {
             let mut c = valid();
@@ -655,10 +731,17 @@ mod tests {
     }
 
     #[test]
-    fn rejects_uncommitted_cap_below_one_proposal() {
+    fn rejects_byte_caps_below_one_proposal() {
         let mut c = valid();
         c.tuning.max_uncommitted_bytes = Some(10);
         assert_eq!(field_of(&c), "tuning.max_uncommitted_bytes");
+        let mut c = valid();
+        c.tuning.max_unapplied_bytes = Some(10);
+        assert_eq!(field_of(&c), "tuning.max_unapplied_bytes");
+        let mut c = valid();
+        c.tuning.max_uncommitted_bytes = None;
+        c.tuning.max_unapplied_bytes = None;
+        assert_eq!(c.validate(), Ok(()), "None removes the bounds");
     }
 
     #[test]

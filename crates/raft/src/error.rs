@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::applier::ApplierError;
 use crate::types::{Index, NodeId};
 
 /// Result with the library's [`Error`].
@@ -26,8 +27,10 @@ pub enum Error {
     /// The node is stopping or stopped.
     #[error("raft: raft node is shutting down")]
     ShuttingDown,
-    /// The node lost leadership before the operation completed; its outcome is unknown.
-    #[error("raft: leadership lost during operation")]
+    /// The node lost leadership before the operation completed, and its outcome is
+    /// unknown: the entry may still commit under the next leader, or may be lost. Retry
+    /// only what is idempotent (or deduplicated by the application).
+    #[error("raft: leadership lost before the operation completed; its outcome is unknown (the entry may still commit under the next leader)")]
     LeadershipLost,
     /// A majority of the cluster could not be reached.
     #[error("raft: quorum unreachable")]
@@ -43,6 +46,18 @@ pub enum Error {
     /// The requested item does not exist.
     #[error("raft: item not found: {0}")]
     NotFound(String),
+    /// Something that starts once was started a second time (`what` names it: the node,
+    /// a transport).
+    #[error("raft: {what} already started")]
+    AlreadyStarted {
+        /// What was started twice.
+        what: &'static str,
+    },
+    /// The application's state machine ([`Applier`](crate::Applier)) failed: as the
+    /// answer to a command it applied (the node goes on), or restoring a snapshot (the
+    /// node stops: its state machine is not in a known state).
+    #[error("raft: {0}")]
+    Applier(#[from] ApplierError),
     /// A proposal is larger than `max_proposal_bytes` allows; nothing was appended.
     #[error("raft: proposal of {size} bytes exceeds the limit of {limit} bytes")]
     ProposalTooLarge {
@@ -51,16 +66,14 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
-    /// Accepting the proposal would exceed `max_uncommitted_bytes`; retry once the
-    /// cluster has caught up.
-    #[error("raft: too many uncommitted bytes ({uncommitted} + {size} > {limit}); retry later")]
+    /// A bound on the work this node holds was reached (see [`OverloadReason`]): the
+    /// request was refused before anything was appended or queued, so it had no effect.
+    /// Retry after a short wait, once the cluster (or this node's state machine) caught
+    /// up. Servers answer it as "unavailable, retry later".
+    #[error("raft: overloaded: {reason}; retry later")]
     Overloaded {
-        /// Bytes proposed but not yet committed.
-        uncommitted: u64,
-        /// Size of the rejected proposal.
-        size: u64,
-        /// The configured limit.
-        limit: u64,
+        /// Which bound was reached.
+        reason: OverloadReason,
     },
     /// An inbound peer message was refused (see [`RpcHandler`](crate::RpcHandler)): it
     /// was misaddressed, came from a node that is not a peer, was malformed, or found the
@@ -73,6 +86,58 @@ pub enum Error {
     /// Durable storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+/// Which bound refused a request with [`Error::Overloaded`]. Each names a setting of
+/// [`TuningParams`](crate::TuningParams).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OverloadReason {
+    /// More bytes are proposed and not yet committed than `max_uncommitted_bytes` allows:
+    /// followers (a majority of them) are behind.
+    #[error("too many uncommitted bytes ({uncommitted} + {size} > {limit})")]
+    UncommittedBytes {
+        /// Bytes proposed in this term and not yet committed.
+        uncommitted: u64,
+        /// Size of the refused proposal.
+        size: u64,
+        /// `max_uncommitted_bytes`.
+        limit: u64,
+    },
+    /// More bytes are proposed and not yet applied by this node than `max_unapplied_bytes`
+    /// allows: this node's state machine is behind the commit index.
+    #[error(
+        "too many unapplied bytes ({unapplied} + {size} > {limit}); the state machine is behind"
+    )]
+    UnappliedBytes {
+        /// Bytes proposed in this term and not yet applied here, with a fixed per-entry
+        /// overhead counted in.
+        unapplied: u64,
+        /// What the refused proposal would add.
+        size: u64,
+        /// `max_unapplied_bytes`.
+        limit: u64,
+    },
+    /// `max_pending_reads` reads are already waiting on this node.
+    #[error("{pending} reads are already waiting (limit {limit})")]
+    PendingReads {
+        /// Reads waiting for confirmation or for the state machine.
+        pending: usize,
+        /// `max_pending_reads`.
+        limit: usize,
+    },
+}
+
+impl OverloadReason {
+    /// A short stable name of the case, for metric labels and error bodies:
+    /// `uncommitted_bytes`, `unapplied_bytes`, `pending_reads`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            OverloadReason::UncommittedBytes { .. } => "uncommitted_bytes",
+            OverloadReason::UnappliedBytes { .. } => "unapplied_bytes",
+            OverloadReason::PendingReads { .. } => "pending_reads",
+        }
+    }
 }
 
 /// Why an inbound peer message was refused. Each case is counted (see

@@ -110,13 +110,13 @@ pub use applier::{Applier, ApplierError};
 pub use builder::RaftBuilder;
 pub use clock::{Clock, StandardClock};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
-pub use error::{ConfigError, Error, RejectReason, Result, StorageError};
+pub use error::{ConfigError, Error, OverloadReason, RejectReason, Result, StorageError};
 pub use message::{
     AppendEntries, Heartbeat, InstallSnapshot, Message, MessageBody, ReadIndexRequest, RequestVote,
 };
 #[cfg(feature = "prometheus")]
 pub use metrics::PrometheusMetrics;
-pub use metrics::{ElectionReason, Metrics, NoOpMetrics, ProposalResult};
+pub use metrics::{ElectionReason, Metrics, NoOpMetrics, ProposalResult, QueueDepths};
 #[cfg(feature = "grpc")]
 pub use network::{GrpcNetwork, GrpcOptions};
 pub use network::{Inbound, LocalNetwork, LocalTransport, NetworkManager};

@@ -368,6 +368,27 @@ pub enum ApplyMsg {
     },
 }
 
+/// Why this node started campaigning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ElectionReason {
+    /// The election timeout expired without word from a leader. With PreVote on this
+    /// starts a pre-vote round; without it, a real election.
+    Timeout,
+    /// A majority granted this node's pre-votes, so it starts the real election.
+    PreVoteWon,
+}
+
+impl ElectionReason {
+    /// A short stable name, for metric labels: `timeout`, `pre_vote_won`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ElectionReason::Timeout => "timeout",
+            ElectionReason::PreVoteWon => "pre_vote_won",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

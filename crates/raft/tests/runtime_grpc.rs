@@ -213,6 +213,28 @@ fn envelope(cluster: &str, from: &str, to: &str, body: proto::envelope::Body) ->
     }
 }
 
+/// Starting the transport a second time is refused with `AlreadyStarted`, not a
+/// `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_the_transport_twice_is_refused_with_already_started() {
+    let (mut listeners, peers) = bind(2);
+    let net = network(1, listeners.remove(0), &peers, "c1");
+    let members = peers.iter().map(|p| p.id.clone());
+    let (handler, _rx) = RpcHandler::new(id(1), members, 16, Arc::new(MetricsLog::default()));
+    net.start(handler.clone()).unwrap();
+    let again = net.start(handler);
+    assert!(
+        matches!(
+            again,
+            Err(Error::AlreadyStarted {
+                what: "gRPC transport"
+            })
+        ),
+        "{again:?}"
+    );
+    net.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_envelopes_are_rejected_and_counted() {
     use proto::envelope::Body;

@@ -424,7 +424,8 @@ async fn inline_storage_and_applier_replicate_snapshot_and_answer() {
 }
 
 /// A proposal that cannot commit fails with `Timeout` once `apply_entry_timeout` has
-/// passed (its outcome is unknown), not earlier and not never.
+/// passed (its outcome is unknown), not earlier and not never. (CheckQuorum is off, so
+/// that the cut-off leader stays leader and the timeout, not a step-down, ends the wait.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_that_cannot_commit_times_out() {
     let net = LocalNetwork::new();
@@ -433,6 +434,8 @@ async fn a_proposal_that_cannot_commit_times_out() {
         .map(|i| {
             build(i, &net, MemStorage::new(), Recorder::default(), |c| {
                 c.options.apply_entry_timeout = timeout;
+                c.feature_flags.check_quorum = false;
+                c.feature_flags.enable_leader_lease = false;
             })
         })
         .collect();
@@ -686,4 +689,136 @@ async fn inline_follower_writes_keep_the_leader_on_its_thread_and_replicate() {
     for n in &alive {
         n.stop().await;
     }
+}
+
+/// An applier that blocks on commands starting with `hold` until the test opens its gate
+/// (clones of `open` share the gate).
+#[derive(Clone, Default)]
+struct Gated {
+    open: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    inner: Recorder,
+}
+
+impl Gated {
+    fn open(&self) {
+        let (lock, cv) = &*self.open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+}
+
+impl raftlock_raft::Applier for Gated {
+    fn apply(
+        &mut self,
+        index: u64,
+        term: u64,
+        command: &Bytes,
+    ) -> Result<Bytes, raftlock_raft::ApplierError> {
+        if command.starts_with(b"hold") {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+        self.inner.apply(index, term, command)
+    }
+    fn snapshot(&mut self) -> Result<(u64, Bytes), raftlock_raft::ApplierError> {
+        self.inner.snapshot()
+    }
+    fn restore(
+        &mut self,
+        meta: &raftlock_raft::SnapshotMeta,
+        data: &Bytes,
+    ) -> Result<(), raftlock_raft::ApplierError> {
+        self.inner.restore(meta, data)
+    }
+}
+
+/// A leader that steps down fails at once, with `LeadershipLost` (outcome unknown), the
+/// proposals that had not committed, instead of leaving them to `apply_entry_timeout`
+/// (a minute here); a proposal that had committed, but waits for the state machine, is
+/// still answered with its result once applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stepping_down_fails_uncommitted_proposals_at_once_and_keeps_committed_ones() {
+    let net = LocalNetwork::new();
+    let gate = Gated::default();
+    let nodes: Vec<Raft> = (1..=3)
+        .map(|i| {
+            let node = RaftBuilder::new()
+                .with_config(config(i, |c| {
+                    c.options.apply_entry_timeout = Duration::from_secs(60);
+                }))
+                .with_storage(MemStorage::new())
+                .with_applier(Gated {
+                    open: gate.open.clone(),
+                    inner: Recorder::default(),
+                })
+                .with_network(net.transport(id(i)))
+                .build()
+                .unwrap();
+            node.start().unwrap();
+            node
+        })
+        .collect();
+    let l = leader_of(&nodes).await;
+    let leader = nodes[l].clone();
+    let committed_at = leader.status().await.unwrap().last_log_index + 1;
+    let committed = tokio::spawn({
+        let leader = leader.clone();
+        async move {
+            leader
+                .propose_and_wait("hold: committed before the step-down")
+                .await
+        }
+    });
+    let mut is_committed = false;
+    for _ in 0..1000 {
+        if leader.status().await.unwrap().commit_index >= committed_at {
+            is_committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(is_committed, "the first proposal committed");
+
+    net.isolate(&id(l + 1));
+    let cut_off = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.propose_and_wait("cut off").await }
+    });
+    let outcome = tokio::time::timeout(Duration::from_secs(10), cut_off)
+        .await
+        .expect("answered at the step-down, long before apply_entry_timeout")
+        .unwrap();
+    assert!(matches!(outcome, Err(Error::LeadershipLost)), "{outcome:?}");
+    assert!(!leader.get_state().1, "the cut-off leader stepped down");
+    assert!(
+        !committed.is_finished(),
+        "the committed proposal still waits for its result"
+    );
+
+    gate.open();
+    let result = tokio::time::timeout(Duration::from_secs(10), committed)
+        .await
+        .expect("answered once applied")
+        .unwrap();
+    assert_eq!(result.unwrap(), Bytes::from("applied 1 commands"));
+    net.heal();
+    for n in &nodes {
+        n.stop().await;
+    }
+}
+
+/// Starting a node twice is refused with `AlreadyStarted`, not a `NotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_twice_is_refused_with_already_started() {
+    let net = LocalNetwork::new();
+    let node = build(1, &net, MemStorage::new(), Recorder::default(), |_| {});
+    let again = node.start();
+    assert!(
+        matches!(again, Err(Error::AlreadyStarted { what: "node" })),
+        "{again:?}"
+    );
+    node.stop().await;
 }

@@ -43,11 +43,16 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     segs
 }
 
-/// Offsets of the records of a segment file, read with the documented framing:
-/// a 16-byte header, then `[len u32][crc u32][payload of len bytes]`.
+/// Offsets of the records of a segment file, read with the documented framing: a header
+/// (16 bytes for `RLWAL001`, 80 for `RLWAL002`), then `[len u32][crc u32][payload of len
+/// bytes]`.
 fn record_offsets(bytes: &[u8]) -> Vec<usize> {
     let mut offsets = Vec::new();
-    let mut at = 16;
+    let mut at = match &bytes[..8] {
+        b"RLWAL001" => 16,
+        b"RLWAL002" => 80,
+        other => panic!("unknown segment magic {other:?}"),
+    };
     while at + 8 <= bytes.len() {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if len == 0 {

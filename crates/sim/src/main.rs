@@ -54,7 +54,7 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.trace = true,
             "--bug" => args.bug = Some(value("--bug")?),
             "--help" | "-h" => {
-                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|drift-beyond-bound]".into())
+                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal|leasenoprevote] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|guard-follows-leader|drift-beyond-bound]".into())
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -77,6 +77,7 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
                 "ack-before-durable" => bugs.ack_before_durable = true,
                 "vote-without-log-check" => bugs.vote_without_log_check = true,
                 "read-before-noop" => bugs.read_before_noop_commit = true,
+                "guard-follows-leader" => bugs.guard_follows_known_leader = true,
                 other => return Err(format!("unknown bug {other:?}")),
             }
             Ok(World::with_bugs(cfg, bugs))

@@ -16,6 +16,12 @@ pub struct NetworkConfig {
     pub drop_per_mille: u64,
     /// Probability (per mille) that a message is delivered twice.
     pub duplicate_per_mille: u64,
+    /// Probability (per mille) that a message straggles: it arrives up to
+    /// `straggler_max_ms` late, after elections have moved on (a stale leader's
+    /// AppendEntries reaching a node in a newer term).
+    pub straggler_per_mille: u64,
+    /// Longest delay of a straggler.
+    pub straggler_max_ms: u64,
 }
 
 impl NetworkConfig {
@@ -26,6 +32,8 @@ impl NetworkConfig {
             max_delay_ms: 3,
             drop_per_mille: 0,
             duplicate_per_mille: 0,
+            straggler_per_mille: 0,
+            straggler_max_ms: 0,
         }
     }
 }
@@ -57,7 +65,14 @@ impl Network {
         if rng.gen_range(0, 1000) < c.drop_per_mille {
             return Vec::new();
         }
-        let mut delays = vec![rng.gen_range(c.min_delay_ms, c.max_delay_ms + 1)];
+        // Drawn only when stragglers are on, so the other profiles' random streams (and
+        // the seeds recorded against them) stay as they were.
+        let straggles = c.straggler_per_mille > 0 && rng.gen_range(0, 1000) < c.straggler_per_mille;
+        let mut delays = vec![if straggles {
+            rng.gen_range(c.max_delay_ms, c.straggler_max_ms.max(c.max_delay_ms) + 1)
+        } else {
+            rng.gen_range(c.min_delay_ms, c.max_delay_ms + 1)
+        }];
         if rng.gen_range(0, 1000) < c.duplicate_per_mille {
             delays.push(rng.gen_range(c.min_delay_ms, c.max_delay_ms * 2 + 1));
         }

@@ -19,16 +19,21 @@ pub enum Profile {
     Crashes,
     /// Everything at once.
     Brutal,
+    /// The leader lease with PreVote off: only CheckQuorum and the vote guard keep a
+    /// deposed leader's lease sound, under delays that deliver stale leaders' messages
+    /// late, partitions, pauses and crashes.
+    LeaseNoPreVote,
 }
 
 impl Profile {
     /// Every profile, in the order seeds cycle through them.
-    pub const ALL: [Profile; 5] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partitions,
         Profile::Crashes,
         Profile::Brutal,
+        Profile::LeaseNoPreVote,
     ];
 
     /// The profile a seed gets when none is forced.
@@ -100,6 +105,8 @@ pub struct FaultPlan {
     pub read_index: bool,
     /// The leader lease is on.
     pub lease: bool,
+    /// PreVote is on (every profile but `LeaseNoPreVote`).
+    pub pre_vote: bool,
     /// Configure this clock drift bound instead of one that covers the real skew (the
     /// beyond-the-bound test).
     pub drift_bound_override: Option<u32>,
@@ -125,6 +132,7 @@ impl FaultPlan {
             client_timeout_ms: crate::clients::CLIENT_TIMEOUT_MS,
             read_index: rng.gen_range(0, 4) != 0,
             lease: rng.gen_range(0, 2) == 0,
+            pre_vote: true,
             drift_bound_override: None,
             snapshot_threshold: [0, 5, 20, 100, 10_000][rng.gen_range(0, 5) as usize],
             log_compaction_min_entries: [0, 3, 50][rng.gen_range(0, 3) as usize],
@@ -139,6 +147,8 @@ impl FaultPlan {
             max_delay_ms: rng.gen_range(3, 60),
             drop_per_mille: rng.gen_range(0, 200),
             duplicate_per_mille: rng.gen_range(0, 100),
+            straggler_per_mille: 0,
+            straggler_max_ms: 0,
         };
         match profile {
             Profile::Calm => {}
@@ -177,6 +187,26 @@ impl FaultPlan {
                 plan.torn_writes = true;
                 plan.crash_new_leader_per_mille = rng.gen_range(0, 400);
                 plan.tick_skew_pct = rng.gen_range(0, 20);
+            }
+            Profile::LeaseNoPreVote => {
+                plan.network = lossy(rng);
+                plan.network.straggler_per_mille = rng.gen_range(5, 50);
+                plan.network.straggler_max_ms = rng.gen_range(200, 1500);
+                plan.lease = true;
+                plan.pre_vote = false;
+                plan.read_index = true;
+                plan.fault_kinds = vec![
+                    Partition,
+                    OneWay,
+                    OneWay,
+                    LeaderReachesOne,
+                    IsolateLeader,
+                    IsolateLeader,
+                    Heal,
+                    Crash,
+                    Pause,
+                ];
+                plan.fault_interval_ms = rng.gen_range(100, 800);
             }
         }
         plan

@@ -307,6 +307,7 @@ impl World {
         c.options.log_compaction_min_entries = self.plan.log_compaction_min_entries;
         c.tuning.max_snapshot_chunk_size = self.plan.snapshot_chunk;
         c.feature_flags.enable_leader_lease = self.plan.lease;
+        c.feature_flags.pre_vote_enabled = self.plan.pre_vote;
         // Two nodes' tick rates differ by up to about twice the per-node skew.
         c.options.max_clock_drift_percent = self
             .plan

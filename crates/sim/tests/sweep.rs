@@ -37,7 +37,7 @@ fn bounded_sweep_of_every_profile_and_size() {
     let mut committed = 0;
     for seed in 0..seeds {
         let nodes = [3, 5, 7][(seed % 3) as usize];
-        let profile = Profile::ALL[((seed / 3) % 5) as usize];
+        let profile = Profile::ALL[((seed / 3) % Profile::ALL.len() as u64) as usize];
         let report = run(config(seed, nodes, profile));
         committed += report.committed;
         if let Some(v) = report.violation {

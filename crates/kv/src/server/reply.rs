@@ -48,6 +48,7 @@ mod tests {
     use super::*;
     use axum::http::header;
     use axum::response::IntoResponse;
+    use raftlock_raft::OverloadReason;
 
     #[test]
     fn errors_map_to_the_status_that_tells_the_client_what_to_do() {
@@ -80,6 +81,17 @@ mod tests {
             from_raft_error(big, true, no_addr).status(),
             StatusCode::BAD_REQUEST
         );
+        // Backpressure: nothing happened, retry after the hint.
+        let overloaded = Error::Overloaded {
+            reason: OverloadReason::UnappliedBytes {
+                unapplied: 10,
+                size: 5,
+                limit: 12,
+            },
+        };
+        let r = from_raft_error(overloaded, true, no_addr).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         let stopping = |write| from_raft_error(Error::ShuttingDown, write, no_addr).status();
         assert_eq!(stopping(true), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(stopping(false), StatusCode::SERVICE_UNAVAILABLE);

@@ -14,4 +14,8 @@ pub struct InjectedBugs {
     pub vote_without_log_check: bool,
     /// Serve ReadIndex reads before the new leader has committed an entry of its term.
     pub read_before_noop_commit: bool,
+    /// Let the vote guard lapse whenever no leader is known in the current term (as before
+    /// the fix): a node that adopted a higher term from a non-vote message votes while
+    /// the lease it acknowledged is still running. Shows with PreVote off.
+    pub guard_follows_known_leader: bool,
 }

@@ -7,28 +7,7 @@ use super::progress::Progress;
 use super::quorum::{self, VoteResult};
 use super::RaftCore;
 use crate::message::{Message, MessageBody, RequestVote, RequestVoteResponse};
-use crate::types::{Entry, NodeId, Role, Term};
-
-/// Why this node started campaigning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ElectionReason {
-    /// The election timeout expired without word from a leader. With PreVote on this
-    /// starts a pre-vote round; without it, a real election.
-    Timeout,
-    /// A majority granted this node's pre-votes, so it starts the real election.
-    PreVoteWon,
-}
-
-impl ElectionReason {
-    /// A short stable name, for metric labels: `timeout`, `pre_vote_won`.
-    pub fn label(self) -> &'static str {
-        match self {
-            ElectionReason::Timeout => "timeout",
-            ElectionReason::PreVoteWon => "pre_vote_won",
-        }
-    }
-}
+use crate::types::{ElectionReason, Entry, NodeId, Role, Term};
 
 /// This node started campaigning (reported in [`Ready::elections`](super::Ready::elections)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +23,6 @@ impl RaftCore {
     /// A follower or (pre-)candidate whose timeout expires starts an election.
     pub(super) fn tick_election(&mut self) {
         self.timers.election_elapsed += 1;
-        if self.timers.election_elapsed >= self.config.options.election_tick_count {
-            self.restart_vote_guard = false;
-        }
         if self.timers.election_elapsed >= self.timers.randomized_timeout {
             self.timers.election_elapsed = 0;
             self.campaign();
@@ -112,14 +88,34 @@ impl RaftCore {
         active >= quorum::majority(self.voters.len())
     }
 
-    /// Whether this node has heard from a live leader within the election timeout. Such a
-    /// node refuses (pre-)votes, so a partitioned node that comes back cannot disrupt a
-    /// healthy leader, and a leader lease stays sound.
-    fn in_lease(&self) -> bool {
+    /// Whether this node leads, or heard from a leader within the (minimum) election
+    /// timeout, or restarted less than an election timeout ago with the lease on. Such a
+    /// node refuses votes and pre-votes of every term (thesis §4.2.3), so a partitioned
+    /// node that comes back cannot disrupt a healthy leader, and a leader lease that
+    /// counted this node stays sound.
+    ///
+    /// The guard runs on its own timer, which only contact with a leader restarts: a
+    /// node that moved to a higher term through some other message (the answer to a stale
+    /// AppendEntries, say) knows no leader in that term, yet the leader it heard last may
+    /// still be serving lease reads that counted it. Keyed on "knows a leader" instead,
+    /// the guard dropped at that moment and the node granted a vote that let a second
+    /// leader commit while the first still served reads from its lease, whenever PreVote
+    /// was off.
+    pub(super) fn vote_guard_holds(&self) -> bool {
         let flags = &self.config.feature_flags;
-        (flags.check_quorum || flags.pre_vote_enabled)
-            && (self.state.leader.is_some() || self.restart_vote_guard)
-            && self.timers.election_elapsed < self.config.options.election_tick_count
+        if !(flags.check_quorum || flags.pre_vote_enabled) {
+            return false;
+        }
+        let timeout = self.config.options.election_tick_count;
+        if self.bug(|b| b.guard_follows_known_leader) {
+            // The rule before the fix: a known leader and a fresh election timer, or the
+            // restart guard still running.
+            let restart_guard = self.restarted_with_lease && self.timers.now < u64::from(timeout);
+            return self.state.role == Role::Leader
+                || restart_guard
+                || (self.state.leader.is_some() && self.timers.election_elapsed < timeout);
+        }
+        self.state.role == Role::Leader || self.timers.since_leader_contact < timeout
     }
 
     pub(super) fn reset_election_timer(&mut self) {
@@ -154,7 +150,7 @@ impl RaftCore {
             Ordering::Equal => true,
             Ordering::Greater => {
                 if let MessageBody::RequestVote(_) = &m.body {
-                    if self.in_lease() {
+                    if self.vote_guard_holds() {
                         tracing::debug!(from = %m.from, term = m.term, "ignoring vote request: a leader is live");
                         return false;
                     }
@@ -205,6 +201,18 @@ impl RaftCore {
         // A node votes once per term: for the candidate it already voted for, or for anyone
         // if it has not voted and knows no leader. A pre-vote for a future term is granted
         // on the log check alone, since it changes nothing.
+        // A vote already cast is repeated (the candidate may have lost the answer); nothing
+        // new is granted while the guard holds.
+        let already_voted = !req.pre_vote && self.state.voted_for.as_ref() == Some(&from);
+        if self.vote_guard_holds() && !already_voted {
+            tracing::debug!(from = %from, term, pre_vote = req.pre_vote, "refusing vote: a leader was heard within the election timeout");
+            let body = MessageBody::RequestVoteResponse(RequestVoteResponse {
+                pre_vote: req.pre_vote,
+                granted: false,
+            });
+            self.send(from, body);
+            return;
+        }
         let can_vote = self.state.voted_for.as_ref() == Some(&from)
             || (self.state.voted_for.is_none() && self.state.leader.is_none())
             || (req.pre_vote && term > self.state.term)

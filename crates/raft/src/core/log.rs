@@ -214,12 +214,12 @@ impl RaftLog {
     /// Appends entries that follow the last one (the leader's own proposals).
     pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for e in entries {
-            debug_assert_eq!(
+            assert_eq!(
                 e.index,
                 self.last_index() + 1,
                 "log append must be contiguous"
             );
-            debug_assert!(
+            assert!(
                 e.term >= self.last_term(),
                 "terms never decrease along the log"
             );
@@ -239,7 +239,7 @@ impl RaftLog {
         let first = entries[pos].index;
         let mut truncated = None;
         if self.term(first).is_some() {
-            debug_assert!(first > self.offset_index, "never truncate into a snapshot");
+            assert!(first > self.offset_index, "never truncate into a snapshot");
             self.truncate_from(first);
             truncated = Some(first);
         }

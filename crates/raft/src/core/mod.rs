@@ -34,13 +34,13 @@ mod replication;
 mod snapshot;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
 #[cfg(feature = "bug-injection")]
 pub use self::bugs::InjectedBugs;
-pub use self::election::{ElectionReason, ElectionStart};
+pub use self::election::ElectionStart;
 use self::log::RaftLog;
 pub use self::log::{LogWrite, SnapshotLog};
 use self::progress::Progress;
@@ -48,12 +48,19 @@ pub use self::read::{ReadFailure, ReadState};
 pub use self::snapshot::{SnapshotChunk, SnapshotWrite, CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, OverloadReason, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
+pub use crate::types::ElectionReason;
 use crate::types::{
-    Entry, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, SnapshotInfo, Term,
+    Entry, EntryKind, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role,
+    SnapshotInfo, Term,
 };
+
+/// Bytes of bookkeeping counted per proposed entry on top of its payload against
+/// `max_unapplied_bytes` (the entry in the log, its proposer's waiter), so that empty
+/// commands are bounded too.
+pub const ENTRY_OVERHEAD: u64 = 256;
 
 /// What a node recovered from storage, to build its core from.
 #[derive(Clone, Debug, Default)]
@@ -157,7 +164,9 @@ pub struct Ready {
     /// write is reported durable), then report its index with `on_applied`.
     pub snapshot: Option<SnapshotInfo>,
     /// Committed entries to apply, in order (at most `max_apply_batch_size`). No-op
-    /// entries are included so the applied index can advance past them.
+    /// entries are included so the applied index can advance past them. Report them with
+    /// [`RaftCore::on_applied`]: no more are handed out while `max_pending_apply_batches`
+    /// batches are unreported.
     pub committed_entries: Vec<Entry>,
     /// Build a snapshot of the state machine (it has applied at least this index), save
     /// it durably, then call [`RaftCore::on_snapshot_built`] (or `on_snapshot_failed`).
@@ -202,6 +211,7 @@ struct BugSet {
     ack_before_durable: bool,
     vote_without_log_check: bool,
     read_before_noop_commit: bool,
+    guard_follows_known_leader: bool,
 }
 
 /// Election timing of this node, in ticks.
@@ -213,6 +223,13 @@ struct Timers {
     /// Drawn from `[election_ticks, 2 × election_ticks)` at every reset.
     randomized_timeout: u32,
     heartbeat_elapsed: u32,
+    /// Ticks since this node last heard from a leader (AppendEntries, heartbeat or snapshot
+    /// chunk of its current leader); `u32::MAX` when it never did. Only contact with a
+    /// leader resets it: adopting a higher term from any other message does not, because
+    /// the leader heard last may still hold a lease that counted this node (thesis
+    /// §4.2.3, §6.4.1). While it is below the election timeout the node refuses every
+    /// vote and pre-vote (see `vote_guard_holds`).
+    since_leader_contact: u32,
     /// Monotonic count of ticks, for status reports.
     now: u64,
 }
@@ -247,6 +264,13 @@ pub struct RaftCore {
     last_soft_state: SoftState,
     /// Bytes proposed in this leader's term and not yet committed.
     uncommitted_bytes: u64,
+    /// Bytes proposed (payload plus [`ENTRY_OVERHEAD`] each) in the term named here and
+    /// not yet applied. Scoped by its term rather than reset at role changes: a proposal
+    /// in a new term starts it from zero.
+    unapplied: (Term, u64),
+    /// The last index of each batch of committed entries handed out and not yet reported
+    /// applied, oldest first (at most `max_pending_apply_batches`).
+    apply_batches: VecDeque<Index>,
     /// The latest snapshot (durable, or installed by a write in flight): what followers
     /// that need compacted entries are sent, read from storage chunk by chunk.
     snapshot: Option<SnapshotInfo>,
@@ -266,9 +290,9 @@ pub struct RaftCore {
     reads: read::Reads,
     /// Latest monotonic clock reading given with `set_now`.
     clock: Option<std::time::Duration>,
-    /// Refuse votes during the first election timeout after a restart: before the crash
-    /// this node may have acknowledged a leader whose lease is still running.
-    restart_vote_guard: bool,
+    /// Whether the node started from a persisted term with the lease on (only the
+    /// injected `guard_follows_known_leader` bug reads it, to reproduce the old rule).
+    restarted_with_lease: bool,
     #[cfg(feature = "bug-injection")]
     bugs: InjectedBugs,
 }
@@ -312,6 +336,7 @@ impl RaftCore {
                 election_elapsed: 0,
                 randomized_timeout: 0,
                 heartbeat_elapsed: 0,
+                since_leader_contact: u32::MAX,
                 now: 0,
             },
             votes: BTreeMap::new(),
@@ -325,6 +350,8 @@ impl RaftCore {
             elections: Vec::new(),
             last_soft_state,
             uncommitted_bytes: 0,
+            unapplied: (0, 0),
+            apply_batches: VecDeque::new(),
             snapshot: initial.snapshot,
             snapshot_in_progress: false,
             pending_compact: None,
@@ -334,12 +361,18 @@ impl RaftCore {
             receiving: None,
             reads: read::Reads::default(),
             clock: None,
-            restart_vote_guard: false,
+            restarted_with_lease: false,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,
         };
-        core.restart_vote_guard = restarted && core.config.feature_flags.enable_leader_lease;
+        core.restarted_with_lease = restarted && core.config.feature_flags.enable_leader_lease;
+        if core.restarted_with_lease {
+            // Before the crash this node may have acknowledged a leader whose lease is
+            // still running: it refuses votes for its first election timeout, as if it had
+            // just heard from that leader.
+            core.timers.since_leader_contact = 0;
+        }
         core.reset_election_timer();
         // Reads a follower forwards are numbered from a random start. The leader may answer
         // a read forwarded by this node's previous process after a restart (the answer sat
@@ -354,7 +387,8 @@ impl RaftCore {
     /// that build nodes in a mid-history state and elect one by ticking it alone).
     #[cfg(test)]
     pub(crate) fn skip_restart_vote_guard(&mut self) {
-        self.restart_vote_guard = false;
+        self.timers.since_leader_contact = u32::MAX;
+        self.restarted_with_lease = false;
     }
 
     /// Turns on deliberate protocol bugs (simulator self-tests only).
@@ -433,6 +467,33 @@ impl RaftCore {
         self.progress.iter().map(|(id, p)| (id, p.match_index))
     }
 
+    /// On the leader, the payload bytes proposed in its term and not yet committed
+    /// (what `max_uncommitted_bytes` bounds); 0 elsewhere.
+    pub fn uncommitted_bytes(&self) -> u64 {
+        if self.state.role == Role::Leader {
+            self.uncommitted_bytes
+        } else {
+            0
+        }
+    }
+
+    /// On the leader, the bytes proposed in its term and not yet applied, with
+    /// [`ENTRY_OVERHEAD`] counted per entry (what `max_unapplied_bytes` bounds); 0
+    /// elsewhere.
+    pub fn unapplied_bytes(&self) -> u64 {
+        if self.state.role == Role::Leader && self.unapplied.0 == self.state.term {
+            self.unapplied.1
+        } else {
+            0
+        }
+    }
+
+    /// Batches of committed entries handed out in a `Ready` and not yet reported applied
+    /// (at most `max_pending_apply_batches`).
+    pub fn pending_apply_batches(&self) -> usize {
+        self.apply_batches.len()
+    }
+
     /// The configuration the core runs with.
     pub fn config(&self) -> &Config {
         &self.config
@@ -442,6 +503,7 @@ impl RaftCore {
     /// from here.
     pub fn tick(&mut self) {
         self.timers.now += 1;
+        self.timers.since_leader_contact = self.timers.since_leader_contact.saturating_add(1);
         self.tick_reads();
         match self.state.role {
             Role::Leader => self.tick_leader(),
@@ -509,20 +571,39 @@ impl RaftCore {
             }
             size += c.len() as u64;
         }
+        let term = self.state.term;
+        if self.unapplied.0 != term {
+            self.unapplied = (term, 0);
+        }
+        let cost = size + ENTRY_OVERHEAD * commands.as_slice().len() as u64;
+        // An empty backlog always admits one batch, so a batch larger than a cap cannot
+        // wedge the leader.
         if let Some(limit) = self.config.tuning.max_uncommitted_bytes {
-            // An empty log of uncommitted entries always admits one batch, so a batch
-            // larger than the cap cannot wedge the leader.
             if self.uncommitted_bytes > 0 && self.uncommitted_bytes + size > limit {
                 return Err(Error::Overloaded {
-                    uncommitted: self.uncommitted_bytes,
-                    size,
-                    limit,
+                    reason: OverloadReason::UncommittedBytes {
+                        uncommitted: self.uncommitted_bytes,
+                        size,
+                        limit,
+                    },
+                });
+            }
+        }
+        if let Some(limit) = self.config.tuning.max_unapplied_bytes {
+            let unapplied = self.unapplied.1;
+            if unapplied > 0 && unapplied + cost > limit {
+                return Err(Error::Overloaded {
+                    reason: OverloadReason::UnappliedBytes {
+                        unapplied,
+                        size: cost,
+                        limit,
+                    },
                 });
             }
         }
         let first = self.log.last_index() + 1;
-        let term = self.state.term;
         self.uncommitted_bytes += size;
+        self.unapplied.1 += cost;
         match commands {
             Commands::One(data) => self
                 .log
@@ -542,9 +623,10 @@ impl RaftCore {
         if seq <= self.persisted_seq {
             return;
         }
-        debug_assert!(
+        assert!(
             seq < self.next_seq,
-            "acknowledged a write that was never handed out"
+            "acknowledged write {seq} but only {} were handed out",
+            self.next_seq - 1
         );
         self.persisted_seq = seq;
         let advanced = self.log.persisted(seq);
@@ -561,13 +643,37 @@ impl RaftCore {
         }
     }
 
-    /// The application has applied every entry up to `index`.
+    /// The application has applied every entry up to `index`: the batches handed out up
+    /// to it no longer count against `max_pending_apply_batches`, and this leader's own
+    /// proposals up to it no longer against `max_unapplied_bytes`.
     pub fn on_applied(&mut self, index: Index) {
-        debug_assert!(
+        assert!(
             index <= self.state.handed_out,
-            "applied an entry never handed out"
+            "applied {index}, an entry never handed out (handed out up to {})",
+            self.state.handed_out
         );
-        self.state.applied = self.state.applied.max(index.min(self.state.handed_out));
+        let before = self.state.applied;
+        self.state.applied = before.max(index.min(self.state.handed_out));
+        while self
+            .apply_batches
+            .front()
+            .is_some_and(|&last| last <= self.state.applied)
+        {
+            self.apply_batches.pop_front();
+        }
+        if self.unapplied.1 > 0 {
+            // Only this term's normal entries were counted; the ones a snapshot skipped
+            // are not in the log and cannot be this leader's (it never installs one).
+            let (term, _) = self.unapplied;
+            let lo = (before + 1).max(self.log.first_index());
+            let hi = self.state.applied.min(self.log.last_index());
+            let released: u64 = (lo..=hi)
+                .filter_map(|i| self.log.get(i))
+                .filter(|e| e.term == term && e.kind == EntryKind::Normal)
+                .map(|e| e.data.len() as u64 + ENTRY_OVERHEAD)
+                .sum();
+            self.unapplied.1 = self.unapplied.1.saturating_sub(released);
+        }
     }
 
     /// Highest index the runtime reported applied.
@@ -626,6 +732,7 @@ impl RaftCore {
         if let Some((lo, hi)) = self.next_to_apply() {
             rd.committed_entries = self.log.range(lo, hi);
             self.state.handed_out = hi;
+            self.apply_batches.push_back(hi);
         }
         if self.soft_state_changed() {
             let soft = self.soft_state();
@@ -697,8 +804,13 @@ impl RaftCore {
             || self.state.leader != last.leader
     }
 
-    /// The next range of entries to hand out for application: committed and durable here.
+    /// The next range of entries to hand out for application: committed and durable here,
+    /// and only while fewer than `max_pending_apply_batches` batches wait for the state
+    /// machine (a slow one then holds back hand-out, never commit).
     fn next_to_apply(&self) -> Option<(Index, Index)> {
+        if self.apply_batches.len() >= self.config.tuning.max_pending_apply_batches {
+            return None;
+        }
         let ceiling = self.state.commit.min(self.log.durable_index());
         if ceiling <= self.state.handed_out {
             return None;

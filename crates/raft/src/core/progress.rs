@@ -103,6 +103,26 @@ impl Progress {
         }
     }
 
+    /// The answer to the current probe says the follower's log ends at `follower_last`,
+    /// below what it acknowledged: it restarted without its data (a wiped or replaced data
+    /// directory). Its match index drops to what it holds, which only makes the leader
+    /// more conservative (commit never goes back; entries are sent again), and the probe
+    /// resumes there — with a snapshot if those entries were compacted. Without this the
+    /// leader kept probing above the old match index forever. Returns whether it applied.
+    pub(crate) fn lost_entries(&mut self, rejected: Index, follower_last: Index) -> bool {
+        match self.mode {
+            ReplicationMode::Probe
+                if self.next_index == rejected + 1 && follower_last < self.match_index =>
+            {
+                self.match_index = follower_last;
+                self.next_index = follower_last + 1;
+                self.probe_sent = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records that a request carrying entries up to `last` (or none) was sent.
     pub(crate) fn sent(&mut self, last: Option<Index>) {
         match self.mode {

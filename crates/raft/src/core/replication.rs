@@ -139,7 +139,7 @@ impl RaftCore {
         }
         let last_new = req.prev_log_index + req.entries.len() as u64;
         if let Some(truncated) = self.log.merge(req.entries) {
-            debug_assert!(
+            assert!(
                 truncated > commit,
                 "a committed entry was truncated at {truncated}"
             );
@@ -200,6 +200,20 @@ impl RaftCore {
             let Some(pr) = self.progress.get_mut(&from) else {
                 return;
             };
+            // A hint without a term says the follower's log ends just before `index`.
+            if let Some(ConflictHint { term: None, index }) = resp.conflict {
+                let (follower_last, acknowledged) = (index.saturating_sub(1), pr.match_index);
+                if pr.lost_entries(resp.index, follower_last) {
+                    tracing::warn!(
+                        follower = %from,
+                        follower_last,
+                        acknowledged,
+                        "follower lost entries it had acknowledged (restarted with a wiped or damaged data directory); replicating them again"
+                    );
+                    self.send_append(&from, true);
+                    return;
+                }
+            }
             if pr.maybe_decrease_to(resp.index, hinted_next.max(1)) {
                 self.send_append(&from, true);
             }
@@ -246,6 +260,7 @@ impl RaftCore {
         }
         self.state.leader = Some(from.clone());
         self.timers.election_elapsed = 0;
+        self.timers.since_leader_contact = 0;
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {

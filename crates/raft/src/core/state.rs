@@ -44,7 +44,12 @@ impl State {
 
     /// Moves to a newer term: the vote and the leader belong to the old one.
     pub(crate) fn enter_term(&mut self, term: Term) {
-        debug_assert!(term > self.term, "terms only increase");
+        assert!(
+            term > self.term,
+            "terms only increase: {} after {}",
+            term,
+            self.term
+        );
         self.term = term;
         self.voted_for = None;
         self.leader = None;
@@ -52,7 +57,7 @@ impl State {
     }
 
     pub(crate) fn vote_for(&mut self, id: NodeId) {
-        debug_assert!(
+        assert!(
             self.voted_for.is_none() || self.voted_for.as_ref() == Some(&id),
             "one vote per term"
         );
@@ -62,8 +67,16 @@ impl State {
         }
     }
 
-    /// Raises the commit index; it never goes backwards.
+    /// Raises the commit index; it never goes backwards (a lower `index` is ignored: it
+    /// comes from an older message). What was handed out for application never passes it.
     pub(crate) fn commit_to(&mut self, index: Index) -> bool {
+        assert!(
+            self.applied <= self.handed_out && self.handed_out <= self.commit,
+            "applied {} <= handed out {} <= commit {}",
+            self.applied,
+            self.handed_out,
+            self.commit
+        );
         if index > self.commit {
             self.commit = index;
             true

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 #[cfg(feature = "prometheus")]
 pub use self::prometheus::PrometheusMetrics;
-pub use crate::core::ElectionReason;
 use crate::error::RejectReason;
+pub use crate::types::ElectionReason;
 use crate::types::{Index, NodeId, Role, Term};
 
 /// How a proposal ended.
@@ -29,6 +29,34 @@ pub enum ProposalResult {
     Overloaded,
     /// Refused for another reason.
     Refused,
+}
+
+/// How full the node's queues and buffers are, reported once per tick through
+/// [`Metrics::observe_queue_depths`]. Each has its bound in
+/// [`TuningParams`](crate::TuningParams).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueDepths {
+    /// Batches of committed entries handed to the state machine and not yet reported
+    /// applied (at most `max_pending_apply_batches`).
+    pub apply_batches: usize,
+    /// Jobs queued for the storage thread: at most `max_pending_storage_jobs`, plus the
+    /// write and compaction of the one `Ready` that reached it and a snapshot to save; 0
+    /// for storage written on the event loop.
+    pub storage_jobs: usize,
+    /// Reports of the storage and applier threads not yet taken by the event loop.
+    pub worker_events: usize,
+    /// On the leader, payload bytes proposed in its term and not yet committed (at most
+    /// `max_uncommitted_bytes`, or one batch); 0 elsewhere.
+    pub uncommitted_bytes: u64,
+    /// On the leader, bytes proposed in its term and not yet applied here, with a fixed
+    /// overhead per entry (at most `max_unapplied_bytes`, or one batch); 0 elsewhere.
+    pub unapplied_bytes: u64,
+    /// Proposers waiting for their commands' results.
+    pub waiting_proposals: usize,
+    /// Linearizable reads waiting for confirmation or for the state machine (at most
+    /// `max_pending_reads`).
+    pub pending_reads: usize,
 }
 
 /// Observability hooks. Implementations must be cheap: they run on the node's event loop.
@@ -65,6 +93,8 @@ pub trait Metrics: Send + Sync + 'static {
     fn observe_read_index(&self, _latency: Duration) {}
     /// A snapshot was taken and saved.
     fn observe_snapshot(&self, _index: Index, _latency: Duration) {}
+    /// Once per tick: how full the node's queues are.
+    fn observe_queue_depths(&self, _depths: &QueueDepths) {}
 }
 
 /// Metrics that record nothing.

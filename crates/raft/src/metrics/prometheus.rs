@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::{ElectionReason, Metrics, ProposalResult};
+use super::{ElectionReason, Metrics, ProposalResult, QueueDepths};
 use crate::error::RejectReason;
 use crate::types::{Index, NodeId, Role, Term};
 
@@ -59,6 +59,75 @@ pub struct PrometheusMetrics {
     snapshots: Counter,
     snapshot_seconds: Histogram,
     snapshot_index: Gauge,
+    queues: QueueGauges,
+}
+
+/// One gauge per field of [`QueueDepths`].
+#[derive(Clone, Default)]
+struct QueueGauges {
+    apply_batches: Gauge,
+    storage_jobs: Gauge,
+    worker_events: Gauge,
+    uncommitted_bytes: Gauge,
+    unapplied_bytes: Gauge,
+    waiting_proposals: Gauge,
+    pending_reads: Gauge,
+}
+
+impl QueueGauges {
+    fn register(&self, r: &mut Registry) {
+        let gauges: [(&str, &str, &Gauge); 7] = [
+            (
+                "raft_apply_queue_batches",
+                "Batches of committed entries handed to the state machine and not yet applied",
+                &self.apply_batches,
+            ),
+            (
+                "raft_storage_queue_jobs",
+                "Jobs queued for the storage thread",
+                &self.storage_jobs,
+            ),
+            (
+                "raft_worker_events_queued",
+                "Reports of the storage and applier threads not yet taken by the event loop",
+                &self.worker_events,
+            ),
+            (
+                "raft_uncommitted_bytes",
+                "On the leader: payload bytes proposed in its term and not yet committed",
+                &self.uncommitted_bytes,
+            ),
+            (
+                "raft_unapplied_bytes",
+                "On the leader: bytes proposed in its term and not yet applied here, with a fixed overhead per entry",
+                &self.unapplied_bytes,
+            ),
+            (
+                "raft_waiting_proposals",
+                "Proposers waiting for their commands' results",
+                &self.waiting_proposals,
+            ),
+            (
+                "raft_pending_reads",
+                "Linearizable reads waiting for confirmation or for the state machine",
+                &self.pending_reads,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+    }
+
+    fn set(&self, d: &QueueDepths) {
+        self.apply_batches.set(gauge_value(d.apply_batches as u64));
+        self.storage_jobs.set(gauge_value(d.storage_jobs as u64));
+        self.worker_events.set(gauge_value(d.worker_events as u64));
+        self.uncommitted_bytes.set(gauge_value(d.uncommitted_bytes));
+        self.unapplied_bytes.set(gauge_value(d.unapplied_bytes));
+        self.waiting_proposals
+            .set(gauge_value(d.waiting_proposals as u64));
+        self.pending_reads.set(gauge_value(d.pending_reads as u64));
+    }
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -101,6 +170,7 @@ impl PrometheusMetrics {
             snapshots: Counter::default(),
             snapshot_seconds: latency(),
             snapshot_index: Gauge::default(),
+            queues: QueueGauges::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -177,6 +247,7 @@ impl PrometheusMetrics {
                 "Index of the latest snapshot taken",
                 m.snapshot_index.clone(),
             );
+            m.queues.register(&mut r);
         }
         m
     }
@@ -298,6 +369,10 @@ impl Metrics for PrometheusMetrics {
         self.snapshot_seconds.observe(latency.as_secs_f64());
         self.snapshot_index.set(gauge_value(index));
     }
+
+    fn observe_queue_depths(&self, depths: &QueueDepths) {
+        self.queues.set(depths);
+    }
 }
 
 #[cfg(test)]
@@ -325,6 +400,15 @@ mod tests {
         m.observe_message_rejected(&RejectReason::UnknownSender {
             from: "node-9".into(),
         });
+        m.observe_queue_depths(&QueueDepths {
+            apply_batches: 3,
+            storage_jobs: 4,
+            worker_events: 5,
+            uncommitted_bytes: 600,
+            unapplied_bytes: 700,
+            waiting_proposals: 8,
+            pending_reads: 9,
+        });
         let text = m.encode();
         for needle in [
             "raft_term 7",
@@ -345,6 +429,13 @@ mod tests {
             "raft_peer_replication_lag{peer=\"node-2\"} 2",
             "raft_peer_match_index{peer=\"node-2\"} 38",
             "raft_rejected_messages_total{reason=\"unknown_sender\"} 1",
+            "raft_apply_queue_batches 3",
+            "raft_storage_queue_jobs 4",
+            "raft_worker_events_queued 5",
+            "raft_uncommitted_bytes 600",
+            "raft_unapplied_bytes 700",
+            "raft_waiting_proposals 8",
+            "raft_pending_reads 9",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -2,6 +2,40 @@
 //! it from channels — commands from [`Raft`](crate::Raft) handles, inbound peer messages,
 //! ticks, and completions from the storage and applier threads (`workers.rs`) — carrying
 //! out each `Ready` as the core's persistence contract says.
+//!
+//! # Bounded memory, and why nothing deadlocks
+//!
+//! Every queue the node holds has a bound (the settings are in
+//! [`TuningParams`](crate::TuningParams); depths are reported once per tick through
+//! [`Metrics::observe_queue_depths`]):
+//!
+//! - Commands from handles (4096) and inbound peer messages (4096) are bounded channels;
+//!   handles wait for room, the [`RpcHandler`] drops a message that finds none (a lost
+//!   message, which Raft tolerates).
+//! - Proposals: the core refuses them with [`Error::Overloaded`] past
+//!   `max_uncommitted_bytes` or `max_unapplied_bytes`, so the log beyond what is applied,
+//!   and the proposers waiting for results (`results.rs`), stay bounded.
+//! - Apply jobs: the core hands out at most `max_pending_apply_batches` batches of
+//!   committed entries before the applier reports them (`RaftCore::on_applied`); besides
+//!   those, the applier's queue only ever holds the one snapshot the core asks for at a
+//!   time and snapshots to restore.
+//! - Storage jobs: while `max_pending_storage_jobs` are queued for the storage thread,
+//!   the loop leaves the core's `Ready` undrained (the core merges what arrives meanwhile
+//!   into its next write); the thread takes the whole queue in one group commit.
+//! - Worker events: a bounded channel. Each job yields a bounded number of reports and
+//!   jobs are bounded as above, so the threads' sends find room in practice.
+//! - Reads: at most `max_pending_reads` wait; more fail with [`Error::Overloaded`].
+//!
+//! The job queues are bounded by credits, not by blocking sends: the event loop never
+//! sends work it has no credit for, so it never waits for room. That is what rules out
+//! deadlock. Only the worker threads ever block, and only on the event channel (and the
+//! applier on the application's own `apply_channel`). The loop is the one consumer of
+//! that channel, it never blocks on anything but its `select!` (whose worker-event branch
+//! is enabled for as long as a thread holds a sender), and it handles reports of inline
+//! workers from a queue of its own rather than sending them to itself. So a blocked thread is always unblocked by the
+//! loop's next turn, and the loop never waits for a thread. At shutdown the loop closes
+//! the event channel before joining the threads, so their last reports cannot block them
+//! either.
 
 mod results;
 mod snapshots;
@@ -18,13 +52,13 @@ use tokio::time::MissedTickBehavior;
 
 pub(crate) use self::results::ResultReply;
 use self::results::WaitingResults;
-use self::snapshots::ChunkSender;
-use self::workers::{ApplyJob, ApplyWorker, StorageJob, StorageWorker, WorkerEvent};
+use self::snapshots::{ApplyOrder, ChunkSender};
+use self::workers::{ApplyJob, ApplyWorker, Outcomes, StorageJob, StorageWorker, WorkerEvent};
 use crate::clock::Clock;
 use crate::core::{Commands, RaftCore, Ready};
-use crate::error::{Error, Result};
+use crate::error::{Error, OverloadReason, Result};
 use crate::message::Message;
-use crate::metrics::{Metrics, ProposalResult};
+use crate::metrics::{Metrics, ProposalResult, QueueDepths};
 use crate::network::NetworkManager;
 use crate::rpc::RpcHandler;
 use crate::types::{Index, NodeId, RaftStatus, Role, Term};
@@ -97,8 +131,15 @@ pub(crate) fn spawn(
 ) -> Result<()> {
     let (handler, inbound_rx) = inbound;
     let (commands, tick_queued) = commands;
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
     let storage_in_memory = parts.storage.is_in_memory();
+    let tuning = &parts.core.config().tuning;
+    // Room for the reports of every job the credits allow (one or two each) and a few
+    // snapshot jobs: the threads' sends should never have to wait, though they may.
+    let event_capacity =
+        2 * (tuning.max_pending_storage_jobs + tuning.max_pending_apply_batches) + 16;
+    let max_storage_jobs = tuning.max_pending_storage_jobs;
+    let max_pending_reads = tuning.max_pending_reads;
+    let (events_tx, events_rx) = mpsc::channel(event_capacity);
     let io = |e: std::io::Error| Error::Storage(crate::StorageError::io("spawn thread", "", e));
     let (storage, storage_thread) = StorageWorker::start(parts.storage, &events_tx).map_err(io)?;
     let (mut applier, applier_thread) = ApplyWorker::start(
@@ -108,13 +149,16 @@ pub(crate) fn spawn(
         parts.apply_tx,
     )
     .map_err(io)?;
+    // Only the threads hold senders: once they exit, the channel closes.
+    drop(events_tx);
     parts.network.start(handler)?;
     let applied = parts
         .restore_on_start
         .as_ref()
         .map_or(0, |s| s.info().meta.last_index);
+    let mut inline = Outcomes::new();
     if let Some(reader) = &parts.restore_on_start {
-        applier.submit(ApplyJob::Restore(Arc::clone(reader)), &events_tx);
+        applier.submit(ApplyJob::Restore(Arc::clone(reader)), &mut inline);
     }
     let chunks = ChunkSender::new(
         Arc::clone(&parts.network),
@@ -132,7 +176,9 @@ pub(crate) fn spawn(
         tick_queued,
         storage: Some(storage),
         applier: Some(applier),
-        events_tx,
+        inline,
+        max_storage_jobs,
+        max_pending_reads,
         threads: storage_thread.into_iter().chain(applier_thread).collect(),
         observed,
         applied,
@@ -143,6 +189,7 @@ pub(crate) fn spawn(
         reads_waiting_apply: Vec::new(),
         snapshot_started: None,
         chunks,
+        apply_order: ApplyOrder::default(),
     };
     tokio::spawn(node.run(commands, inbound_rx, events_rx));
     Ok(())
@@ -169,8 +216,12 @@ struct Node {
     /// `None` once stopping: closing a thread's queue lets it finish and exit.
     storage: Option<StorageWorker>,
     applier: Option<ApplyWorker>,
-    /// Where inline workers report (threads hold clones).
-    events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    /// Reports of the workers that run inline, handled before the loop waits again.
+    inline: Outcomes,
+    /// `max_pending_storage_jobs`: the storage thread's credits.
+    max_storage_jobs: usize,
+    /// `max_pending_reads`.
+    max_pending_reads: usize,
     threads: Vec<JoinHandle<()>>,
     observed: watch::Sender<Observed>,
     /// Highest index the applier reported applied.
@@ -187,6 +238,8 @@ struct Node {
     snapshot_started: Option<Instant>,
     /// Reads the chunks of snapshots sent to followers from storage and sends them.
     chunks: ChunkSender,
+    /// Apply jobs held behind the restore of a received snapshot not yet installed.
+    apply_order: ApplyOrder,
 }
 
 impl Node {
@@ -194,7 +247,7 @@ impl Node {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut inbound: mpsc::Receiver<Message>,
-        mut events: mpsc::UnboundedReceiver<WorkerEvent>,
+        mut events: mpsc::Receiver<WorkerEvent>,
     ) {
         let interval = self.core.config().options.nominal_tick_interval;
         let mut ticker = tokio::time::interval(interval);
@@ -203,26 +256,29 @@ impl Node {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut stop_reply = None;
         loop {
-            let input = tokio::select! {
-                cmd = commands.recv() => Input::Command(cmd),
-                Some(m) = inbound.recv() => Input::Message(m),
-                Some(ev) = events.recv() => Input::Worker(ev),
-                _ = ticker.tick(), if !self.external_ticks => Input::Tick,
+            // What inline workers reported comes first: nothing would wake the loop for it.
+            let input = match self.inline.pop_front() {
+                Some(ev) => Input::Worker(ev),
+                None => tokio::select! {
+                    cmd = commands.recv() => Input::Command(cmd),
+                    Some(m) = inbound.recv() => Input::Message(m),
+                    Some(ev) = events.recv() => Input::Worker(ev),
+                    _ = ticker.tick(), if !self.external_ticks => Input::Tick,
+                },
             };
-            // Read the clock after the wait, so the lease is judged at the time of the input.
-            self.now = self.clock.now();
-            self.core.set_now(self.now);
+            self.read_clock();
             match input {
                 Input::Command(Some(Command::Stop { reply })) => {
                     stop_reply = Some(reply);
                     break;
                 }
-                Input::Command(Some(cmd)) => self.handle_command(cmd),
+                Input::Command(Some(cmd)) => self.handle_command(cmd, events.len()),
                 Input::Command(None) => break,
                 Input::Message(m) => {
                     self.core.step(m);
                     // Drain what else arrived, so one Ready carries the whole batch.
                     while let Ok(m) = inbound.try_recv() {
+                        self.read_clock();
                         self.core.step(m);
                     }
                 }
@@ -232,7 +288,7 @@ impl Node {
                         break;
                     }
                 }
-                Input::Tick => self.tick(),
+                Input::Tick => self.tick(events.len()),
             }
             while let Ok(cmd) = commands.try_recv() {
                 match cmd {
@@ -240,7 +296,7 @@ impl Node {
                         stop_reply = Some(reply);
                         break;
                     }
-                    cmd => self.handle_command(cmd),
+                    cmd => self.handle_command(cmd, events.len()),
                 }
             }
             if let Err(e) = self.settle(&mut events) {
@@ -259,7 +315,21 @@ impl Node {
         }
     }
 
-    fn handle_command(&mut self, cmd: Command) {
+    /// Reads the clock and gives it to the core. Called before every input, not once per
+    /// wake-up: the lease is judged by the reading the core holds, and a reading taken
+    /// before a long batch would let a read be served from a lease that ran out during it.
+    /// A reading costs tens of nanoseconds.
+    fn read_clock(&mut self) {
+        self.now = self.clock.now();
+        self.core.set_now(self.now);
+    }
+
+    /// Handles one command; `events` is the depth of the worker-event channel (for the
+    /// metrics of a tick).
+    fn handle_command(&mut self, cmd: Command, events: usize) {
+        // A drained command may come long after the wake-up: reads and proposals judge the
+        // lease and CheckQuorum by the clock now.
+        self.read_clock();
         match cmd {
             Command::Propose { data, reply } => {
                 let count = data.as_slice().len();
@@ -283,6 +353,16 @@ impl Node {
                 }
             }
             Command::ReadIndex { reply } => {
+                let pending = self.reads.len() + self.reads_waiting_apply.len();
+                if pending >= self.max_pending_reads {
+                    let _ = reply.send(Err(Error::Overloaded {
+                        reason: OverloadReason::PendingReads {
+                            pending,
+                            limit: self.max_pending_reads,
+                        },
+                    }));
+                    return;
+                }
                 self.next_read += 1;
                 let ctx = self.next_read;
                 match self.core.read_index(ctx) {
@@ -297,7 +377,7 @@ impl Node {
             Command::Tick => {
                 // Cleared first: a tick given from here on is queued again, not lost.
                 self.tick_queued.store(false, Ordering::Release);
-                self.tick();
+                self.tick(events);
             }
             Command::Status { reply } => {
                 let mut status = self.core.status();
@@ -308,13 +388,22 @@ impl Node {
         }
     }
 
-    /// One tick of logical time; on the leader, reports how far each follower lags (once
-    /// per tick, so the cost does not grow with traffic).
-    fn tick(&mut self) {
+    /// One tick of logical time; reports the queues' depths and, on the leader, how far
+    /// each follower lags (once per tick, so the cost does not grow with traffic).
+    fn tick(&mut self, events: usize) {
         self.core.tick();
         // Once per tick, so a proposer waits at most one tick longer than
         // `apply_entry_timeout`; a timer per proposal would cost more than the proposal.
         self.waiting_results.expire(self.now);
+        self.metrics.observe_queue_depths(&QueueDepths {
+            apply_batches: self.core.pending_apply_batches(),
+            storage_jobs: self.storage.as_ref().map_or(0, StorageWorker::queued),
+            worker_events: events,
+            uncommitted_bytes: self.core.uncommitted_bytes(),
+            unapplied_bytes: self.core.unapplied_bytes(),
+            waiting_proposals: self.waiting_results.len(),
+            pending_reads: self.reads.len() + self.reads_waiting_apply.len(),
+        });
         if self.core.role() == Role::Leader {
             let last = self.core.last_index();
             for (peer, matched) in self.core.peer_match_indexes() {
@@ -325,6 +414,8 @@ impl Node {
     }
 
     fn handle_event(&mut self, ev: WorkerEvent) -> Result<()> {
+        // A durable write can commit entries and release reads under the lease.
+        self.read_clock();
         match ev {
             WorkerEvent::Persisted {
                 seq,
@@ -336,6 +427,8 @@ impl Node {
                 self.metrics.observe_fsync(fsync);
                 self.core.on_persisted(seq);
             }
+            // Its only purpose was to wake the loop: the storage queue has room again.
+            WorkerEvent::StorageIdle => {}
             WorkerEvent::Applied {
                 index,
                 results,
@@ -348,6 +441,7 @@ impl Node {
                 self.release_reads();
             }
             WorkerEvent::SnapshotWriter(writer) => {
+                // The applier streams the state machine into storage's temp file.
                 self.send_to_applier(ApplyJob::BuildSnapshot(writer));
             }
             WorkerEvent::SnapshotBuilt { index, staged } => {
@@ -374,10 +468,10 @@ impl Node {
                 self.core.on_snapshot_built(info);
             }
             WorkerEvent::SnapshotInstalled(reader) => {
-                // Before the write's `Persisted`: entries after the snapshot are handed to
-                // the applier only after this restore.
                 self.chunks.set_reader(Arc::clone(&reader));
-                self.send_to_applier(ApplyJob::Restore(reader));
+                for job in self.apply_order.installed(reader) {
+                    self.submit_to_applier(job);
+                }
             }
             WorkerEvent::SnapshotFailed(reason) => {
                 tracing::warn!(%reason, "snapshot failed; another is taken later");
@@ -385,7 +479,7 @@ impl Node {
                 self.core.on_snapshot_failed();
             }
             WorkerEvent::StorageFailed(e) => return Err(Error::Storage(e)),
-            WorkerEvent::ApplierFailed(e) => return Err(Error::NotFound(e.to_string())),
+            WorkerEvent::ApplierFailed(e) => return Err(Error::Applier(e)),
         }
         Ok(())
     }
@@ -394,11 +488,15 @@ impl Node {
     /// round: inline workers report at once, so one input usually settles here without
     /// another trip through `select!`. Bounded, so that a stream of completions from the
     /// worker threads cannot starve commands and peer messages.
-    fn settle(&mut self, events: &mut mpsc::UnboundedReceiver<WorkerEvent>) -> Result<()> {
+    fn settle(&mut self, events: &mut mpsc::Receiver<WorkerEvent>) -> Result<()> {
         const MAX_ROUNDS: usize = 16;
         for _ in 0..MAX_ROUNDS {
             self.drain_ready();
             let mut handled = false;
+            while let Some(ev) = self.inline.pop_front() {
+                self.handle_event(ev)?;
+                handled = true;
+            }
             while let Ok(ev) = events.try_recv() {
                 self.handle_event(ev)?;
                 handled = true;
@@ -411,12 +509,21 @@ impl Node {
         Ok(())
     }
 
-    /// Carries out every `Ready` the core has.
+    /// Carries out every `Ready` the core has, unless the storage thread has no credit
+    /// left: then the `Ready` waits in the core (which merges later changes into it) until
+    /// the thread reports its group commit, which frees every credit at once.
     fn drain_ready(&mut self) {
-        while self.core.has_ready() {
+        while self.core.has_ready() && !self.storage_full() {
             let rd = self.core.ready();
             self.carry_out(rd);
         }
+    }
+
+    /// Whether `max_pending_storage_jobs` jobs are queued for the storage thread.
+    fn storage_full(&self) -> bool {
+        self.storage
+            .as_ref()
+            .is_some_and(|w| w.queued() >= self.max_storage_jobs)
     }
 
     fn carry_out(&mut self, rd: Ready) {
@@ -434,8 +541,11 @@ impl Node {
         if !rd.snapshot_chunks.is_empty() {
             self.chunks.send(rd.snapshot_chunks);
         }
-        // `rd.snapshot` (a received snapshot to restore) is carried out when storage
-        // reports the write that installs it (`WorkerEvent::SnapshotInstalled`).
+        if let Some(info) = rd.snapshot {
+            // Restored from storage once the write above installs it: storage reports it
+            // with the reader (`WorkerEvent::SnapshotInstalled`); apply jobs wait behind.
+            self.apply_order.await_install(info.meta);
+        }
         if !rd.committed_entries.is_empty() {
             if let Some(last) = rd.committed_entries.last() {
                 self.metrics.observe_commit_index(last.index);
@@ -443,8 +553,7 @@ impl Node {
             self.send_to_applier(ApplyJob::Apply(rd.committed_entries));
         }
         if rd.snapshot_request.is_some() {
-            // Storage makes a temp file to write into; the applier streams the state
-            // machine into it (`WorkerEvent::SnapshotWriter`).
+            // Storage makes a temp file to write into (`WorkerEvent::SnapshotWriter`).
             self.snapshot_started = Some(Instant::now());
             self.send_to_storage(StorageJob::NewSnapshotWriter);
         }
@@ -463,6 +572,11 @@ impl Node {
         }
         self.release_reads();
         if let Some(soft) = rd.soft_state {
+            // Proposals of a term this node no longer leads fail at once if they had not
+            // committed: their fate is the next leader's, and waiting tells no more.
+            let leading = (soft.role == Role::Leader).then_some(soft.term);
+            self.waiting_results
+                .fail_uncommitted(self.core.commit_index(), leading);
             self.metrics.observe_term(soft.term);
             self.metrics.observe_role(soft.role);
             if self.observed.borrow().leader != soft.leader {
@@ -494,20 +608,27 @@ impl Node {
     fn send_to_storage(&mut self, job: StorageJob) {
         let inline_if_idle = self.inline_follower_writes && self.core.role() != Role::Leader;
         if let Some(w) = &mut self.storage {
-            w.submit(job, &self.events_tx, inline_if_idle);
+            w.submit(job, &mut self.inline, inline_if_idle);
         }
     }
 
+    /// Hands `job` to the applier in the core's order (behind a pending restore).
     fn send_to_applier(&mut self, job: ApplyJob) {
+        if let Some(job) = self.apply_order.push(job) {
+            self.submit_to_applier(job);
+        }
+    }
+
+    fn submit_to_applier(&mut self, job: ApplyJob) {
         if let Some(w) = &mut self.applier {
-            w.submit(job, &self.events_tx);
+            w.submit(job, &mut self.inline);
         }
     }
 
     /// Graceful stop: pending proposals and reads fail with `ShuttingDown`, queued writes
     /// and applications finish, the threads end (dropping the storage releases its
     /// directory lock), and the transport stops.
-    async fn shutdown(mut self, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
+    async fn shutdown(mut self, mut events: mpsc::Receiver<WorkerEvent>) {
         self.network.stop();
         self.waiting_results.fail_all(|| Error::ShuttingDown);
         for (_, (reply, _)) in self.reads.drain() {
@@ -517,7 +638,10 @@ impl Node {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
         // Closing the job channels lets each worker finish its queue and exit; inline
-        // storage is dropped here, releasing its directory.
+        // storage is dropped here, releasing its directory. Closing the event channel
+        // first means no report can block a thread that is being joined.
+        events.close();
+        self.inline.clear();
         self.storage = None;
         self.applier = None;
         let threads = std::mem::take(&mut self.threads);

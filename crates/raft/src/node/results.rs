@@ -1,7 +1,12 @@
 //! Proposers waiting for the applier's results: one command (`propose_and_wait`) or a
 //! batch at consecutive indices (`propose_batch_and_wait`), answered once the applier has
 //! applied the last of them, failed when another entry takes their place, when a snapshot
-//! swallows them, or when `apply_entry_timeout` passes.
+//! swallows them, when the leader steps down before they commit, or when
+//! `apply_entry_timeout` passes.
+//!
+//! Bounded: every waiter stands for entries this node appended as leader and has not
+//! applied, which `max_unapplied_bytes` bounds (with a fixed overhead per entry, so empty
+//! commands count too); a step-down ends every waiter that had not committed.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -152,7 +157,7 @@ impl WaitingResults {
                 }
                 continue;
             }
-            let result = result.map_err(|e| Error::NotFound(e.to_string()));
+            let result = result.map_err(Error::Applier);
             if i != waiter.last {
                 waiter.results.push(result);
             } else if let Some(w) = self.waiters.remove(at) {
@@ -194,6 +199,30 @@ impl WaitingResults {
                 self.waiters.push_back(w);
             }
         }
+    }
+
+    /// This node stopped leading `term` (it follows, or leads a newer term): fails with
+    /// [`Error::LeadershipLost`] every proposer of an older term with an entry past
+    /// `commit`. Whether such an entry commits is now up to the next leader, so the outcome
+    /// is unknown, and waiting for `apply_entry_timeout` would not tell more. Proposers
+    /// whose entries are all committed keep waiting: the applier reaches them and answers.
+    pub(crate) fn fail_uncommitted(&mut self, commit: Index, current: Option<Term>) {
+        let stale = |w: &Waiter| w.last > commit && Some(w.term) != current;
+        if !self.waiters.iter().any(stale) {
+            return;
+        }
+        for w in std::mem::take(&mut self.waiters) {
+            if stale(&w) {
+                w.reply.fail(Error::LeadershipLost);
+            } else {
+                self.waiters.push_back(w);
+            }
+        }
+    }
+
+    /// Proposers waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.waiters.len()
     }
 
     /// Fails every proposer with `error()` (shutdown).
@@ -260,6 +289,69 @@ mod tests {
         w.on_applied(6, vec![ok(4, 1), ok(5, 2), ok(6, 3)], false);
         assert_eq!(kept_rx.try_recv().unwrap().unwrap(), "r4");
         assert_eq!(new_rx.try_recv().unwrap().unwrap(), "r6");
+    }
+
+    #[test]
+    fn stepping_down_fails_the_uncommitted_and_keeps_the_committed() {
+        let mut w = WaitingResults::new(Duration::from_secs(60));
+        let (committed, mut committed_rx) = oneshot::channel();
+        w.insert(4, 2, 3, Duration::ZERO, ResultReply::Many(committed));
+        let (straddling, mut straddling_rx) = oneshot::channel();
+        w.insert(6, 2, 3, Duration::ZERO, ResultReply::Many(straddling));
+        let (open, mut open_rx) = oneshot::channel();
+        w.insert(8, 1, 3, Duration::ZERO, ResultReply::One(open));
+        // Leads term 4 now, with a proposal of its own already waiting.
+        let (new, mut new_rx) = oneshot::channel();
+        w.insert(9, 1, 4, Duration::ZERO, ResultReply::One(new));
+        w.fail_uncommitted(6, Some(4));
+        assert!(matches!(
+            straddling_rx.try_recv().unwrap(),
+            Err(Error::LeadershipLost)
+        ));
+        assert!(matches!(
+            open_rx.try_recv().unwrap(),
+            Err(Error::LeadershipLost)
+        ));
+        assert!(committed_rx.try_recv().is_err(), "committed: still waits");
+        assert!(
+            new_rx.try_recv().is_err(),
+            "the current term's own proposal"
+        );
+        assert_eq!(w.len(), 2);
+        w.on_applied(5, vec![ok(4, 3), ok(5, 3)], false);
+        let texts: Vec<Bytes> = committed_rx
+            .try_recv()
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            vec!["r4", "r5"],
+            "applied entries keep their results"
+        );
+        w.fail_uncommitted(6, None);
+        assert!(matches!(
+            new_rx.try_recv().unwrap(),
+            Err(Error::LeadershipLost)
+        ));
+    }
+
+    #[test]
+    fn an_applier_error_is_the_proposers_answer() {
+        let mut w = WaitingResults::new(Duration::from_secs(5));
+        let (tx, mut rx) = oneshot::channel();
+        w.insert(1, 1, 1, Duration::ZERO, ResultReply::One(tx));
+        w.on_applied(
+            1,
+            vec![(1, 1, Err(ApplierError("no such key".into())))],
+            false,
+        );
+        match rx.try_recv().unwrap() {
+            Err(Error::Applier(e)) => assert_eq!(e, ApplierError("no such key".into())),
+            other => panic!("expected Error::Applier, got {other:?}"),
+        }
     }
 
     #[test]

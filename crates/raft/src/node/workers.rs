@@ -2,9 +2,14 @@
 //! since the last flush goes to disk with one `sync`) and the applier (the application's
 //! state machine, in log order, in batches). Each runs on a thread of its own, so the
 //! event loop never blocks on I/O — or, for in-memory storage and an applier declared
-//! non-blocking, inline on the event loop, saving the thread switches. Either way they
-//! report back through one event channel.
+//! non-blocking, inline on the event loop, saving the thread switches.
+//!
+//! Threads report on the node's bounded event channel; inline workers push their reports
+//! onto the event loop's own queue (`Outcomes`), since the loop must never wait for room
+//! in a channel that only it drains. How the queues stay bounded without anyone blocking
+//! is argued in the [node module docs](super).
 
+use std::collections::VecDeque;
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -36,6 +41,9 @@ pub(crate) enum WorkerEvent {
         /// How long the batch's closing `sync` took.
         fsync: Duration,
     },
+    /// The storage thread finished a group of jobs that had nothing else to report (only
+    /// compactions): its queue has room again.
+    StorageIdle,
     /// A snapshot the node built is installed in storage; the reader reads it.
     SnapshotSaved(Arc<dyn SnapshotReader>),
     /// A snapshot received from the leader is installed in storage (reported before the
@@ -59,8 +67,23 @@ pub(crate) enum WorkerEvent {
     SnapshotFailed(String),
     /// Storage failed: the node must stop (its durable state is unknown).
     StorageFailed(StorageError),
-    /// The application failed to apply or restore: the node must stop.
+    /// The application failed to restore a snapshot: the node must stop.
     ApplierFailed(ApplierError),
+}
+
+/// Outcomes of jobs run inline on the event loop, which the loop handles before it waits
+/// for anything else.
+pub(crate) type Outcomes = VecDeque<WorkerEvent>;
+
+/// Sends a thread's reports to the event loop. Blocking is safe here: the event loop
+/// never blocks and always drains the channel (see the node module docs); once it has
+/// closed the channel at shutdown, the reports are dropped.
+fn report(events: &mpsc::Sender<WorkerEvent>, out: Vec<WorkerEvent>) {
+    for ev in out {
+        if events.blocking_send(ev).is_err() {
+            return;
+        }
+    }
 }
 
 pub(crate) enum StorageJob {
@@ -92,6 +115,7 @@ impl std::fmt::Debug for WorkerEvent {
                 .field("seq", seq)
                 .field("entries", entries)
                 .finish_non_exhaustive(),
+            WorkerEvent::StorageIdle => f.write_str("StorageIdle"),
             WorkerEvent::SnapshotSaved(r) => {
                 f.debug_tuple("SnapshotSaved").field(r.info()).finish()
             }
@@ -120,16 +144,16 @@ impl std::fmt::Debug for WorkerEvent {
     }
 }
 
-/// Where storage jobs run: on a thread of their own (group commit: everything queued
+/// Where storage jobs run: on a thread of its own (group commit: everything queued
 /// since the last flush goes to disk with one `sync`), or inline on the event loop for
 /// storage that [`is_in_memory`](Storage::is_in_memory).
 ///
 /// With `RaftBuilder::with_inline_follower_writes`, a node with a storage thread still
-/// writes inline while it is not the leader and the thread is idle. A follower has nothing to do while its write is in flight (its answer
-/// waits for the `sync`), and handing the write to the thread and the outcome back costs
-/// two thread wake-ups on every write's critical path. A leader keeps the thread: its own
-/// write overlaps the round trip to the followers, and its loop keeps taking proposals
-/// meanwhile.
+/// writes inline while it is not the leader and the thread is idle. A follower has nothing
+/// to do while its write is in flight (its answer waits for the `sync`), and handing the
+/// write to the thread and the outcome back costs two thread wake-ups on every write's
+/// critical path. A leader keeps the thread: its own write overlaps the round trip to the
+/// followers, and its loop keeps taking proposals meanwhile.
 pub(crate) enum StorageWorker {
     Thread {
         jobs: std_mpsc::Sender<StorageJob>,
@@ -139,21 +163,23 @@ pub(crate) enum StorageWorker {
 }
 
 /// The storage, shared by the thread and the event loop. Only the event loop submits
-/// jobs, so when `queued` is 0 the thread has finished and reported every job, and the
-/// lock is free.
+/// jobs, so when `queued` is 0 the thread has finished every job, and the lock is free.
 pub(crate) struct SharedStorage {
     storage: Mutex<Box<dyn Storage>>,
-    /// Jobs handed to the thread and not yet finished.
+    /// Jobs handed to the thread and not yet finished: the storage queue's depth, which
+    /// the event loop keeps under `max_pending_storage_jobs`. Never decremented after a
+    /// failure, so the loop never writes inline past a write that failed.
     queued: AtomicUsize,
 }
 
 impl SharedStorage {
-    /// Runs `batch` under the lock. A poisoned lock (a panic inside the storage) leaves
-    /// the durable state unknown, which is a storage failure too.
+    /// Runs `batch` under the lock, its reports into `out`. A poisoned lock (a panic
+    /// inside the storage) leaves the durable state unknown, which is a storage failure
+    /// too.
     fn run(
         &self,
         batch: Vec<StorageJob>,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        out: &mut Vec<WorkerEvent>,
         started: Instant,
     ) -> Result<(), StorageError> {
         let mut storage = self.storage.lock().map_err(|_| {
@@ -161,7 +187,7 @@ impl SharedStorage {
                 "the storage panicked during an earlier call; its state is unknown".into(),
             )
         })?;
-        run_storage_batch(storage.as_mut(), batch, events, started)
+        run_storage_batch(storage.as_mut(), batch, out, started)
     }
 }
 
@@ -169,7 +195,7 @@ impl StorageWorker {
     /// Starts the worker; returns the thread to join at shutdown, if one was started.
     pub(crate) fn start(
         storage: Box<dyn Storage>,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        events: &mpsc::Sender<WorkerEvent>,
     ) -> std::io::Result<(Self, Option<JoinHandle<()>>)> {
         if storage.is_in_memory() {
             return Ok((StorageWorker::Inline(storage), None));
@@ -183,19 +209,23 @@ impl StorageWorker {
         Ok((StorageWorker::Thread { jobs, shared }, Some(thread)))
     }
 
-    /// Runs `job` inline or queues it for the thread; outcomes arrive as events. With a
-    /// thread, `inline_if_idle` runs the job here when the thread has nothing queued, so
-    /// jobs stay in order either way.
-    pub(crate) fn submit(
-        &mut self,
-        job: StorageJob,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
-        inline_if_idle: bool,
-    ) {
+    /// Jobs queued for the thread and not finished (0 for inline storage).
+    pub(crate) fn queued(&self) -> usize {
+        match self {
+            StorageWorker::Thread { shared, .. } => shared.queued.load(Ordering::Acquire),
+            StorageWorker::Inline(_) => 0,
+        }
+    }
+
+    /// Runs `job` inline (its outcomes onto `inline`) or queues it for the thread (its
+    /// outcomes arrive on the event channel). With a thread, `inline_if_idle` runs the
+    /// job here when the thread has nothing queued, so jobs stay in order either way.
+    pub(crate) fn submit(&mut self, job: StorageJob, inline: &mut Outcomes, inline_if_idle: bool) {
+        let mut out = Vec::new();
         let result = match self {
             StorageWorker::Thread { jobs, shared } => {
                 if inline_if_idle && shared.queued.load(Ordering::Acquire) == 0 {
-                    shared.run(vec![job], events, Instant::now())
+                    shared.run(vec![job], &mut out, Instant::now())
                 } else {
                     shared.queued.fetch_add(1, Ordering::AcqRel);
                     let _ = jobs.send(job);
@@ -203,11 +233,12 @@ impl StorageWorker {
                 }
             }
             StorageWorker::Inline(storage) => {
-                run_storage_batch(storage.as_mut(), vec![job], events, Instant::now())
+                run_storage_batch(storage.as_mut(), vec![job], &mut out, Instant::now())
             }
         };
+        inline.extend(out);
         if let Err(e) = result {
-            let _ = events.send(WorkerEvent::StorageFailed(e));
+            inline.push_back(WorkerEvent::StorageFailed(e));
         }
     }
 }
@@ -217,7 +248,7 @@ impl StorageWorker {
 fn spawn_storage(
     shared: Arc<SharedStorage>,
     jobs: std_mpsc::Receiver<StorageJob>,
-    events: mpsc::UnboundedSender<WorkerEvent>,
+    events: mpsc::Sender<WorkerEvent>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("raft-storage".into())
@@ -230,14 +261,21 @@ fn spawn_storage(
                     batch.push(more);
                 }
                 let count = batch.len();
-                let result = shared.run(batch, &events, started);
-                // Only once the outcome is reported: the event loop may then write
-                // inline, and its events must come after these.
-                shared.queued.fetch_sub(count, Ordering::AcqRel);
-                if let Err(e) = result {
-                    let _ = events.send(WorkerEvent::StorageFailed(e));
+                let mut out = Vec::new();
+                if let Err(e) = shared.run(batch, &mut out, started) {
+                    // `queued` stays up: the loop must not write inline after this.
+                    out.push(WorkerEvent::StorageFailed(e));
+                    report(&events, out);
                     return;
                 }
+                // Before the reports, so that the loop, woken by them, sees the room they
+                // announce. Everything reported is durable already, so a write the loop
+                // then makes inline may be handled first: `Persisted` is cumulative.
+                shared.queued.fetch_sub(count, Ordering::AcqRel);
+                if out.is_empty() {
+                    out.push(WorkerEvent::StorageIdle);
+                }
+                report(&events, out);
             }
         })
 }
@@ -245,7 +283,7 @@ fn spawn_storage(
 fn run_storage_batch(
     storage: &mut dyn Storage,
     batch: Vec<StorageJob>,
-    events: &mpsc::UnboundedSender<WorkerEvent>,
+    out: &mut Vec<WorkerEvent>,
     started: Instant,
 ) -> Result<(), StorageError> {
     let mut last_seq = None;
@@ -272,7 +310,7 @@ fn run_storage_batch(
                 {
                     flush(storage, &mut pending)?;
                 }
-                let mut install = None;
+                let mut install = false;
                 for write in std::mem::take(&mut w.snapshot) {
                     match write {
                         SnapshotWrite::Chunk { meta, offset, data } => {
@@ -280,17 +318,14 @@ fn run_storage_batch(
                         }
                         SnapshotWrite::Install { info, log } => {
                             storage.install_snapshot(&info, SnapshotSource::Received, log)?;
-                            install = Some(info);
+                            install = true;
                         }
                     }
                 }
-                if install.is_some() {
-                    // Only the last install of a batch needs restoring: it replaces the
+                if install {
+                    // Only the last install of a write needs restoring: it replaces the
                     // state the earlier ones would have restored.
-                    let reader = storage.snapshot_reader()?.ok_or_else(|| {
-                        StorageError::InvalidRequest("an installed snapshot is missing".into())
-                    })?;
-                    installed.push(reader);
+                    installed.push(current_snapshot(storage)?);
                 }
                 if let Some(hs) = &w.hard_state {
                     storage.set_hard_state(hs)?;
@@ -313,17 +348,10 @@ fn run_storage_batch(
             StorageJob::InstallBuilt { info, staged } => {
                 flush(storage, &mut pending)?;
                 // Newer than the stored one unless a leader's snapshot overtook it, which
-                // is harmless to skip.
+                // is harmless to skip (dropping the staged snapshot deletes its file).
                 let source = SnapshotSource::Staged(staged);
                 match storage.install_snapshot(&info, source, SnapshotLog::Keep) {
-                    Ok(()) => match storage.snapshot_reader()? {
-                        Some(reader) => outcomes.push(WorkerEvent::SnapshotSaved(reader)),
-                        None => {
-                            return Err(StorageError::InvalidRequest(
-                                "an installed snapshot is missing".into(),
-                            ))
-                        }
-                    },
+                    Ok(()) => outcomes.push(WorkerEvent::SnapshotSaved(current_snapshot(storage)?)),
                     Err(StorageError::InvalidRequest(reason)) => {
                         outcomes.push(WorkerEvent::SnapshotFailed(reason));
                     }
@@ -340,21 +368,24 @@ fn run_storage_batch(
     let sync_started = Instant::now();
     storage.sync()?;
     let fsync = sync_started.elapsed();
-    for reader in installed {
-        let _ = events.send(WorkerEvent::SnapshotInstalled(reader));
-    }
+    out.extend(installed.into_iter().map(WorkerEvent::SnapshotInstalled));
     if let Some(seq) = last_seq {
-        let _ = events.send(WorkerEvent::Persisted {
+        out.push(WorkerEvent::Persisted {
             seq,
             entries,
             started,
             fsync,
         });
     }
-    for outcome in outcomes {
-        let _ = events.send(outcome);
-    }
+    out.extend(outcomes);
     Ok(())
+}
+
+/// A reader of the snapshot storage just installed.
+fn current_snapshot(storage: &dyn Storage) -> Result<Arc<dyn SnapshotReader>, StorageError> {
+    storage.snapshot_reader()?.ok_or_else(|| {
+        StorageError::InvalidRequest("storage holds no snapshot right after installing one".into())
+    })
 }
 
 /// The application's state machine and what it has applied.
@@ -381,13 +412,14 @@ impl ApplierRunner {
         Ok(())
     }
 
-    /// Runs one job; returns `false` once the applier failed (the node must stop).
-    fn run(&mut self, job: ApplyJob, events: &mpsc::UnboundedSender<WorkerEvent>) -> bool {
+    /// Runs one job, its reports into `out`; returns `false` once the applier failed (the
+    /// node must stop).
+    fn run(&mut self, job: ApplyJob, out: &mut Vec<WorkerEvent>) -> bool {
         match job {
             ApplyJob::Restore(reader) => {
                 let info = reader.info().clone();
                 if let Err(e) = self.restore(reader) {
-                    let _ = events.send(WorkerEvent::ApplierFailed(e));
+                    out.push(WorkerEvent::ApplierFailed(e));
                     return false;
                 }
                 self.applied = info.meta.last_index;
@@ -398,7 +430,7 @@ impl ApplierRunner {
                         size: info.size,
                     });
                 }
-                let _ = events.send(WorkerEvent::Applied {
+                out.push(WorkerEvent::Applied {
                     index: self.applied,
                     results: Vec::new(),
                     restored: true,
@@ -420,13 +452,15 @@ impl ApplierRunner {
                     }
                     self.applied = e.index;
                 }
-                let _ = events.send(WorkerEvent::Applied {
+                out.push(WorkerEvent::Applied {
                     index: self.applied,
                     results,
                     restored: false,
                 });
             }
             ApplyJob::BuildSnapshot(mut writer) => {
+                // Streamed into storage's temp file on this thread; storage is not locked
+                // meanwhile (the writer does not borrow it).
                 let built = self
                     .applier
                     .snapshot_to(&mut *writer)
@@ -435,7 +469,7 @@ impl ApplierRunner {
                         let staged = writer.finish().map_err(|e| e.to_string())?;
                         Ok(WorkerEvent::SnapshotBuilt { index, staged })
                     });
-                let _ = events.send(built.unwrap_or_else(WorkerEvent::SnapshotFailed));
+                out.push(built.unwrap_or_else(WorkerEvent::SnapshotFailed));
             }
         }
         true
@@ -445,6 +479,9 @@ impl ApplierRunner {
 /// Where the applier runs: on a thread of its own, or inline on the event loop (see
 /// [`RaftBuilder::with_inline_applier`](crate::RaftBuilder::with_inline_applier)).
 pub(crate) enum ApplyWorker {
+    /// The job queue holds at most `max_pending_apply_batches` batches (the core hands out
+    /// no more until they are reported), at most one snapshot to build (the core asks for
+    /// one at a time) and the snapshots to restore.
     Thread(std_mpsc::Sender<ApplyJob>),
     /// `None` once the applier failed.
     Inline(Option<ApplierRunner>),
@@ -456,7 +493,7 @@ impl ApplyWorker {
     pub(crate) fn start(
         applier: Box<dyn Applier>,
         inline: bool,
-        events: &mpsc::UnboundedSender<WorkerEvent>,
+        events: &mpsc::Sender<WorkerEvent>,
         apply_tx: Option<mpsc::Sender<ApplyMsg>>,
     ) -> std::io::Result<(Self, Option<JoinHandle<()>>)> {
         let runner = ApplierRunner {
@@ -474,7 +511,10 @@ impl ApplyWorker {
             .spawn(move || {
                 let mut runner = runner;
                 while let Ok(job) = rx.recv() {
-                    if !runner.run(job, &events) {
+                    let mut out = Vec::with_capacity(1);
+                    let ok = runner.run(job, &mut out);
+                    report(&events, out);
+                    if !ok {
                         return;
                     }
                 }
@@ -482,15 +522,19 @@ impl ApplyWorker {
         Ok((ApplyWorker::Thread(tx), Some(thread)))
     }
 
-    /// Runs `job` (inline) or queues it (thread); outcomes arrive as events.
-    pub(crate) fn submit(&mut self, job: ApplyJob, events: &mpsc::UnboundedSender<WorkerEvent>) {
+    /// Runs `job` (inline, its outcomes onto `inline`) or queues it (thread, its outcomes
+    /// arrive on the event channel).
+    pub(crate) fn submit(&mut self, job: ApplyJob, inline: &mut Outcomes) {
         match self {
             ApplyWorker::Thread(tx) => {
                 let _ = tx.send(job);
             }
             ApplyWorker::Inline(runner) => {
                 if let Some(r) = runner {
-                    if !r.run(job, events) {
+                    let mut out = Vec::with_capacity(1);
+                    let ok = r.run(job, &mut out);
+                    inline.extend(out);
+                    if !ok {
                         *runner = None;
                     }
                 }
@@ -544,13 +588,10 @@ mod tests {
         fn snapshot_info(&self) -> Option<SnapshotInfo> {
             self.inner.snapshot_info()
         }
-        fn snapshot_reader(
-            &self,
-        ) -> Result<Option<std::sync::Arc<dyn crate::storage::SnapshotReader>>, StorageError>
-        {
+        fn snapshot_reader(&self) -> Result<Option<Arc<dyn SnapshotReader>>, StorageError> {
             self.inner.snapshot_reader()
         }
-        fn snapshot_writer(&self) -> Result<Box<dyn crate::storage::SnapshotWriter>, StorageError> {
+        fn snapshot_writer(&self) -> Result<Box<dyn SnapshotWriter>, StorageError> {
             self.inner.snapshot_writer()
         }
         fn write_snapshot_chunk(
@@ -565,7 +606,7 @@ mod tests {
             &mut self,
             info: &SnapshotInfo,
             source: SnapshotSource,
-            log: crate::core::SnapshotLog,
+            log: SnapshotLog,
         ) -> Result<(), StorageError> {
             self.inner.install_snapshot(info, source, log)
         }
@@ -595,7 +636,7 @@ mod tests {
             inner: MemStorage::new(),
             appends: 0,
         };
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut out = Vec::new();
         let batch = vec![
             write(1, None, &[(1, 1), (2, 1)]),
             write(2, None, &[(3, 1)]),
@@ -604,7 +645,7 @@ mod tests {
             write(4, Some(4), &[(4, 2)]),
             write(5, None, &[(5, 2)]),
         ];
-        run_storage_batch(&mut s, batch, &tx, Instant::now()).unwrap();
+        run_storage_batch(&mut s, batch, &mut out, Instant::now()).unwrap();
         assert_eq!(s.appends, 2, "one append before the truncation, one after");
         let terms: Vec<(Index, Term)> = s
             .entries(1, 6, u64::MAX)
@@ -613,9 +654,9 @@ mod tests {
             .map(|e| (e.index, e.term))
             .collect();
         assert_eq!(terms, vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]);
-        match rx.try_recv() {
-            Ok(WorkerEvent::Persisted { seq, entries, .. }) => {
-                assert_eq!((seq, entries), (5, 7));
+        match out.as_slice() {
+            [WorkerEvent::Persisted { seq, entries, .. }] => {
+                assert_eq!((*seq, *entries), (5, 7));
             }
             _ => panic!("expected one Persisted event for the whole batch"),
         }

@@ -156,5 +156,20 @@ mod tests {
             ServiceError::from_raft(Error::LeadershipLost, true, addr),
             ServiceError::Unknown(_)
         ));
+        let overloaded = ServiceError::from_raft(
+            Error::Overloaded {
+                reason: raftlock_raft::OverloadReason::PendingReads {
+                    pending: 3,
+                    limit: 3,
+                },
+            },
+            false,
+            addr,
+        );
+        assert!(
+            matches!(overloaded, ServiceError::Overloaded(_)),
+            "{overloaded:?}"
+        );
+        assert_eq!(overloaded.reason(), "overloaded");
     }
 }

@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod backpressure;
+
 mod election;
 mod election_reports;
 mod flow_control;
@@ -14,3 +16,4 @@ mod reads;
 mod replication;
 mod snapshots;
 mod terms;
+mod vote_guard;

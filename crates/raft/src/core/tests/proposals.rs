@@ -3,7 +3,7 @@
 
 use super::harness::*;
 use crate::core::InitialState;
-use crate::error::Error;
+use crate::error::{Error, OverloadReason};
 use crate::types::{EntryKind, Role};
 
 fn commands(n: usize) -> Vec<String> {
@@ -157,9 +157,11 @@ fn uncommitted_bytes_cap_refuses_until_commit() {
         matches!(
             r,
             Err(Error::Overloaded {
-                uncommitted: 30,
-                size: 10,
-                limit: 30
+                reason: OverloadReason::UncommittedBytes {
+                    uncommitted: 30,
+                    size: 10,
+                    limit: 30
+                }
             })
         ),
         "{r:?}"

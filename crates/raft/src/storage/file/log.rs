@@ -28,6 +28,54 @@
 //!   written after its data, so scans of non-last segments stop there; recovery cuts the
 //!   last segment after its valid records unless everything after them is zeros (see
 //!   `recover.rs`), so leftovers of a torn write never sit behind new appends.
+//!
+//! # The "synced end" checkpoint
+//!
+//! Recovery must tell a torn tail (a crash cut the last, unsynced write short: cut it off)
+//! from damage to records that were synced and acknowledged (a flipped bit: cutting there
+//! would silently lose entries the node promised to keep, and a node that lost them can
+//! vote for a candidate missing committed entries). The bytes alone cannot say which: a
+//! damaged length field looks like a torn record. So each segment of the current format
+//! (`RLWAL002`) records in its header how far its records were synced, and recovery never
+//! cuts below that (`segment.rs` has the layout, `recover.rs` the rules).
+//!
+//! - After each successful `fdatasync` of the last segment, one small `pwrite` stores the
+//!   segment's end and next index in the checkpoint slot not holding the current value
+//!   (two slots, used alternately, each with its own CRC: a torn slot write leaves the
+//!   previous value readable). It is written *after* the fsync and reaches the disk with
+//!   the next one (or earlier writeback), so the checkpoint on disk only ever claims data
+//!   that an fsync completed; a crash that loses its write leaves it one sync behind,
+//!   never ahead. The cost is one small write per sync and no extra fsync (group commit
+//!   pays it once per batch), although the fsync that follows also writes the header's
+//!   page back. In the window where it lags, records after a damaged one still betray
+//!   damage (`recover.rs`); only the very last record of the last sync before a power cut
+//!   is then unprotected against a later bit flip. The slots sit in the file's first
+//!   sector, which is rewritten on every sync: this relies on what disks promise, that a
+//!   write cut by a power loss leaves each sector with its old or its new content; the
+//!   other bytes of that sector are rewritten unchanged.
+//! - A roll makes the finished segment's checkpoint say "all of it" durably (fsync, write
+//!   the checkpoint, fsync again) before the next segment is created: a segment can become
+//!   the last one again (a truncation removes its successors) and must not then be
+//!   cuttable. Rolls are rare (one per segment size), so the second fsync costs nothing
+//!   noticeable.
+//! - A truncation that cuts below the checkpoint first lowers it, durably (write, fsync),
+//!   and only then cuts the file: a crash in between leaves a checkpoint that claims
+//!   nothing the file lacks.
+//! - New segments and a recycled spare get a fresh header (both slots: "nothing synced"),
+//!   written and fsynced before the file gets its segment name. Old slots of a recycled
+//!   file are overwritten, and would not verify anyway: their CRC is seeded with the old
+//!   first index.
+//! - Open fsyncs what it recovered past the checkpoint and raises the checkpoint to it:
+//!   the node now acts on those entries (it may acknowledge them), so they must be durable
+//!   and protected like any synced data.
+//! - With `SyncPolicy::UnsafeNoSync` the checkpoint is written on each `sync` all the same
+//!   and claims what `sync` returned for: a process crash keeps the page cache, so a
+//!   shorter log after one is damage and is refused as with fsync. After a machine crash
+//!   that policy promises nothing: the checkpoint may have reached the disk without the
+//!   data (open then refuses, which is right: acknowledged entries are gone) or not at all.
+//! - Segments of the first format (`RLWAL001`, no checkpoint) are still read, and appended
+//!   to while they are the last one, under the first format's rules; the next roll starts
+//!   a segment of the current format.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -35,7 +83,7 @@ use std::path::{Path, PathBuf};
 
 use super::fsutil::{io_err, remove_durably, sync_dir, TMP_SUFFIX};
 use super::index::ByteBudget;
-use super::segment::{self, Decoded, RECORD_HEADER_LEN};
+use super::segment::{self, Checkpoint, Decoded, RECORD_HEADER_LEN};
 use crate::error::StorageError;
 use crate::types::{Entry, Index};
 
@@ -68,11 +116,14 @@ pub(super) struct Segment {
     /// Length of the file: bytes in `[end, allocated)` are zeros written ahead or, in a
     /// recycled file, old records that do not verify in this segment.
     allocated: u64,
+    /// The checkpoint last written to the header (not necessarily durable yet); `None` for
+    /// a segment of the first format, which has none. Never beyond `end`.
+    checkpoint: Option<Checkpoint>,
 }
 
 impl Segment {
     /// A segment over an open file of `allocated` bytes whose records were found at
-    /// `offsets`, ending at `end`.
+    /// `offsets`, ending at `end`, with the checkpoint its header holds.
     pub(super) fn new(
         first_index: Index,
         path: PathBuf,
@@ -80,6 +131,7 @@ impl Segment {
         offsets: Vec<u32>,
         end: u64,
         allocated: u64,
+        checkpoint: Option<Checkpoint>,
     ) -> Self {
         Segment {
             first_index,
@@ -88,7 +140,65 @@ impl Segment {
             offsets,
             end,
             allocated: allocated.max(end),
+            checkpoint,
         }
+    }
+
+    /// Writes `checkpoint` into its header slot: one small `pwrite`, durable with the
+    /// segment's next fsync.
+    fn write_checkpoint(&mut self, checkpoint: Checkpoint) -> Result<(), StorageError> {
+        assert!(
+            checkpoint.end <= self.end,
+            "a checkpoint never claims more than the segment holds"
+        );
+        let slot = segment::encode_slot(self.first_index, &checkpoint);
+        self.file
+            .write_all_at(&slot, checkpoint.slot_offset())
+            .map_err(io_err("write checkpoint", &self.path))?;
+        self.checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    /// Records that every record written so far is durable. Call only once that is true:
+    /// after an fsync of the segment that followed its last write (or, without fsyncs,
+    /// once `sync` returns). No-op for the first format or when nothing changed.
+    fn checkpoint_synced(&mut self) -> Result<(), StorageError> {
+        let Some(current) = self.checkpoint else {
+            return Ok(());
+        };
+        let next = self.next_index();
+        if current.end == self.end && current.next == next {
+            return Ok(());
+        }
+        self.write_checkpoint(current.successor(self.end, next))
+    }
+
+    /// Called by recovery on the last segment: makes what open recovered durable and, in
+    /// the current format, raises the checkpoint to it durably, because the node will act
+    /// on those entries as if synced (see the module docs).
+    pub(super) fn settle_recovered(&mut self, sync: bool) -> Result<(), StorageError> {
+        let covered = self
+            .checkpoint
+            .is_some_and(|c| c.end == self.end && c.next == self.next_index());
+        if covered {
+            return Ok(());
+        }
+        if sync {
+            self.file.sync_data().map_err(io_err("fsync", &self.path))?;
+        }
+        if self.checkpoint.is_some() {
+            self.checkpoint_synced()?;
+            if sync {
+                self.file.sync_data().map_err(io_err("fsync", &self.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint last written, for tests.
+    #[cfg(test)]
+    pub(super) fn checkpoint(&self) -> Option<Checkpoint> {
+        self.checkpoint
     }
 
     /// Index one past its last record.
@@ -151,6 +261,12 @@ impl SegmentLog {
             buf: Vec::new(),
             spare,
         }
+    }
+
+    /// The checkpoint of the last segment, for tests.
+    #[cfg(test)]
+    pub(super) fn last_checkpoint(&self) -> Option<Checkpoint> {
+        self.segments.last().and_then(Segment::checkpoint)
     }
 
     /// Whether a recycled segment file is waiting for the next roll.
@@ -261,6 +377,7 @@ impl SegmentLog {
     fn roll(&mut self, first_index: Index) -> Result<(), StorageError> {
         self.end_last_segment()?;
         self.sync()?;
+        self.seal_last_segment()?;
         let name = segment::file_name(first_index);
         let path = self.dir.join(&name);
         let spare = if self.sync { self.spare.take() } else { None };
@@ -298,7 +415,26 @@ impl SegmentLog {
             Vec::new(),
             end,
             allocated,
+            Some(segment::initial_checkpoint(first_index)),
         ));
+        Ok(())
+    }
+
+    /// Makes the last segment's checkpoint say "all of it", durably, before the segment
+    /// stops being the last one (it is not fsynced again after that). Its data is already
+    /// durable: the caller has just synced it.
+    fn seal_last_segment(&mut self) -> Result<(), StorageError> {
+        let sync = self.sync;
+        let Some(seg) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        if seg.checkpoint.is_none() {
+            return Ok(());
+        }
+        seg.checkpoint_synced()?;
+        if sync {
+            seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+        }
         Ok(())
     }
 
@@ -344,12 +480,17 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Makes every write so far durable (a no-op under `UnsafeNoSync`). Only the last
-    /// segment can hold unflushed writes: older ones were flushed when the next began.
+    /// Makes every write so far durable (no fsync under `UnsafeNoSync`), then records
+    /// that in the last segment's checkpoint. Only the last segment can hold unflushed
+    /// writes: older ones were flushed when the next began.
     pub(super) fn sync(&mut self) -> Result<(), StorageError> {
-        if self.dirty && self.sync {
-            if let Some(seg) = self.segments.last() {
-                seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+        if self.dirty {
+            if let Some(seg) = self.segments.last_mut() {
+                if self.sync {
+                    seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+                }
+                // Only after the fsync: the checkpoint must never claim unsynced data.
+                seg.checkpoint_synced()?;
             }
         }
         self.dirty = false;
@@ -373,6 +514,14 @@ impl SegmentLog {
             let slot = usize::try_from(from - seg.first_index).unwrap_or(usize::MAX);
             if let Some(&offset) = seg.offsets.get(slot) {
                 let offset = u64::from(offset);
+                if let Some(current) = seg.checkpoint.filter(|c| c.end > offset) {
+                    // Lower the checkpoint durably before cutting: a crash between the two
+                    // must not leave a checkpoint that claims records the file lacks.
+                    seg.write_checkpoint(current.successor(offset, from))?;
+                    if self.sync {
+                        seg.file.sync_data().map_err(io_err("fsync", &seg.path))?;
+                    }
+                }
                 // Cut the file, not just the index: the records after the cut carry this
                 // segment's checksum seed, and one that new records happened to end in
                 // front of would read as data. Appends write zeros ahead again.

@@ -17,8 +17,9 @@
 //! and never held whole in memory.
 //! The log is append-only; `log.rs` explains the write ordering, the pre-allocation and
 //! recycling of segment files (so that an fsync after an append flushes data but no file
-//! metadata), and `recover.rs` what open accepts, repairs (a torn tail of the last segment)
-//! and refuses (everything else).
+//! metadata) and the "synced end" checkpoint each segment header keeps, and `recover.rs`
+//! what open accepts, repairs (a torn tail of the last segment, past that checkpoint) and
+//! refuses (everything else, above all damage to entries that were synced).
 //!
 //! In memory, the storage keeps the offset of every record, the terms of the log as runs
 //! (`index.rs`) and a bounded cache of the most recent entries, so `term()` never reads the
@@ -115,7 +116,9 @@ impl FileStorage {
     ///
     /// Fails with [`StorageError::Locked`] if the directory is in use, and with
     /// [`StorageError::Corruption`] naming file and offset if data is damaged anywhere a
-    /// crash cannot explain.
+    /// crash cannot explain, which includes any damage to log entries a `sync` covered:
+    /// those are never cut off as a torn tail. The error's text tells the operator the way
+    /// out (an empty data directory, caught up from the leader).
     pub fn open(dir: impl AsRef<Path>, options: FileStorageOptions) -> Result<Self, StorageError> {
         if options.segment_size > FileStorageOptions::MAX_SEGMENT_SIZE {
             return Err(StorageError::InvalidRequest(format!(

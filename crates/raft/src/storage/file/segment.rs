@@ -1,29 +1,53 @@
-//! Log segment files: naming, the segment header, record framing and the scan that
-//! recovery uses to find where valid data ends.
+//! Log segment files: naming, the segment header with its "synced end" checkpoint, record
+//! framing, and the scans that recovery uses to find where valid data ends.
 //!
-//! A segment `<first_index, 20 digits>.seg` starts with a 16-byte header, magic
-//! `b"RLWAL001"` and the first index (`u64` LE), followed by records:
+//! A segment `<first_index, 20 digits>.seg` starts with a header and is followed by
+//! records. Two header formats exist:
 //!
 //! ```text
-//! [len u32 LE][crc u32 LE][payload: index u64 LE | term u64 LE | kind u8 | data]
-//! crc = CRC32C(first_index of the segment, 8 bytes LE ++ len, 4 bytes LE ++ payload)
+//! RLWAL001 (16 bytes, first format):  magic | first index u64
+//! RLWAL002 (80 bytes, current):       magic | first index u64 | slot 0 (32) | slot 1 (32)
+//! slot:  seq u64 | synced end u64 | synced next index u64 | reserved u32 (0) | crc u32
+//!        crc = CRC32C(first index, 8 bytes LE ++ the slot's first 28 bytes)
+//! record: [len u32 LE][crc u32 LE][payload: index u64 LE | term u64 LE | kind u8 | data]
+//!        crc = CRC32C(first index, 8 bytes LE ++ len, 4 bytes LE ++ payload)
 //! ```
 //!
-//! Seeding the checksum with the segment's first index makes a record left over from
-//! another segment (a recycled or renamed file) fail the check instead of passing as data.
-//! A zero length at a record boundary marks the end of data, so zero-filled space after the
-//! last record (pre-allocation) reads as "nothing more". The same zero length, written as an
-//! 8-byte end marker, closes a segment whose file holds older bytes after its records (a
-//! recycled file), so a scan never reads past its data.
+//! Seeding the checksums with the segment's first index makes a record (or a slot) left
+//! over from another segment (a recycled or renamed file) fail the check instead of
+//! passing as data. A zero record header (length and checksum both zero) at a record
+//! boundary marks the end of data, so zero-filled space after the last record
+//! (pre-allocation) reads as "nothing more"; an 8-byte end marker of zeros closes a segment
+//! whose file holds older bytes after its records (a recycled file), so a scan never reads
+//! past its data. A zero length with a non-zero checksum field is a damaged record, not an
+//! end: one flipped bit can zero a small length, but not the checksum next to it as well.
+//!
+//! # The checkpoint
+//!
+//! The checkpoint says how far the segment's records were made durable: every record
+//! that starts below `synced end` (and so every index below `synced next index`) was
+//! covered by a completed `sync`. Recovery never cuts below it: damage there is
+//! corruption, not a torn write. It is kept in two slots written alternately, the one of
+//! parity `seq % 2`, and the valid slot with the higher `seq` wins; a torn slot write
+//! therefore leaves the previous value readable in the other slot. Why this design and
+//! how it is written (after the fsync it describes, never before) is in `log.rs`.
 
 use bytes::Bytes;
 
 use crate::types::{Entry, EntryKind, Index, Term};
 
-/// Magic at the start of every segment file.
-pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLWAL001";
-/// Size of the segment header: magic + first index.
-pub(super) const SEGMENT_HEADER_LEN: usize = 16;
+/// Magic at the start of a segment file of the current format (with a checkpoint).
+pub(super) const SEGMENT_MAGIC: &[u8; 8] = b"RLWAL002";
+/// Magic of the first format: a 16-byte header, no checkpoint.
+pub(super) const SEGMENT_MAGIC_V1: &[u8; 8] = b"RLWAL001";
+/// Size of a first-format header: magic + first index.
+pub(super) const V1_HEADER_LEN: usize = 16;
+/// Size of one checkpoint slot.
+pub(super) const SLOT_LEN: usize = 32;
+/// Offset of checkpoint slot 0 (slot 1 follows it).
+pub(super) const SLOTS_AT: usize = 16;
+/// Size of the current header: magic + first index + two checkpoint slots.
+pub(super) const SEGMENT_HEADER_LEN: usize = SLOTS_AT + 2 * SLOT_LEN;
 /// Size of a record's `[len][crc]` prefix.
 pub(super) const RECORD_HEADER_LEN: usize = 8;
 /// Bytes of a payload before the entry's data: index + term + kind.
@@ -46,31 +70,165 @@ pub(super) fn parse_file_name(name: &str) -> Option<Index> {
     digits.parse().ok()
 }
 
-/// The header of a segment starting at `first_index`.
+/// How far a segment's records are known to be durable (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Checkpoint {
+    /// Sequence number of the write; it picks the slot (`seq % 2`) and orders the two.
+    pub seq: u64,
+    /// Byte offset up to which the records were synced (a record boundary).
+    pub end: u64,
+    /// Index one past the last synced record.
+    pub next: Index,
+}
+
+impl Checkpoint {
+    /// Offset in the file of the slot this checkpoint is written to.
+    pub(super) fn slot_offset(&self) -> u64 {
+        (SLOTS_AT + SLOT_LEN * usize::from(self.seq % 2 == 1)) as u64
+    }
+
+    /// The checkpoint that follows this one, claiming `end` and `next`.
+    pub(super) fn successor(&self, end: u64, next: Index) -> Checkpoint {
+        Checkpoint {
+            seq: self.seq + 1,
+            end,
+            next,
+        }
+    }
+}
+
+/// The bytes of the slot holding `checkpoint` in a segment starting at `first_index`.
+pub(super) fn encode_slot(first_index: Index, checkpoint: &Checkpoint) -> [u8; SLOT_LEN] {
+    let mut slot = [0u8; SLOT_LEN];
+    slot[..8].copy_from_slice(&checkpoint.seq.to_le_bytes());
+    slot[8..16].copy_from_slice(&checkpoint.end.to_le_bytes());
+    slot[16..24].copy_from_slice(&checkpoint.next.to_le_bytes());
+    // slot[24..28]: reserved, zero.
+    let crc = slot_crc(first_index, &slot[..SLOT_LEN - 4]);
+    slot[SLOT_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+    slot
+}
+
+fn slot_crc(first_index: Index, body: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&first_index.to_le_bytes()), body)
+}
+
+/// The checkpoint in the slot at `slot_at`, if the slot verifies, sits at the place its
+/// sequence number calls for, and is sane.
+fn decode_slot(header: &[u8], slot_at: usize, first_index: Index) -> Option<Checkpoint> {
+    let slot = header.get(slot_at..slot_at + SLOT_LEN)?;
+    let crc = read_u32(slot, SLOT_LEN - 4)?;
+    if slot_crc(first_index, &slot[..SLOT_LEN - 4]) != crc || read_u32(slot, 24)? != 0 {
+        return None;
+    }
+    let checkpoint = Checkpoint {
+        seq: read_u64(slot, 0)?,
+        end: read_u64(slot, 8)?,
+        next: read_u64(slot, 16)?,
+    };
+    let sane = checkpoint.seq != 0
+        && checkpoint.slot_offset() == slot_at as u64
+        && checkpoint.end >= SEGMENT_HEADER_LEN as u64
+        && checkpoint.next >= first_index;
+    sane.then_some(checkpoint)
+}
+
+/// The header of a new segment starting at `first_index`: both slots hold "nothing synced
+/// yet" (sequence numbers 1 and 2), so that any one damaged slot leaves a valid one.
 pub(super) fn encode_header(first_index: Index) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..].copy_from_slice(&first_index.to_le_bytes());
+    h[8..16].copy_from_slice(&first_index.to_le_bytes());
+    for seq in [1, 2] {
+        let c = Checkpoint {
+            seq,
+            end: SEGMENT_HEADER_LEN as u64,
+            next: first_index,
+        };
+        let at = c.slot_offset() as usize;
+        h[at..at + SLOT_LEN].copy_from_slice(&encode_slot(first_index, &c));
+    }
     h
 }
 
-/// Checks a segment header against the first index its file name promises.
-pub(super) fn check_header(buf: &[u8], first_index: Index) -> Result<(), String> {
-    let Some(header) = buf.get(..SEGMENT_HEADER_LEN) else {
-        return Err(format!(
-            "segment header is {} bytes, {SEGMENT_HEADER_LEN} expected",
-            buf.len()
-        ));
-    };
-    if &header[..8] != SEGMENT_MAGIC {
-        return Err("bad segment magic".into());
+/// The checkpoint a freshly written header holds (the newer of its two slots).
+pub(super) fn initial_checkpoint(first_index: Index) -> Checkpoint {
+    Checkpoint {
+        seq: 2,
+        end: SEGMENT_HEADER_LEN as u64,
+        next: first_index,
     }
-    match read_u64(header, 8) {
-        Some(i) if i == first_index => Ok(()),
-        Some(i) => Err(format!(
-            "segment header says first index {i} but the file name says {first_index}"
+}
+
+/// What a valid segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Header {
+    /// Where the records start.
+    pub len: usize,
+    /// The newest valid checkpoint; `None` in the first format, which has none.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A segment header that cannot be used.
+#[derive(Debug)]
+pub(super) struct HeaderError {
+    /// Offset of the damaged field.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Checks a segment header against the first index its file name promises and reads its
+/// checkpoint.
+pub(super) fn check_header(buf: &[u8], first_index: Index) -> Result<Header, HeaderError> {
+    let err = |offset: u64, reason: String| HeaderError { offset, reason };
+    let len = match buf.get(..8) {
+        Some(m) if m == SEGMENT_MAGIC => SEGMENT_HEADER_LEN,
+        Some(m) if m == SEGMENT_MAGIC_V1 => V1_HEADER_LEN,
+        Some(_) => return Err(err(0, "bad segment magic".into())),
+        None => {
+            return Err(err(
+                0,
+                format!("segment header is {} bytes, too short", buf.len()),
+            ))
+        }
+    };
+    if buf.len() < len {
+        return Err(err(
+            0,
+            format!("segment header is {} bytes, {len} expected", buf.len()),
+        ));
+    }
+    match read_u64(buf, 8) {
+        Some(i) if i == first_index => {}
+        Some(i) => {
+            return Err(err(
+                8,
+                format!("segment header says first index {i} but the file name says {first_index}"),
+            ))
+        }
+        None => return Err(err(8, "segment header is short".into())),
+    }
+    if len == V1_HEADER_LEN {
+        return Ok(Header {
+            len,
+            checkpoint: None,
+        });
+    }
+    let newest = [SLOTS_AT, SLOTS_AT + SLOT_LEN]
+        .into_iter()
+        .filter_map(|at| decode_slot(buf, at, first_index))
+        .max_by_key(|c| c.seq);
+    match newest {
+        Some(checkpoint) => Ok(Header {
+            len,
+            checkpoint: Some(checkpoint),
+        }),
+        // Each write touches one slot, so a crash never damages both.
+        None => Err(err(
+            SLOTS_AT as u64,
+            "neither checkpoint slot of the segment header is valid".into(),
         )),
-        None => Err("segment header is short".into()),
     }
 }
 
@@ -150,9 +308,6 @@ pub(super) enum Decoded<'a> {
     Bad {
         /// What is wrong.
         reason: String,
-        /// Where the record would end according to its length field, when that length is
-        /// plausible; used to tell a torn tail from corruption followed by valid records.
-        claimed_end: Option<usize>,
     },
 }
 
@@ -185,25 +340,30 @@ pub(super) fn decode_at(buf: &[u8], at: usize, segment_first: Index) -> Decoded<
         }
         return Decoded::Bad {
             reason: format!("partial record header ({remaining} of {RECORD_HEADER_LEN} bytes)"),
-            claimed_end: None,
         };
     };
     if len == 0 {
-        return Decoded::End;
+        if crc == 0 {
+            return Decoded::End;
+        }
+        return Decoded::Bad {
+            reason: format!(
+                "record length is zero but its checksum field is not ({crc:#010x}): a damaged \
+                 length, not the end of the data"
+            ),
+        };
     }
     let payload_len = len as usize;
     let start = at + RECORD_HEADER_LEN;
     if payload_len > MAX_PAYLOAD_LEN {
         return Decoded::Bad {
             reason: format!("record length {len} exceeds the maximum {MAX_PAYLOAD_LEN}"),
-            claimed_end: None,
         };
     }
     let end = start + payload_len;
     if payload_len < PAYLOAD_FIXED_LEN {
         return Decoded::Bad {
             reason: format!("record length {len} is below the minimum {PAYLOAD_FIXED_LEN}"),
-            claimed_end: Some(end),
         };
     }
     let Some(payload) = buf.get(start..end) else {
@@ -212,13 +372,11 @@ pub(super) fn decode_at(buf: &[u8], at: usize, segment_first: Index) -> Decoded<
                 "record of {len} bytes extends past the end of the file ({} bytes)",
                 buf.len()
             ),
-            claimed_end: None,
         };
     };
     if record_crc(segment_first, len, payload) != crc {
         return Decoded::Bad {
             reason: "record checksum mismatch".into(),
-            claimed_end: Some(end),
         };
     }
     let (Some(index), Some(term), Some(&code)) =
@@ -226,13 +384,11 @@ pub(super) fn decode_at(buf: &[u8], at: usize, segment_first: Index) -> Decoded<
     else {
         return Decoded::Bad {
             reason: "record payload is short".into(),
-            claimed_end: Some(end),
         };
     };
     let Some(kind) = EntryKind::from_u8(code) else {
         return Decoded::Bad {
             reason: format!("unknown entry kind {code}"),
-            claimed_end: Some(end),
         };
     };
     Decoded::Record(RecordView {
@@ -251,9 +407,9 @@ pub(super) struct BadRecord {
     pub offset: usize,
     /// What is wrong with it.
     pub reason: String,
-    /// A record with a valid checksum starts where this one claims to end: the damage is
-    /// followed by good data, so it cannot be a torn tail.
-    pub valid_record_follows: bool,
+    /// The record passes its checksum (its index or term is out of place): only a writer
+    /// of this very segment can have produced it, so it is no torn write.
+    pub verified: bool,
 }
 
 /// Result of scanning one segment's bytes.
@@ -269,41 +425,46 @@ pub(super) struct Scan {
     pub bad: Option<BadRecord>,
 }
 
-/// Walks the records of a whole segment file (header included), checking each checksum,
-/// that indices run `segment_first, segment_first + 1, ...` and that terms never go below
-/// `prev_term` or each other. Calls `on_record(index, term)` for each valid record and stops
-/// at the first record that is not valid; the caller decides whether that is a torn tail
-/// or corruption.
+impl Scan {
+    /// Index one past the last valid record.
+    pub(super) fn next_index(&self, segment_first: Index) -> Index {
+        segment_first + self.offsets.len() as u64
+    }
+}
+
+/// Walks the records of a whole segment file whose header is `header_len` bytes, checking
+/// each checksum, that indices run `segment_first, segment_first + 1, ...` and that terms
+/// never go below `prev_term` or each other. Calls `on_record(index, term)` for each valid
+/// record and stops at the first record that is not valid; the caller decides whether that
+/// is a torn tail or corruption.
 pub(super) fn scan(
     buf: &[u8],
+    header_len: usize,
     segment_first: Index,
     prev_term: Term,
     mut on_record: impl FnMut(Index, Term),
 ) -> Scan {
     let mut offsets = Vec::new();
-    let mut at = SEGMENT_HEADER_LEN;
+    let mut at = header_len;
     let mut expected = segment_first;
     let mut last_term = prev_term;
     let problem = loop {
-        let (reason, claimed_end) = match decode_at(buf, at, segment_first) {
+        let (reason, verified) = match decode_at(buf, at, segment_first) {
             Decoded::End => break None,
-            Decoded::Bad {
-                reason,
-                claimed_end,
-            } => (reason, claimed_end),
+            Decoded::Bad { reason, .. } => (reason, false),
             Decoded::Record(r) if r.index != expected => (
                 format!(
                     "record holds index {} where {expected} was expected",
                     r.index
                 ),
-                Some(r.end),
+                true,
             ),
             Decoded::Record(r) if r.term < last_term => (
                 format!(
                     "record {} has term {} after term {last_term}",
                     r.index, r.term
                 ),
-                Some(r.end),
+                true,
             ),
             Decoded::Record(r) => match u32::try_from(at) {
                 Ok(offset) => {
@@ -314,17 +475,15 @@ pub(super) fn scan(
                     at = r.end;
                     continue;
                 }
-                Err(_) => ("record offset beyond 4 GiB".to_string(), None),
+                Err(_) => ("record offset beyond 4 GiB".to_string(), false),
             },
         };
-        break Some((reason, claimed_end));
+        break Some((reason, verified));
     };
-    let bad = problem.map(|(reason, claimed_end)| BadRecord {
+    let bad = problem.map(|(reason, verified)| BadRecord {
         offset: at,
         reason,
-        valid_record_follows: claimed_end.is_some_and(|end| {
-            end < buf.len() && matches!(decode_at(buf, end, segment_first), Decoded::Record(_))
-        }),
+        verified,
     });
     Scan {
         offsets,
@@ -332,6 +491,47 @@ pub(super) fn scan(
         last_term,
         bad,
     }
+}
+
+/// The first record at or after byte `from` that passes its checksum in this segment and
+/// holds an index of at least `min_index`, starting at *any* byte offset: a damaged length
+/// field no longer says where the next record starts, so every offset is tried. Returns its
+/// offset and index.
+///
+/// This is what tells damage from a torn write past the checkpoint: a torn write of this
+/// segment's writer leaves nothing valid behind its damage except, after a power cut, the
+/// later pages of an unsynced write that reached the disk before an earlier one; damage to
+/// records that were synced leaves the records after them intact. Old records of a recycled
+/// file never verify here (their checksums are seeded with another, lower first index, and
+/// their indices are lower still). Cheap checks of the length and index fields come first,
+/// so that the checksum is computed only where a record of this segment could start.
+pub(super) fn find_later_record(
+    buf: &[u8],
+    from: usize,
+    segment_first: Index,
+    min_index: Index,
+) -> Option<(usize, Index)> {
+    let min_record = RECORD_HEADER_LEN + PAYLOAD_FIXED_LEN;
+    let room = buf.len().checked_sub(from)?;
+    // No more records than fit in the rest of the file.
+    let max_index = min_index.saturating_add((room / min_record) as u64);
+    let last_start = buf.len().checked_sub(min_record)?;
+    (from..=last_start).find_map(|at| {
+        let len = read_u32(buf, at)? as usize;
+        if !(PAYLOAD_FIXED_LEN..=MAX_PAYLOAD_LEN).contains(&len)
+            || at + RECORD_HEADER_LEN + len > buf.len()
+        {
+            return None;
+        }
+        let index = read_u64(buf, at + RECORD_HEADER_LEN)?;
+        if index < min_index || index > max_index {
+            return None;
+        }
+        match decode_at(buf, at, segment_first) {
+            Decoded::Record(r) if r.index == index => Some((at, index)),
+            _ => None,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -375,7 +575,7 @@ mod tests {
         ];
         let buf = segment(5, &es);
         let mut seen = Vec::new();
-        let scan = scan(&buf, 5, 0, |i, t| seen.push((i, t)));
+        let scan = scan(&buf, SEGMENT_HEADER_LEN, 5, 0, |i, t| seen.push((i, t)));
         assert!(scan.bad.is_none());
         assert_eq!(scan.data_end, buf.len());
         assert_eq!(seen, vec![(5, 1), (6, 2), (7, 2)]);
@@ -409,7 +609,7 @@ mod tests {
         let mut buf = segment(1, &entries(1, 2));
         let end = buf.len();
         buf.extend_from_slice(&[0u8; 64]);
-        let scan = scan(&buf, 1, 0, |_, _| {});
+        let scan = scan(&buf, SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
         assert!(scan.bad.is_none());
         assert_eq!((scan.offsets.len(), scan.data_end), (2, end));
     }
@@ -419,12 +619,14 @@ mod tests {
         let mut buf = segment(1, &entries(1, 1));
         let end = buf.len();
         buf.extend_from_slice(&[0u8; 5]);
-        let s = scan(&buf, 1, 0, |_, _| {});
+        let s = scan(&buf, SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
         assert!(s.bad.is_none());
         assert_eq!((s.offsets.len(), s.data_end), (1, end));
         // Non-zero leftovers of that length are a torn header.
         buf[end + 2] = 7;
-        assert!(scan(&buf, 1, 0, |_, _| {}).bad.is_some());
+        assert!(scan(&buf, SEGMENT_HEADER_LEN, 1, 0, |_, _| {})
+            .bad
+            .is_some());
     }
 
     #[test]
@@ -434,43 +636,67 @@ mod tests {
         let old = segment(1, &entries(1, 5));
         let mut reused = old.clone();
         reused[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(40));
-        let s = scan(&reused, 40, 0, |_, _| {});
+        let s = scan(&reused, SEGMENT_HEADER_LEN, 40, 0, |_, _| {});
         assert!(s.offsets.is_empty());
         let bad = s.bad.expect("stale record must not verify");
-        assert!(!bad.valid_record_follows);
+        assert!(!bad.verified);
         assert!(bad.reason.contains("checksum"), "{}", bad.reason);
+        assert_eq!(find_later_record(&reused, bad.offset, 40, 40), None);
     }
 
     #[test]
-    fn torn_tail_and_corruption_before_valid_record_are_told_apart() {
+    fn a_later_valid_record_is_found_wherever_it_starts() {
         let buf = segment(1, &entries(1, 3));
-        let last = {
-            let s = scan(&buf, 1, 0, |_, _| {});
-            s.offsets[2] as usize
-        };
+        let offsets = scan(&buf, SEGMENT_HEADER_LEN, 1, 0, |_, _| {}).offsets;
+        let last = offsets[2] as usize;
         // Cut anywhere inside the last record: a bad record with nothing valid after it.
         for cut in last + 1..buf.len() {
-            let s = scan(&buf[..cut], 1, 0, |_, _| {});
+            let s = scan(&buf[..cut], SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
             let bad = s.bad.expect("torn record must be reported");
-            assert_eq!((bad.offset, bad.valid_record_follows), (last, false));
+            assert_eq!(bad.offset, last);
+            assert_eq!(find_later_record(&buf[..cut], bad.offset + 1, 1, 3), None);
             assert_eq!(s.offsets.len(), 2);
         }
-        // A flipped payload byte in the middle record: valid record right after it.
-        let mut corrupt = buf.clone();
-        let second = scan(&buf, 1, 0, |_, _| {}).offsets[1] as usize;
-        corrupt[second + RECORD_HEADER_LEN + 3] ^= 1;
-        let bad = scan(&corrupt, 1, 0, |_, _| {}).bad.unwrap();
-        assert_eq!((bad.offset, bad.valid_record_follows), (second, true));
+        // Every bit of the middle record's length flipped: whatever it now claims, the
+        // record after it is found.
+        let second = offsets[1] as usize;
+        for bit in 0..32 {
+            let mut corrupt = buf.clone();
+            corrupt[second + bit / 8] ^= 1 << (bit % 8);
+            let s = scan(&corrupt, SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
+            let bad = s.bad.expect("damaged length must be reported");
+            assert_eq!(bad.offset, second, "bit {bit}");
+            assert_eq!(
+                find_later_record(&corrupt, bad.offset + 1, 1, 2),
+                Some((last, 3)),
+                "bit {bit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zeroed_length_is_damage_and_a_zero_header_is_the_end() {
+        let buf = segment(1, &entries(1, 2));
+        let second = scan(&buf, SEGMENT_HEADER_LEN, 1, 0, |_, _| {}).offsets[1] as usize;
+        let mut zero_len = buf.clone();
+        zero_len[second..second + 4].fill(0);
+        let s = scan(&zero_len, SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
+        assert!(s.bad.unwrap().reason.contains("length is zero"));
+        let mut zero_header = buf.clone();
+        zero_header[second..second + RECORD_HEADER_LEN].fill(0);
+        let s = scan(&zero_header, SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
+        assert!(s.bad.is_none());
+        assert_eq!(s.data_end, second);
     }
 
     #[test]
     fn wrong_index_and_decreasing_term_stop_the_scan() {
         let mut es = entries(1, 3);
         es[1].index = 9;
-        let s = scan(&segment(1, &es), 1, 0, |_, _| {});
+        let s = scan(&segment(1, &es), SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
         assert!(s.bad.unwrap().reason.contains("index 9"));
         let es = vec![Entry::normal(1, 3, "a"), Entry::normal(2, 2, "b")];
-        let s = scan(&segment(1, &es), 1, 0, |_, _| {});
+        let s = scan(&segment(1, &es), SEGMENT_HEADER_LEN, 1, 0, |_, _| {});
         assert_eq!(s.offsets.len(), 1);
         assert!(s.bad.unwrap().reason.contains("term 2 after term 3"));
     }
@@ -482,19 +708,61 @@ mod tests {
         buf.extend_from_slice(&[0u8; 4]);
         assert!(matches!(
             decode_at(&buf, SEGMENT_HEADER_LEN, 1),
-            Decoded::Bad {
-                claimed_end: None,
-                ..
-            }
+            Decoded::Bad { .. }
         ));
     }
 
     #[test]
     fn header_must_match_the_name() {
         let h = encode_header(7);
-        assert!(check_header(&h, 7).is_ok());
-        assert!(check_header(&h, 8).is_err());
+        assert_eq!(
+            check_header(&h, 7).unwrap(),
+            Header {
+                len: SEGMENT_HEADER_LEN,
+                checkpoint: Some(initial_checkpoint(7)),
+            }
+        );
+        assert_eq!(check_header(&h, 8).unwrap_err().offset, 8);
         assert!(check_header(&h[..10], 7).is_err());
-        assert!(check_header(&[0u8; 16], 7).is_err());
+        assert!(check_header(&h[..SEGMENT_HEADER_LEN - 1], 7).is_err());
+        assert!(check_header(&[0u8; SEGMENT_HEADER_LEN], 7).is_err());
+        let mut v1 = SEGMENT_MAGIC_V1.to_vec();
+        v1.extend_from_slice(&7u64.to_le_bytes());
+        assert_eq!(
+            check_header(&v1, 7).unwrap(),
+            Header {
+                len: V1_HEADER_LEN,
+                checkpoint: None,
+            }
+        );
+    }
+
+    #[test]
+    fn the_newest_valid_slot_wins_and_one_damaged_slot_is_survived() {
+        let mut h = encode_header(7).to_vec();
+        let c3 = initial_checkpoint(7).successor(200, 12);
+        let at = c3.slot_offset() as usize;
+        h[at..at + SLOT_LEN].copy_from_slice(&encode_slot(7, &c3));
+        assert_eq!(check_header(&h, 7).unwrap().checkpoint, Some(c3));
+        // Any flipped bit in the newest slot: the previous value comes back.
+        for bit in 0..SLOT_LEN * 8 {
+            let mut damaged = h.clone();
+            damaged[at + bit / 8] ^= 1 << (bit % 8);
+            let c = check_header(&damaged, 7).unwrap().checkpoint.unwrap();
+            assert_eq!(c, initial_checkpoint(7), "bit {bit}");
+        }
+        // A slot of another segment (a recycled file) does not verify.
+        assert_eq!(check_header(&h, 8).unwrap_err().offset, 8);
+        let mut other = h.clone();
+        other[at..at + SLOT_LEN].copy_from_slice(&encode_slot(9, &c3));
+        assert_eq!(
+            check_header(&other, 7).unwrap().checkpoint,
+            Some(initial_checkpoint(7))
+        );
+        // Both slots damaged: no checkpoint to trust.
+        let mut both = h.clone();
+        both[SLOTS_AT] ^= 1;
+        both[SLOTS_AT + SLOT_LEN] ^= 1;
+        assert_eq!(check_header(&both, 7).unwrap_err().offset, SLOTS_AT as u64);
     }
 }

@@ -401,8 +401,8 @@ fn torn_write_inside_a_preallocated_segment() {
         let mut s = FileStorage::open(pristine.path(), opts(segment_size, 0)).unwrap();
         s.append(&fixed(1, 21, 1)).unwrap();
         s.sync().unwrap();
+        // The last batch is never synced: only such a write can be torn by a crash.
         s.append(&fixed(21, 26, 1)).unwrap();
-        s.sync().unwrap();
     }
     let name = segment_files(pristine.path())[0]
         .file_name()
@@ -463,6 +463,75 @@ fn torn_write_inside_a_preallocated_segment() {
     let (_work, s, seg) = reopen(&damaged, "garbage in the zero tail");
     assert_eq!(s.last_index(), 25);
     assert_eq!(file_len(&seg), at(26) as u64);
+}
+
+#[test]
+fn the_same_damage_below_the_synced_end_is_refused() {
+    // As in `torn_write_inside_a_preallocated_segment`, but the last batch was synced: its
+    // records are acknowledged, and a lost first page there is damage, not a torn write.
+    let dir = tempfile::tempdir().unwrap();
+    let segment_size = 1 << 16;
+    {
+        let mut s = FileStorage::open(dir.path(), opts(segment_size, 0)).unwrap();
+        s.append(&fixed(1, 21, 1)).unwrap();
+        s.sync().unwrap();
+        s.append(&fixed(21, 26, 1)).unwrap();
+        s.sync().unwrap();
+    }
+    let seg = segment_files(dir.path())[0].clone();
+    let rec = segment::record_len(&fixed(1, 2, 1)[0]);
+    let at = |i: u64| segment::SEGMENT_HEADER_LEN + (i as usize - 1) * rec;
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[at(25)..].fill(0);
+    fs::write(&seg, &bytes).unwrap();
+    match FileStorage::open(dir.path(), opts(segment_size, 0)) {
+        Err(StorageError::Corruption { path, offset, .. }) => {
+            assert_eq!((path, offset), (seg, at(25) as u64));
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[test]
+fn checkpoints_follow_syncs_rolls_truncations_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = segment::record_len(&fixed(1, 2, 1)[0]) as u64;
+    let at = |i: u64| segment::SEGMENT_HEADER_LEN as u64 + (i - 1) * rec;
+    let synced = |s: &FileStorage| s.log.last_checkpoint().map(|c| (c.end, c.next));
+    let mut s = FileStorage::open(dir.path(), opts(1 << 16, 0)).unwrap();
+    s.append(&fixed(1, 11, 1)).unwrap();
+    // Written but not synced: the checkpoint still says "nothing".
+    assert_eq!(synced(&s), Some((at(1), 1)));
+    s.sync().unwrap();
+    assert_eq!(synced(&s), Some((at(11), 11)));
+    // A truncation below it lowers it.
+    s.truncate_suffix(6).unwrap();
+    assert_eq!(synced(&s), Some((at(6), 6)));
+    s.append(&fixed(6, 9, 2)).unwrap();
+    drop(s);
+    // Open takes what it recovered past the checkpoint as the log: it is recorded.
+    let s = FileStorage::open(dir.path(), opts(1 << 16, 0)).unwrap();
+    assert_eq!(s.last_index(), 8);
+    assert_eq!(synced(&s), Some((at(9), 9)));
+    drop(s);
+    // A rolled segment's checkpoint covers all of it, in its file.
+    let mut s = FileStorage::open(dir.path(), opts(400, 0)).unwrap();
+    s.append(&fixed(9, 30, 2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    for path in segment_files(dir.path()) {
+        let bytes = fs::read(&path).unwrap();
+        let first = segment::parse_file_name(path.file_name().unwrap().to_str().unwrap()).unwrap();
+        let header = segment::check_header(&bytes, first).unwrap();
+        let scan = segment::scan(&bytes, header.len, first, 0, |_, _| {});
+        let c = header.checkpoint.unwrap();
+        assert_eq!(
+            (c.end, c.next),
+            (scan.data_end as u64, scan.next_index(first)),
+            "{}",
+            path.display()
+        );
+    }
 }
 
 #[test]
