@@ -168,8 +168,10 @@ pub struct Ready {
     /// [`RaftCore::on_applied`]: no more are handed out while `max_pending_apply_batches`
     /// batches are unreported.
     pub committed_entries: Vec<Entry>,
-    /// Build a snapshot of the state machine (it has applied at least this index), save
-    /// it durably, then call [`RaftCore::on_snapshot_built`] (or `on_snapshot_failed`).
+    /// Build a snapshot of the state machine (it has applied at least this index): stream
+    /// it into a [`Storage::snapshot_writer`](crate::Storage::snapshot_writer), install it
+    /// durably (keeping the log), then call [`RaftCore::on_snapshot_built`] with its info
+    /// (or `on_snapshot_failed`).
     pub snapshot_request: Option<Index>,
     /// Storage may drop log entries up to this index ([`Storage::compact`](crate::Storage::compact)).
     pub compact_to: Option<Index>,

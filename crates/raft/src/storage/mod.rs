@@ -131,7 +131,9 @@ pub trait Storage: Send + 'static {
     /// [`SnapshotLog::Discard`] the log restarts right after the snapshot. A snapshot not
     /// newer than the current one, bytes that do not match `info`, or a received snapshot
     /// that is not the one being received are refused with
-    /// [`StorageError::InvalidRequest`]. Every refusal writes nothing.
+    /// [`StorageError::InvalidRequest`]. A refusal leaves the snapshot and the log as they
+    /// were (a received snapshot whose bytes do not match is dropped: the transfer starts
+    /// over).
     fn install_snapshot(
         &mut self,
         info: &SnapshotInfo,
