@@ -389,6 +389,19 @@ impl ElectionReason {
     }
 }
 
+/// What a node recovered from storage, to build its core from.
+#[derive(Clone, Debug, Default)]
+pub struct InitialState {
+    /// Persisted term and vote.
+    pub hard_state: HardState,
+    /// The latest snapshot ([`Storage::snapshot_info`](crate::Storage::snapshot_info));
+    /// the application's state machine has been restored from it. The core sends it to
+    /// followers that need compacted entries (its bytes stay in storage).
+    pub snapshot: Option<SnapshotInfo>,
+    /// The durable log entries; entries at or below the snapshot's index are skipped.
+    pub entries: Vec<Entry>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,7 +51,7 @@ use crate::config::Config;
 use crate::error::{Error, OverloadReason, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
-pub use crate::types::ElectionReason;
+pub use crate::types::{ElectionReason, InitialState};
 use crate::types::{
     Entry, EntryKind, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role,
     SnapshotInfo, Term,
@@ -61,19 +61,6 @@ use crate::types::{
 /// `max_unapplied_bytes` (the entry in the log, its proposer's waiter), so that empty
 /// commands are bounded too.
 pub const ENTRY_OVERHEAD: u64 = 256;
-
-/// What a node recovered from storage, to build its core from.
-#[derive(Clone, Debug, Default)]
-pub struct InitialState {
-    /// Persisted term and vote.
-    pub hard_state: HardState,
-    /// The latest snapshot ([`Storage::snapshot_info`](crate::Storage::snapshot_info));
-    /// the application's state machine has been restored from it. The core sends it to
-    /// followers that need compacted entries (its bytes stay in storage).
-    pub snapshot: Option<SnapshotInfo>,
-    /// The durable log entries; entries at or below the snapshot's index are skipped.
-    pub entries: Vec<Entry>,
-}
 
 /// State the runtime must make durable, in order, before calling
 /// [`RaftCore::on_persisted`] with `seq`.

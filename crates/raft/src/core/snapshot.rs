@@ -285,6 +285,12 @@ impl RaftCore {
             pr.transfer = None;
             pr.match_index = pr.match_index.max(resp.last_index);
             pr.become_probe();
+            // A raised match index is counted like any other acknowledgement. The snapshot
+            // is at most this leader's commit index when it was built, so today this
+            // cannot move commit; it keeps every path that raises a match index alike.
+            if self.maybe_commit() {
+                self.broadcast_commit();
+            }
             self.send_append(&from, true);
             return;
         }

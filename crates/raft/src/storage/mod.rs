@@ -208,7 +208,7 @@ pub trait Storage: Send + 'static {
 /// applied again once the node learns the commit index.
 pub fn load_initial_state<S: Storage + ?Sized>(
     storage: &S,
-) -> Result<crate::core::InitialState, StorageError> {
+) -> Result<crate::types::InitialState, StorageError> {
     let snapshot = storage.snapshot_info();
     let (first, last) = (storage.first_index(), storage.last_index());
     let entries = if last >= first {
@@ -216,7 +216,7 @@ pub fn load_initial_state<S: Storage + ?Sized>(
     } else {
         Vec::new()
     };
-    Ok(crate::core::InitialState {
+    Ok(crate::types::InitialState {
         hard_state: storage.hard_state(),
         snapshot,
         entries,
