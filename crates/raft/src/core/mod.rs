@@ -41,7 +41,6 @@ use bytes::Bytes;
 #[cfg(feature = "bug-injection")]
 pub use self::bugs::InjectedBugs;
 pub use self::election::ElectionStart;
-pub use crate::types::ElectionReason;
 pub use self::log::LogWrite;
 use self::log::RaftLog;
 use self::progress::Progress;
@@ -52,6 +51,7 @@ use crate::config::Config;
 use crate::error::{Error, OverloadReason, Result};
 use crate::message::{Message, MessageBody};
 use crate::rand::Rand;
+pub use crate::types::ElectionReason;
 use crate::types::{
     Entry, EntryKind, HardState, Index, NodeId, PeerReplicationState, RaftStatus, Role, Snapshot,
     Term,

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 #[cfg(feature = "prometheus")]
 pub use self::prometheus::PrometheusMetrics;
-pub use crate::types::ElectionReason;
 use crate::error::RejectReason;
+pub use crate::types::ElectionReason;
 use crate::types::{Index, NodeId, Role, Term};
 
 /// How a proposal ended.
