@@ -10,7 +10,7 @@
 //! in memory whole). It prints the install time and the RSS figures.
 //!
 //! The 1 GiB figure in docs/BENCHMARKS.md:
-//! `RAFTKV_SNAPSHOT_MB=1024 cargo test --release -p raftlock-kv --test snapshot_catch_up -- --nocapture`.
+//! `RAFTKV_SNAPSHOT_MB=1024 cargo test -p raftlock-kv --test snapshot_catch_up -- --nocapture`.
 //!
 //! Time is bounded and `LocalCluster`'s drop reaps every process, even on failure.
 
