@@ -220,6 +220,7 @@ mod tests {
         let meta = SnapshotMeta {
             last_index: 5,
             last_term: 1,
+            membership: None,
         };
         fresh.restore(&meta, &data).unwrap();
         assert_eq!(fresh.handle().read().data, s.handle().read().data);

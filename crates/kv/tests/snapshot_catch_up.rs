@@ -64,6 +64,7 @@ fn seed_data_dir(dir: &Path, data: &Bytes) {
             meta: SnapshotMeta {
                 last_index: SNAPSHOT_INDEX,
                 last_term: 1,
+                membership: None,
             },
             data: data.clone(),
         })

@@ -58,6 +58,10 @@ pub enum Error {
     /// node stops: its state machine is not in a known state).
     #[error("raft: {0}")]
     Applier(#[from] ApplierError),
+    /// A membership change or leadership transfer was refused (see
+    /// [`MembershipError`](crate::MembershipError)); nothing was appended.
+    #[error("raft: {0}")]
+    Membership(#[from] crate::membership::MembershipError),
     /// A proposal is larger than `max_proposal_bytes` allows; nothing was appended.
     #[error("raft: proposal of {size} bytes exceeds the limit of {limit} bytes")]
     ProposalTooLarge {

@@ -92,6 +92,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod membership;
 pub mod message;
 pub mod metrics;
 pub mod network;
@@ -111,6 +112,7 @@ pub use builder::RaftBuilder;
 pub use clock::{Clock, StandardClock};
 pub use config::{Config, FeatureFlags, Options, TuningParams, NOMINAL_TICK_INTERVAL};
 pub use error::{ConfigError, Error, OverloadReason, RejectReason, Result, StorageError};
+pub use membership::{Membership, MembershipError, NodeInfo};
 pub use message::{
     AppendEntries, Heartbeat, InstallSnapshot, Message, MessageBody, ReadIndexRequest, RequestVote,
 };

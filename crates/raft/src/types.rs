@@ -240,6 +240,11 @@ pub struct SnapshotMeta {
     pub last_index: Index,
     /// Term of that entry.
     pub last_term: Term,
+    /// The configuration in effect at `last_index` (the latest configuration entry at or
+    /// below it). `None` only in snapshots written before membership was replicated:
+    /// their node falls back to its configured peers.
+    #[serde(default)]
+    pub membership: Option<crate::membership::Membership>,
 }
 
 /// A stored snapshot as the protocol sees it: which log prefix it replaces, its size and

@@ -42,6 +42,7 @@ fn core_rebuilt_from_file_storage_after_restart_matches() {
             meta: SnapshotMeta {
                 last_index: 250,
                 last_term: s.term(250).unwrap(),
+                membership: None,
             },
             data: Bytes::from_static(b"state at 250"),
         };

@@ -48,6 +48,7 @@ fn snapshot(index: Index, term: Term, data: &'static [u8]) -> MessageBody {
         meta: raftlock_raft::SnapshotMeta {
             last_index: index,
             last_term: term,
+            membership: None,
         },
         offset: 0,
         data: Bytes::from_static(data),
@@ -170,6 +171,7 @@ fn keep_without_the_entry_is_refused(storage: &mut dyn Storage) {
         meta: raftlock_raft::SnapshotMeta {
             last_index: index,
             last_term: term,
+            membership: None,
         },
         data: Bytes::from_static(b"s"),
     };

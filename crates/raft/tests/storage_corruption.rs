@@ -150,6 +150,7 @@ fn corrupted_snapshot_file() {
             meta: SnapshotMeta {
                 last_index: 10,
                 last_term: 1,
+                membership: None,
             },
             data: vec![7u8; 1000].into(),
         })

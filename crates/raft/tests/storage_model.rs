@@ -221,6 +221,7 @@ fn place_snapshot(mem: &MemStorage, kind: u8, sel: u64) -> SnapshotMeta {
     SnapshotMeta {
         last_index,
         last_term,
+        membership: None,
     }
 }
 

@@ -16,6 +16,7 @@ fn meta(last_index: u64, last_term: u64) -> SnapshotMeta {
     SnapshotMeta {
         last_index,
         last_term,
+        membership: None,
     }
 }
 

@@ -154,6 +154,7 @@ fn leftover_temp_files_are_ignored_and_removed() {
         meta: SnapshotMeta {
             last_index: 3,
             last_term: 1,
+            membership: None,
         },
         data: "state".into(),
     };

@@ -136,6 +136,7 @@ impl RaftCore {
         Some(SnapshotMeta {
             last_index: index,
             last_term: self.log.term(index)?,
+            membership: None,
         })
     }
 

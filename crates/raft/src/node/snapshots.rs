@@ -207,6 +207,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: index,
                 last_term: 1,
+                membership: None,
             },
             data: bytes::Bytes::from(format!("state at {index}")),
         };

@@ -45,6 +45,7 @@ fn chunk(offset: u64, len: usize, total: u64, done: bool) -> InstallSnapshot {
         meta: SnapshotMeta {
             last_index: 5,
             last_term: 2,
+            membership: None,
         },
         offset,
         data: Bytes::from(vec![7u8; len]),

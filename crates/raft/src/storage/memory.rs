@@ -249,6 +249,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: i,
                 last_term: t,
+                membership: None,
             },
             data: Default::default(),
         };

@@ -380,6 +380,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: 3,
                 last_term: 1,
+                membership: None,
             },
             size: data.len() as u64,
             checksum: crc32c::crc32c(data),
@@ -413,10 +414,12 @@ mod tests {
         let meta = SnapshotMeta {
             last_index: 9,
             last_term: 2,
+            membership: None,
         };
         let other = SnapshotMeta {
             last_index: 10,
             last_term: 2,
+            membership: None,
         };
         let mut slot = None;
         let new = || Ok(MemWriter::default());

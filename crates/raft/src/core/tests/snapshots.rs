@@ -191,6 +191,7 @@ fn stale_install_snapshot_is_ignored() {
         meta: SnapshotMeta {
             last_index: 3,
             last_term: term,
+            membership: None,
         },
         offset: 0,
         data: Bytes::from_static(b"old"),
@@ -213,6 +214,7 @@ fn snapshot_of(index: u64, term: u64, commands: &[&str]) -> Snapshot {
         meta: SnapshotMeta {
             last_index: index,
             last_term: term,
+            membership: None,
         },
         data: Bytes::from(data),
     }

@@ -174,6 +174,7 @@ pub(crate) fn from_envelope(
                 meta: SnapshotMeta {
                     last_index: meta.last_index,
                     last_term: meta.last_term,
+                    membership: None,
                 },
                 offset: s.offset,
                 data: s.data,
@@ -273,6 +274,7 @@ mod tests {
                 meta: SnapshotMeta {
                     last_index: 100,
                     last_term: 4,
+                    membership: None,
                 },
                 offset: 1 << 20,
                 data: Bytes::from(vec![7u8; 1000]),

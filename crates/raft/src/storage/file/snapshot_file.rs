@@ -92,6 +92,7 @@ fn decode_header(h: &[u8; HEADER_LEN]) -> Result<Header, String> {
         meta: SnapshotMeta {
             last_index: u64_at(8),
             last_term: u64_at(16),
+            membership: None,
         },
         data_len: u64_at(24),
         data_crc: u32_at(32),
@@ -421,6 +422,7 @@ pub(super) fn recover(dir: &Path) -> Result<Option<SnapshotInfo>, StorageError> 
                 SnapshotMeta {
                     last_index,
                     last_term,
+                    membership: None,
                 },
                 path,
             ))
@@ -458,6 +460,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: i,
                 last_term: t,
+                membership: None,
             },
             data: Bytes::from_static(data),
         }
@@ -507,6 +510,7 @@ mod tests {
         let meta = SnapshotMeta {
             last_index: 12,
             last_term: 3,
+            membership: None,
         };
         assert_eq!(parse_file_name(&file_name(&meta)), Some((12, 3)));
         assert_eq!(parse_file_name("12-3.snap"), None);

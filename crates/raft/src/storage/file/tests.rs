@@ -29,6 +29,7 @@ fn snapshot(last_index: Index, last_term: Term) -> Snapshot {
         meta: SnapshotMeta {
             last_index,
             last_term,
+            membership: None,
         },
         data: Bytes::from(format!("state@{last_index}")),
     }
