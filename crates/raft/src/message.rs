@@ -44,6 +44,9 @@ pub enum MessageBody {
     ReadIndex(ReadIndexRequest),
     /// The leader's answer.
     ReadIndexResponse(ReadIndexResponse),
+    /// The leader hands over leadership: the recipient, which the leader caught up,
+    /// campaigns at once without a pre-vote (thesis §3.10).
+    TimeoutNow,
 }
 
 /// RequestVote arguments (Figure 2), with the PreVote flag (thesis §9.6).
@@ -55,6 +58,10 @@ pub struct RequestVote {
     pub last_log_index: Index,
     /// Term of the candidate's last log entry.
     pub last_log_term: Term,
+    /// The campaign was started by a leadership transfer (`TimeoutNow`): voters grant it
+    /// even though they heard from the leader within the election timeout, since that
+    /// leader asked for it and stopped serving lease reads first.
+    pub transfer: bool,
 }
 
 /// RequestVote results.
@@ -185,6 +192,7 @@ impl Message {
             MessageBody::InstallSnapshotResponse(_) => "InstallSnapshotResponse",
             MessageBody::ReadIndex(_) => "ReadIndex",
             MessageBody::ReadIndexResponse(_) => "ReadIndexResponse",
+            MessageBody::TimeoutNow => "TimeoutNow",
         }
     }
 }

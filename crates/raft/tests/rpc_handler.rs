@@ -76,6 +76,7 @@ async fn rpcs_delivered_through_the_handler_are_answered_through_the_transport()
         pre_vote: false,
         last_log_index: 0,
         last_log_term: 0,
+        transfer: false,
     };
     rpc.request_vote(RpcHeader::new(id(2), id(1), 1), vote)
         .unwrap();
@@ -142,6 +143,7 @@ async fn strangers_misaddressed_and_malformed_messages_are_refused_and_counted()
         pre_vote: false,
         last_log_index: 0,
         last_log_term: 0,
+        transfer: false,
     };
     let refused = |r: Result<(), Error>| match r {
         Err(Error::Rejected(reason)) => reason,

@@ -338,6 +338,7 @@ impl RaftCore {
             pre_vote,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            transfer: false,
         };
         for peer in self.peers() {
             let body = MessageBody::RequestVote(req.clone());

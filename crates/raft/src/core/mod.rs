@@ -527,6 +527,7 @@ impl RaftCore {
             }
             MessageBody::ReadIndex(req) => self.handle_read_index(m.from, req),
             MessageBody::ReadIndexResponse(resp) => self.handle_read_index_response(resp),
+            MessageBody::TimeoutNow => {}
         }
     }
 

@@ -96,7 +96,7 @@ struct Inner {
 ///
 /// let members = ["node-1", "node-2", "node-3"].map(NodeId::from);
 /// let (handler, mut queue) = RpcHandler::new(NodeId::from("node-1"), members, 16, Arc::new(NoOpMetrics));
-/// let vote = RequestVote { pre_vote: false, last_log_index: 0, last_log_term: 0 };
+/// let vote = RequestVote { pre_vote: false, last_log_index: 0, last_log_term: 0, transfer: false };
 ///
 /// handler.request_vote(RpcHeader::new("node-2", "node-1", 1), vote.clone()).unwrap();
 /// assert_eq!(queue.try_recv().unwrap().kind(), "RequestVote");

@@ -107,6 +107,7 @@ fn misaddressed_and_foreign_messages_are_refused_and_counted() {
         pre_vote: false,
         last_log_index: 0,
         last_log_term: 0,
+        transfer: false,
     };
     let to_n3 = RpcHeader::new("n2", "n3", 1);
     assert_eq!(
@@ -157,6 +158,7 @@ fn malformed_bodies_are_refused_with_what_is_wrong() {
                 pre_vote: true,
                 last_log_index: 3,
                 last_log_term: 2,
+                transfer: false,
             },
         ),
     ];

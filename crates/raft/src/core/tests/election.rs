@@ -33,6 +33,7 @@ fn vote_request(index: u64, term: u64) -> MessageBody {
         pre_vote: false,
         last_log_index: index,
         last_log_term: term,
+        transfer: false,
     })
 }
 

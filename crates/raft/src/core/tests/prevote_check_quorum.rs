@@ -279,6 +279,7 @@ fn followers_refuse_votes_while_leader_is_live() {
                 pre_vote,
                 last_log_index,
                 last_log_term,
+                transfer: false,
             }),
         )
     };

@@ -391,6 +391,7 @@ fn restarted_node_refuses_votes_for_one_election_timeout() {
             pre_vote: false,
             last_log_index: 0,
             last_log_term: 0,
+            transfer: false,
         }),
     };
     core.step(vote(4));

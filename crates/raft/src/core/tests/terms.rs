@@ -52,6 +52,7 @@ fn bodies() -> Vec<(&'static str, MessageBody)> {
                 pre_vote: false,
                 last_log_index: 0,
                 last_log_term: 0,
+                transfer: false,
             }),
         ),
     ]

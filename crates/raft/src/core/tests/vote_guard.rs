@@ -46,6 +46,7 @@ fn vote_request(from: usize, to: usize, term: u64, pre_vote: bool) -> Message {
             pre_vote,
             last_log_index: 10,
             last_log_term: term,
+            transfer: false,
         }),
     )
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::proto as pb;
+use crate::membership::Membership;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse,
     InstallSnapshot, InstallSnapshotResponse, Message, MessageBody, ReadIndexRequest,
@@ -20,6 +21,8 @@ pub(crate) enum DecodeError {
     UnknownEntryKind(u32),
     /// A snapshot chunk without its metadata.
     MissingSnapshotMeta,
+    /// A snapshot's membership does not decode.
+    BadMembership(String),
 }
 
 impl fmt::Display for DecodeError {
@@ -28,6 +31,7 @@ impl fmt::Display for DecodeError {
             DecodeError::MissingBody => f.write_str("envelope without a body"),
             DecodeError::UnknownEntryKind(k) => write!(f, "unknown entry kind {k}"),
             DecodeError::MissingSnapshotMeta => f.write_str("snapshot chunk without metadata"),
+            DecodeError::BadMembership(e) => write!(f, "snapshot membership: {e}"),
         }
     }
 }
@@ -40,6 +44,7 @@ pub(crate) fn to_envelope(cluster_id: &str, m: Message) -> pb::Envelope {
             pre_vote: r.pre_vote,
             last_log_index: r.last_log_index,
             last_log_term: r.last_log_term,
+            transfer: r.transfer,
         }),
         MessageBody::RequestVoteResponse(r) => Body::RequestVoteResponse(pb::RequestVoteResponse {
             pre_vote: r.pre_vote,
@@ -80,6 +85,12 @@ pub(crate) fn to_envelope(cluster_id: &str, m: Message) -> pb::Envelope {
             meta: Some(pb::SnapshotMeta {
                 last_index: s.meta.last_index,
                 last_term: s.meta.last_term,
+                membership: s
+                    .meta
+                    .membership
+                    .as_ref()
+                    .map(Membership::encode)
+                    .unwrap_or_default(),
             }),
             offset: s.offset,
             data: s.data,
@@ -99,6 +110,7 @@ pub(crate) fn to_envelope(cluster_id: &str, m: Message) -> pb::Envelope {
             id: r.id,
             index: r.index,
         }),
+        MessageBody::TimeoutNow => Body::TimeoutNow(pb::TimeoutNow {}),
     };
     pb::Envelope {
         cluster_id: cluster_id.to_owned(),
@@ -129,6 +141,7 @@ pub(crate) fn from_envelope(
             pre_vote: r.pre_vote,
             last_log_index: r.last_log_index,
             last_log_term: r.last_log_term,
+            transfer: r.transfer,
         }),
         Body::RequestVoteResponse(r) => MessageBody::RequestVoteResponse(RequestVoteResponse {
             pre_vote: r.pre_vote,
@@ -174,7 +187,14 @@ pub(crate) fn from_envelope(
                 meta: SnapshotMeta {
                     last_index: meta.last_index,
                     last_term: meta.last_term,
-                    membership: None,
+                    membership: if meta.membership.is_empty() {
+                        None
+                    } else {
+                        Some(
+                            Membership::decode(&meta.membership)
+                                .map_err(|e| DecodeError::BadMembership(e.to_string()))?,
+                        )
+                    },
                 },
                 offset: s.offset,
                 data: s.data,
@@ -195,6 +215,7 @@ pub(crate) fn from_envelope(
             id: r.id,
             index: r.index,
         }),
+        Body::TimeoutNow(_) => MessageBody::TimeoutNow,
     };
     Ok(Message {
         from,
@@ -218,6 +239,7 @@ mod tests {
                 pre_vote: true,
                 last_log_index: 7,
                 last_log_term: 3,
+                transfer: false,
             }),
             MessageBody::RequestVoteResponse(RequestVoteResponse {
                 pre_vote: false,
