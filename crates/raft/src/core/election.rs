@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use super::progress::Progress;
-use super::quorum::{self, VoteResult};
+use super::quorum::VoteResult;
 use super::RaftCore;
 use crate::message::{Message, MessageBody, RequestVote, RequestVoteResponse};
 use crate::types::{ElectionReason, Entry, NodeId, Role, Term};
@@ -45,7 +44,7 @@ impl RaftCore {
                 self.become_follower(self.state.term, None);
                 return;
             }
-            for p in self.progress.values_mut() {
+            for p in self.tracker.progress.values_mut() {
                 p.recent_active = false;
             }
         }
@@ -67,7 +66,7 @@ impl RaftCore {
     /// would, later.
     pub(super) fn quorum_contact_lost(&self) -> bool {
         self.config.feature_flags.check_quorum
-            && self.voters.len() > 1
+            && !self.tracker.is_sole_voter(&self.id)
             && matches!(
                 (self.clock, self.reads.quorum_deadline),
                 (Some(now), Some(deadline)) if now > deadline
@@ -84,8 +83,7 @@ impl RaftCore {
 
     /// Whether a majority (this node included) answered since the last CheckQuorum round.
     fn quorum_active(&self) -> bool {
-        let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
-        active >= quorum::majority(self.voters.len())
+        self.tracker.quorum_active(&self.id)
     }
 
     /// Whether this node leads, or heard from a leader within the (minimum) election
@@ -272,8 +270,7 @@ impl RaftCore {
         if resp.granted && term != campaign_term {
             return;
         }
-        self.votes.insert(from, resp.granted);
-        match quorum::tally(&self.votes, self.voters.len()) {
+        match self.tracker.record_vote(from, resp.granted) {
             VoteResult::Won if resp.pre_vote => self.become_candidate(ElectionReason::PreVoteWon),
             VoteResult::Won => self.become_leader(),
             VoteResult::Lost => self.become_follower(self.state.term, None),
@@ -292,8 +289,8 @@ impl RaftCore {
         if was_leader {
             self.reads_on_step_down();
         }
-        self.votes.clear();
-        self.progress.clear();
+        self.tracker.reset_votes();
+        self.tracker.progress.clear();
         self.uncommitted_bytes = 0;
         self.reset_election_timer();
     }
@@ -303,8 +300,8 @@ impl RaftCore {
         tracing::debug!(term = self.state.term, "starting pre-vote");
         self.state.role = Role::PreCandidate;
         self.state.leader = None;
-        self.progress.clear();
-        self.votes.clear();
+        self.tracker.progress.clear();
+        self.tracker.reset_votes();
         self.reset_election_timer();
         self.request_votes(true);
     }
@@ -317,15 +314,14 @@ impl RaftCore {
         self.state.enter_term(term);
         self.state.role = Role::Candidate;
         self.state.vote_for(self.id.clone());
-        self.progress.clear();
-        self.votes.clear();
+        self.tracker.progress.clear();
+        self.tracker.reset_votes();
         self.reset_election_timer();
         self.request_votes(false);
     }
 
     fn request_votes(&mut self, pre_vote: bool) {
-        self.votes.insert(self.id.clone(), true);
-        if quorum::tally(&self.votes, self.voters.len()) == VoteResult::Won {
+        if self.tracker.record_vote(self.id.clone(), true) == VoteResult::Won {
             // A single-node cluster wins at once.
             if pre_vote {
                 self.become_candidate(ElectionReason::PreVoteWon);
@@ -340,7 +336,7 @@ impl RaftCore {
             last_log_term: self.log.last_term(),
             transfer: false,
         };
-        for peer in self.peers() {
+        for peer in self.tracker.voting_peers(&self.id) {
             let body = MessageBody::RequestVote(req.clone());
             if pre_vote {
                 let mut m = self.message(peer, body);
@@ -360,7 +356,7 @@ impl RaftCore {
         tracing::info!(term = self.state.term, "became leader");
         self.state.role = Role::Leader;
         self.state.leader = Some(self.id.clone());
-        self.votes.clear();
+        self.tracker.reset_votes();
         self.timers.election_elapsed = 0;
         self.timers.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;
@@ -371,11 +367,7 @@ impl RaftCore {
             .map(|now| now.saturating_add(self.quorum_timeout()));
         let next = self.log.last_index() + 1;
         let max_inflight = self.config.tuning.max_inflight_msgs;
-        self.progress = self
-            .peers()
-            .into_iter()
-            .map(|id| (id, Progress::new(next, max_inflight)))
-            .collect();
+        self.tracker.reset_progress(&self.id, next, max_inflight);
         let noop = Entry::noop(next, self.state.term);
         self.log.append([noop]);
         // A single-node cluster may commit as soon as the no-op is durable.

@@ -25,14 +25,13 @@
 #[cfg(feature = "bug-injection")]
 mod bugs;
 mod election;
-mod inflight;
 mod log;
-mod progress;
 mod quorum;
 mod read;
 mod replication;
 mod snapshot;
 mod state;
+mod tracker;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -43,10 +42,10 @@ pub use self::bugs::InjectedBugs;
 pub use self::election::ElectionStart;
 use self::log::RaftLog;
 pub use self::log::{LogWrite, SnapshotLog};
-use self::progress::Progress;
 pub use self::read::{ReadFailure, ReadState};
 pub use self::snapshot::{SnapshotChunk, SnapshotWrite, CHUNK_WINDOW, DEFAULT_SNAPSHOT_CHUNK};
 use self::state::State;
+use self::tracker::Tracker;
 use crate::config::Config;
 use crate::error::{Error, OverloadReason, Result};
 use crate::message::{Message, MessageBody};
@@ -227,15 +226,11 @@ struct Timers {
 pub struct RaftCore {
     id: NodeId,
     config: Config,
-    /// Every voter, this node included, in a stable order.
-    voters: Vec<NodeId>,
+    /// The configuration in effect, per-peer progress and vote tallies.
+    tracker: Tracker,
     state: State,
     log: RaftLog,
     timers: Timers,
-    /// Votes received in the current (pre-)election.
-    votes: BTreeMap<NodeId, bool>,
-    /// The leader's view of each follower.
-    progress: BTreeMap<NodeId, Progress>,
     rand: Box<dyn Rand>,
     /// Sequence number the next write batch gets.
     next_seq: u64,
@@ -308,7 +303,7 @@ impl RaftCore {
             .as_ref()
             .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
         let log = RaftLog::new(snap_index, snap_term, initial.entries);
-        let voters: Vec<NodeId> = config.peers.iter().map(|p| p.id.clone()).collect();
+        let membership = crate::membership::Membership::from_peers(&config.peers);
         let restarted = initial.hard_state.term > 0;
         let state = State::new(initial.hard_state, snap_index);
         let last_soft_state = SoftState {
@@ -318,7 +313,7 @@ impl RaftCore {
         };
         let mut core = RaftCore {
             id: config.id.clone(),
-            voters,
+            tracker: Tracker::new(membership),
             state,
             log,
             timers: Timers {
@@ -328,8 +323,6 @@ impl RaftCore {
                 since_leader_contact: u32::MAX,
                 now: 0,
             },
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
             rand,
             next_seq: 1,
             persisted_seq: 0,
@@ -453,7 +446,10 @@ impl RaftCore {
     /// On the leader, each follower and its match index (the highest index known to be
     /// replicated to it); nothing on other nodes. Cheap: no allocation.
     pub fn peer_match_indexes(&self) -> impl Iterator<Item = (&NodeId, Index)> + '_ {
-        self.progress.iter().map(|(id, p)| (id, p.match_index))
+        self.tracker
+            .progress
+            .iter()
+            .map(|(id, p)| (id, p.match_index))
     }
 
     /// On the leader, the payload bytes proposed in its term and not yet committed
@@ -505,7 +501,7 @@ impl RaftCore {
     /// `prev_log_index`, snapshot chunks within their size): a runtime takes peer messages
     /// through an [`RpcHandler`](crate::RpcHandler), which refuses any that is not.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || !self.voters.contains(&m.from) {
+        if m.to != self.id || m.from == self.id || !self.tracker.config().contains(&m.from) {
             tracing::debug!(from = %m.from, to = %m.to, kind = m.kind(), "dropping misaddressed message");
             return;
         }
@@ -737,7 +733,8 @@ impl RaftCore {
         let tick = self.config.options.nominal_tick_interval;
         let replication = if self.state.role == Role::Leader {
             let last = self.log.last_index();
-            self.progress
+            self.tracker
+                .progress
                 .iter()
                 .map(|(id, p)| {
                     let state = PeerReplicationState {
@@ -852,13 +849,9 @@ impl RaftCore {
         }
     }
 
-    /// The voters other than this node.
+    /// The members other than this node: whom a leader replicates to.
     fn peers(&self) -> Vec<NodeId> {
-        self.voters
-            .iter()
-            .filter(|id| **id != self.id)
-            .cloned()
-            .collect()
+        self.tracker.peers(&self.id)
     }
 }
 

@@ -31,7 +31,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::quorum;
 use super::RaftCore;
 use crate::error::{Error, Result};
 use crate::message::{MessageBody, ReadIndexRequest, ReadIndexResponse};
@@ -185,7 +184,7 @@ impl RaftCore {
         };
         if self.committed_in_term() {
             read.index = Some(self.state.commit);
-            if self.lease_valid() || self.voters.len() == 1 {
+            if self.lease_valid() || self.tracker.is_sole_voter(&self.id) {
                 self.release(read);
                 return;
             }
@@ -201,7 +200,7 @@ impl RaftCore {
             return;
         }
         let commit = self.state.commit;
-        let lease = self.lease_valid() || self.voters.len() == 1;
+        let lease = self.lease_valid() || self.tracker.is_sole_voter(&self.id);
         let mut waiting = false;
         for r in self.reads.pending.iter_mut().filter(|r| r.index.is_none()) {
             r.index = Some(commit);
@@ -263,16 +262,11 @@ impl RaftCore {
     /// A follower acknowledged round `seq`: reads (and the lease) confirmed by a majority
     /// advance.
     pub(super) fn read_round_acked(&mut self, from: &NodeId, seq: u64) {
-        let Some(pr) = self.progress.get_mut(from) else {
+        let Some(pr) = self.tracker.progress.get_mut(from) else {
             return;
         };
         pr.read_acked = pr.read_acked.max(seq);
-        let confirmed = quorum::committed_index(
-            self.progress
-                .values()
-                .map(|p| p.read_acked)
-                .chain(std::iter::once(self.reads.seq)),
-        );
+        let confirmed = self.tracker.read_confirmed(&self.id, self.reads.seq);
         if confirmed == 0 {
             return;
         }

@@ -2,7 +2,6 @@
 //! their handling on followers, flow control per follower, fast backtracking on
 //! conflicts, and the commit rule.
 
-use super::quorum;
 use super::RaftCore;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse, MessageBody,
@@ -30,7 +29,7 @@ impl RaftCore {
         let max_bytes = self.config.tuning.max_append_bytes;
         let last_index = self.log.last_index();
         let commit = self.state.commit;
-        let Some(pr) = self.progress.get_mut(peer) else {
+        let Some(pr) = self.tracker.progress.get_mut(peer) else {
             return false;
         };
         if pr.is_paused() {
@@ -85,6 +84,7 @@ impl RaftCore {
         // Probing sends one request and waits; replicating continues while the window allows.
         last_sent.is_some()
             && self
+                .tracker
                 .progress
                 .get(peer)
                 .is_some_and(|p| p.mode == ReplicationMode::Replicate)
@@ -93,7 +93,7 @@ impl RaftCore {
     pub(super) fn broadcast_heartbeat(&mut self) {
         let read_seq = self.start_read_round();
         for peer in self.peers() {
-            let Some(pr) = self.progress.get_mut(&peer) else {
+            let Some(pr) = self.tracker.progress.get_mut(&peer) else {
                 continue;
             };
             let commit = self.state.commit.min(pr.match_index);
@@ -165,15 +165,12 @@ impl RaftCore {
 
     /// A follower answered (CheckQuorum and status count it): its progress, if this node
     /// leads and knows the follower.
-    pub(super) fn note_response(
-        &mut self,
-        from: &NodeId,
-    ) -> Option<&mut super::progress::Progress> {
+    pub(super) fn note_response(&mut self, from: &NodeId) -> Option<&mut super::tracker::Progress> {
         if self.state.role != Role::Leader {
             return None;
         }
         let now = self.timers.now;
-        let pr = self.progress.get_mut(from)?;
+        let pr = self.tracker.progress.get_mut(from)?;
         pr.recent_active = true;
         pr.last_response_tick = Some(now);
         Some(pr)
@@ -197,7 +194,7 @@ impl RaftCore {
                 Some(ConflictHint { term: None, index }) => index,
                 None => resp.index,
             };
-            let Some(pr) = self.progress.get_mut(&from) else {
+            let Some(pr) = self.tracker.progress.get_mut(&from) else {
                 return;
             };
             // A hint without a term says the follower's log ends just before `index`.
@@ -233,6 +230,7 @@ impl RaftCore {
             // A follower that was paused when the commit index last advanced never got it.
             let commit = self.state.commit;
             let bump = self
+                .tracker
                 .progress
                 .get(&from)
                 .is_some_and(|p| p.sent_commit < commit.min(p.next_index - 1));
@@ -299,12 +297,7 @@ impl RaftCore {
     /// leader only up to its durable index, and only for an entry of the current term
     /// (§5.4.2, Figure 8). Returns whether it advanced.
     pub(super) fn maybe_commit(&mut self) -> bool {
-        let candidate = quorum::committed_index(
-            self.progress
-                .values()
-                .map(|p| p.match_index)
-                .chain(std::iter::once(self.log.durable_index())),
-        );
+        let candidate = self.tracker.committed(&self.id, self.log.durable_index());
         let current_term = self.log.term(candidate) == Some(self.state.term)
             || self.bug(|b| b.commit_old_term_by_counting);
         if candidate <= self.state.commit || !current_term {

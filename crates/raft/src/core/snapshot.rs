@@ -197,7 +197,7 @@ impl RaftCore {
             tracing::error!(peer = %peer, "follower needs compacted entries but no snapshot is held");
             return;
         };
-        let Some(pr) = self.progress.get_mut(peer) else {
+        let Some(pr) = self.tracker.progress.get_mut(peer) else {
             return;
         };
         pr.mode = ReplicationMode::Snapshot;
@@ -224,6 +224,7 @@ impl RaftCore {
         let total = info.size;
         loop {
             let Some(t) = self
+                .tracker
                 .progress
                 .get_mut(peer)
                 .and_then(|p| p.transfer.as_mut())
@@ -311,7 +312,7 @@ impl RaftCore {
             / self.config.options.heartbeat_tick_count.max(1))
         .max(2);
         let mut resend = Vec::new();
-        for (id, pr) in self.progress.iter_mut() {
+        for (id, pr) in self.tracker.progress.iter_mut() {
             if let Some(t) = pr.transfer.as_mut() {
                 t.idle_rounds += 1;
                 if t.idle_rounds >= patience {

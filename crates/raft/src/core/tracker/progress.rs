@@ -2,7 +2,7 @@
 //! with etcd's probe / replicate / snapshot flow-control states).
 
 use super::inflight::Inflights;
-use super::snapshot::Transfer;
+use crate::core::snapshot::Transfer;
 use crate::types::{Index, ReplicationMode};
 
 #[derive(Debug, Clone)]

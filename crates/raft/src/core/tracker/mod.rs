@@ -1,0 +1,152 @@
+//! What the leader (and a candidate) tracks about the cluster, as etcd's `tracker/`: the
+//! configuration in effect (voters, outgoing voters while joint, learners), each peer's
+//! replication [`Progress`], and the votes of the current (pre-)election. Every quorum
+//! decision — commit, elections, CheckQuorum, read confirmation and the lease — asks this
+//! module, which counts voters only and both halves of a joint configuration.
+
+mod inflight;
+mod progress;
+
+use std::collections::BTreeMap;
+
+pub(crate) use self::progress::Progress;
+use super::quorum::{JointConfig, VoteResult};
+use crate::membership::Membership;
+use crate::types::{Index, NodeId};
+
+/// The configuration in effect, per-peer progress and vote tallies.
+#[derive(Debug)]
+pub(crate) struct Tracker {
+    config: Membership,
+    /// The leader's view of every other member (voters and learners); empty elsewhere.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    /// Answers received in the current (pre-)election, this node's own included.
+    votes: BTreeMap<NodeId, bool>,
+}
+
+impl Tracker {
+    pub(crate) fn new(config: Membership) -> Self {
+        Tracker {
+            config,
+            progress: BTreeMap::new(),
+            votes: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration in effect.
+    pub(crate) fn config(&self) -> &Membership {
+        &self.config
+    }
+
+    fn joint(&self) -> JointConfig<'_> {
+        JointConfig {
+            incoming: &self.config.voters,
+            outgoing: &self.config.outgoing,
+        }
+    }
+
+    /// Switches to `config`. On a leader (`next_index` given) members that are new get a
+    /// progress starting at `next_index`, and members that left lose theirs.
+    pub(crate) fn set_config(
+        &mut self,
+        config: Membership,
+        me: &NodeId,
+        leader_next: Option<(Index, usize)>,
+    ) {
+        self.config = config;
+        if let Some((next, max_inflight)) = leader_next {
+            let members = self.config.members();
+            self.progress.retain(|id, _| members.contains(id));
+            for id in members {
+                if id != *me {
+                    self.progress
+                        .entry(id)
+                        .or_insert_with(|| Progress::new(next, max_inflight));
+                }
+            }
+        }
+    }
+
+    /// Every other member (voters of both halves and learners): whom a leader replicates to.
+    pub(crate) fn peers(&self, me: &NodeId) -> Vec<NodeId> {
+        let mut all = self.config.members();
+        all.remove(me);
+        all.into_iter().collect()
+    }
+
+    /// Every other voter: whom a candidate asks for votes.
+    pub(crate) fn voting_peers(&self, me: &NodeId) -> Vec<NodeId> {
+        self.joint()
+            .voters()
+            .filter(|id| *id != me)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether `id` votes in the configuration in effect.
+    pub(crate) fn is_voter(&self, id: &NodeId) -> bool {
+        self.config.is_voter(id)
+    }
+
+    /// Whether this node alone is a quorum (the only voter of each half).
+    pub(crate) fn is_sole_voter(&self, me: &NodeId) -> bool {
+        self.joint().vote_result(|id| (id == me).then_some(true)) == VoteResult::Won
+    }
+
+    /// Starts the positions of every peer afresh (a new leader's first view).
+    pub(crate) fn reset_progress(&mut self, me: &NodeId, next: Index, max_inflight: usize) {
+        self.progress = self
+            .peers(me)
+            .into_iter()
+            .map(|id| (id, Progress::new(next, max_inflight)))
+            .collect();
+    }
+
+    /// The highest index a quorum of voters stores: `me` counts with `own_match`, peers
+    /// with their match index.
+    pub(crate) fn committed(&self, me: &NodeId, own_match: Index) -> Index {
+        self.joint().committed_index(|id| {
+            if id == me {
+                Some(own_match)
+            } else {
+                self.progress.get(id).map(|p| p.match_index)
+            }
+        })
+    }
+
+    /// The highest heartbeat round a quorum of voters acknowledged; `me` has seen
+    /// `own_round`.
+    pub(crate) fn read_confirmed(&self, me: &NodeId, own_round: u64) -> u64 {
+        self.joint().committed_index(|id| {
+            if id == me {
+                Some(own_round)
+            } else {
+                self.progress.get(id).map(|p| p.read_acked)
+            }
+        })
+    }
+
+    /// Whether a quorum of voters (this node included) answered since the last
+    /// CheckQuorum round.
+    pub(crate) fn quorum_active(&self, me: &NodeId) -> bool {
+        self.joint().vote_result(|id| {
+            Some(id == me || self.progress.get(id).is_some_and(|p| p.recent_active))
+        }) == VoteResult::Won
+    }
+
+    /// Records an answer to this node's (pre-)vote request and tallies the election.
+    pub(crate) fn record_vote(&mut self, from: NodeId, granted: bool) -> VoteResult {
+        self.votes.insert(from, granted);
+        self.tally()
+    }
+
+    /// The election so far; only voters count.
+    pub(crate) fn tally(&self) -> VoteResult {
+        self.joint().vote_result(|id| self.votes.get(id).copied())
+    }
+
+    /// Forgets the votes of the last election.
+    pub(crate) fn reset_votes(&mut self) {
+        self.votes.clear();
+    }
+}
