@@ -53,6 +53,8 @@ pub const DEFAULT_MAX_APPLY_BATCH_SIZE: usize = 10;
 pub const DEFAULT_MAX_SNAPSHOT_CHUNK_SIZE: usize = 0;
 /// Default cap on AppendEntries requests in flight to one follower.
 pub const DEFAULT_MAX_INFLIGHT_MSGS: usize = 256;
+/// Default of [`TuningParams::max_promotion_lag`].
+pub const DEFAULT_MAX_PROMOTION_LAG: u64 = 1000;
 /// Default cap on the payload bytes of one AppendEntries request.
 pub const DEFAULT_MAX_APPEND_BYTES: usize = 1024 * 1024;
 /// Default cap on the size of one proposed command.
@@ -187,6 +189,11 @@ pub struct TuningParams {
     pub max_snapshot_chunk_size: usize,
     /// Most AppendEntries requests in flight to one follower. Default 256.
     pub max_inflight_msgs: usize,
+    /// How far behind the leader's last index a node may be and still be made a voter
+    /// (`RaftCore::change_membership` refuses to promote a node further behind, so that
+    /// the cluster does not wait on it for commits while it copies the log). Default 1000
+    /// entries.
+    pub max_promotion_lag: u64,
     /// Most payload bytes in one AppendEntries request (a single larger entry is still sent
     /// alone). Default 1 MiB.
     pub max_append_bytes: usize,
@@ -238,6 +245,7 @@ impl Default for TuningParams {
             max_apply_batch_size: DEFAULT_MAX_APPLY_BATCH_SIZE,
             max_snapshot_chunk_size: DEFAULT_MAX_SNAPSHOT_CHUNK_SIZE,
             max_inflight_msgs: DEFAULT_MAX_INFLIGHT_MSGS,
+            max_promotion_lag: DEFAULT_MAX_PROMOTION_LAG,
             max_append_bytes: DEFAULT_MAX_APPEND_BYTES,
             max_proposal_bytes: DEFAULT_MAX_PROPOSAL_BYTES,
             max_uncommitted_bytes: Some(DEFAULT_MAX_UNCOMMITTED_BYTES),
@@ -307,7 +315,9 @@ impl Config {
             validate_address(&peer.address)
                 .map_err(|rule| ConfigError::new(format!("peers[{i}].address"), rule))?;
         }
-        if !seen.contains(&self.id) {
+        // No peers at all is a node that joins an existing cluster: it has no
+        // configuration, never campaigns, and learns the membership from the leader.
+        if !self.peers.is_empty() && !seen.contains(&self.id) {
             return Err(ConfigError::new(
                 "peers",
                 format!("must contain this node's id {:?}", self.id.as_str()),

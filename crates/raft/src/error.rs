@@ -62,6 +62,13 @@ pub enum Error {
     /// [`MembershipError`](crate::MembershipError)); nothing was appended.
     #[error("raft: {0}")]
     Membership(#[from] crate::membership::MembershipError),
+    /// A leadership transfer is under way: proposals and membership changes are refused
+    /// until `to` leads (then retry there) or the transfer times out. Nothing happened.
+    #[error("raft: leadership is being transferred to {to}; retry shortly")]
+    TransferInProgress {
+        /// The transfer's target.
+        to: NodeId,
+    },
     /// A proposal is larger than `max_proposal_bytes` allows; nothing was appended.
     #[error("raft: proposal of {size} bytes exceeds the limit of {limit} bytes")]
     ProposalTooLarge {

@@ -67,11 +67,16 @@ pub enum MembershipError {
     /// committed configuration yet (Ongaro, "bug in single-server membership changes").
     #[error("membership: the leader has not committed an entry of its term yet; retry shortly")]
     TermNotCommitted,
-    /// A leadership transfer is under way: changes and proposals wait for it.
-    #[error("membership: a leadership transfer to {to} is in progress")]
-    TransferInProgress {
-        /// The transfer's target.
-        to: NodeId,
+    /// A new voter has not caught up with the leader's log: add it as a learner, wait,
+    /// then promote it.
+    #[error("membership: {id} has not caught up (it holds up to {matched}, the leader's log ends at {last}); add it as a learner and promote it once it has")]
+    NotCaughtUp {
+        /// The node to become a voter.
+        id: NodeId,
+        /// The highest index known replicated to it.
+        matched: u64,
+        /// The leader's last index.
+        last: u64,
     },
     /// The node named is not a member of the configuration.
     #[error("membership: {id} is not a member")]

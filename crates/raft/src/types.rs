@@ -382,14 +382,17 @@ pub enum ElectionReason {
     Timeout,
     /// A majority granted this node's pre-votes, so it starts the real election.
     PreVoteWon,
+    /// The leader handed leadership over (`TimeoutNow`): a real election at once.
+    Transfer,
 }
 
 impl ElectionReason {
-    /// A short stable name, for metric labels: `timeout`, `pre_vote_won`.
+    /// A short stable name, for metric labels: `timeout`, `pre_vote_won`, `transfer`.
     pub fn label(self) -> &'static str {
         match self {
             ElectionReason::Timeout => "timeout",
             ElectionReason::PreVoteWon => "pre_vote_won",
+            ElectionReason::Transfer => "transfer",
         }
     }
 }

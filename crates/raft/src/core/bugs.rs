@@ -18,4 +18,18 @@ pub struct InjectedBugs {
     /// the fix): a node that adopted a higher term from a non-vote message votes while
     /// the lease it acknowledged is still running. Shows with PreVote off.
     pub guard_follows_known_leader: bool,
+    /// Accept a membership change before the leader committed an entry of its term.
+    pub change_before_term_commit: bool,
+    /// Accept a membership change while another is still pending.
+    pub two_pending_changes: bool,
+    /// Count learners as voters in every quorum.
+    pub learners_in_quorum: bool,
+    /// Keep a configuration in effect after the entry that set it was truncated.
+    pub no_revert_on_truncation: bool,
+    /// Build snapshots without their membership (the node falls back to its peers).
+    pub snapshot_without_membership: bool,
+    /// A leader removed by a committed configuration keeps leading.
+    pub removed_leader_keeps_leading: bool,
+    /// Serve lease reads after sending `TimeoutNow`.
+    pub lease_reads_during_transfer: bool,
 }

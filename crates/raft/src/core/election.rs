@@ -20,11 +20,16 @@ pub struct ElectionStart {
 
 impl RaftCore {
     /// A follower or (pre-)candidate whose timeout expires starts an election.
+    /// Learners, removed nodes and joining nodes never campaign.
     pub(super) fn tick_election(&mut self) {
         self.timers.election_elapsed += 1;
         if self.timers.election_elapsed >= self.timers.randomized_timeout {
             self.timers.election_elapsed = 0;
-            self.campaign();
+            if self.tracker.is_voter(&self.id) {
+                self.campaign();
+            } else {
+                self.reset_election_timer();
+            }
         }
     }
 
@@ -32,6 +37,7 @@ impl RaftCore {
     /// still answering (CheckQuorum); if not, it steps down so that clients are not held
     /// by a leader that can no longer commit.
     pub(super) fn tick_leader(&mut self) {
+        self.tick_transfer();
         self.timers.heartbeat_elapsed += 1;
         self.timers.election_elapsed += 1;
         if self.timers.election_elapsed >= self.config.options.election_tick_count {
@@ -147,8 +153,8 @@ impl RaftCore {
         match m.term.cmp(&self.state.term) {
             Ordering::Equal => true,
             Ordering::Greater => {
-                if let MessageBody::RequestVote(_) = &m.body {
-                    if self.vote_guard_holds() {
+                if let MessageBody::RequestVote(r) = &m.body {
+                    if self.vote_guard_holds() && !r.transfer {
                         tracing::debug!(from = %m.from, term = m.term, "ignoring vote request: a leader is live");
                         return false;
                     }
@@ -202,7 +208,10 @@ impl RaftCore {
         // A vote already cast is repeated (the candidate may have lost the answer); nothing
         // new is granted while the guard holds.
         let already_voted = !req.pre_vote && self.state.voted_for.as_ref() == Some(&from);
-        if self.vote_guard_holds() && !already_voted {
+        // A campaign the leader started with `TimeoutNow` passes the guard: that leader
+        // gave up its lease before asking (see `transfer`).
+        let transfer = req.transfer && !req.pre_vote;
+        if self.vote_guard_holds() && !already_voted && !transfer {
             tracing::debug!(from = %from, term, pre_vote = req.pre_vote, "refusing vote: a leader was heard within the election timeout");
             let body = MessageBody::RequestVoteResponse(RequestVoteResponse {
                 pre_vote: req.pre_vote,
@@ -212,7 +221,7 @@ impl RaftCore {
             return;
         }
         let can_vote = self.state.voted_for.as_ref() == Some(&from)
-            || (self.state.voted_for.is_none() && self.state.leader.is_none())
+            || (self.state.voted_for.is_none() && (self.state.leader.is_none() || transfer))
             || (req.pre_vote && term > self.state.term)
             || self.bug(|b| b.grant_two_votes_per_term);
         let granted = can_vote
@@ -291,6 +300,7 @@ impl RaftCore {
         }
         self.tracker.reset_votes();
         self.tracker.progress.clear();
+        self.transfer = None;
         self.uncommitted_bytes = 0;
         self.reset_election_timer();
     }
@@ -303,11 +313,11 @@ impl RaftCore {
         self.tracker.progress.clear();
         self.tracker.reset_votes();
         self.reset_election_timer();
-        self.request_votes(true);
+        self.request_votes(true, false);
     }
 
     /// Starts a real election in a new term, voting for itself.
-    fn become_candidate(&mut self, reason: ElectionReason) {
+    pub(super) fn become_candidate(&mut self, reason: ElectionReason) {
         let term = self.state.term + 1;
         tracing::debug!(term, ?reason, "starting election");
         self.note_election(term, reason);
@@ -317,10 +327,10 @@ impl RaftCore {
         self.tracker.progress.clear();
         self.tracker.reset_votes();
         self.reset_election_timer();
-        self.request_votes(false);
+        self.request_votes(false, reason == ElectionReason::Transfer);
     }
 
-    fn request_votes(&mut self, pre_vote: bool) {
+    fn request_votes(&mut self, pre_vote: bool, transfer: bool) {
         if self.tracker.record_vote(self.id.clone(), true) == VoteResult::Won {
             // A single-node cluster wins at once.
             if pre_vote {
@@ -334,7 +344,7 @@ impl RaftCore {
             pre_vote,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
-            transfer: false,
+            transfer,
         };
         for peer in self.tracker.voting_peers(&self.id) {
             let body = MessageBody::RequestVote(req.clone());
@@ -357,6 +367,7 @@ impl RaftCore {
         self.state.role = Role::Leader;
         self.state.leader = Some(self.id.clone());
         self.tracker.reset_votes();
+        self.transfer = None;
         self.timers.election_elapsed = 0;
         self.timers.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;

@@ -9,6 +9,8 @@
 
 use std::collections::VecDeque;
 
+use super::configs::{ConfigAt, ConfigLog};
+use crate::membership::Membership;
 use crate::types::{Entry, Index, Term};
 
 /// Writes the runtime must make durable, in order: first truncate, then append.
@@ -50,13 +52,21 @@ pub(crate) struct RaftLog {
     durable: Index,
     /// Writes handed out but not yet acknowledged: (sequence, last index covered).
     inflight_writes: VecDeque<(u64, Index)>,
+    /// The configuration entries of this log and the one in effect.
+    pub(crate) configs: ConfigLog,
 }
 
 impl RaftLog {
     /// A log recovered from storage: the snapshot point (`offset_index`, `offset_term`)
     /// and the durable entries after it (entries at or below the snapshot point, which
     /// storage may keep until it compacts whole segments, are skipped).
-    pub(crate) fn new(offset_index: Index, offset_term: Term, entries: Vec<Entry>) -> Self {
+    /// `base` is the configuration at the snapshot point.
+    pub(crate) fn new(
+        offset_index: Index,
+        offset_term: Term,
+        entries: Vec<Entry>,
+        base: Membership,
+    ) -> Self {
         let entries: Vec<Entry> = entries
             .into_iter()
             .skip_while(|e| e.index <= offset_index)
@@ -66,6 +76,12 @@ impl RaftLog {
             .enumerate()
             .all(|(i, e)| e.index == offset_index + 1 + i as u64));
         let last = offset_index + entries.len() as u64;
+        let base = ConfigAt {
+            index: offset_index,
+            term: offset_term,
+            membership: base,
+        };
+        let configs = ConfigLog::new(base, &entries);
         RaftLog {
             offset_index,
             offset_term,
@@ -74,6 +90,7 @@ impl RaftLog {
             pending_truncate: None,
             durable: last,
             inflight_writes: VecDeque::new(),
+            configs,
         }
     }
 
@@ -223,6 +240,7 @@ impl RaftLog {
                 e.term >= self.last_term(),
                 "terms never decrease along the log"
             );
+            self.configs.appended(&e);
             self.entries.push_back(e);
         }
     }
@@ -251,6 +269,7 @@ impl RaftLog {
     fn truncate_from(&mut self, from: Index) {
         let keep = (from - self.offset_index - 1) as usize;
         self.entries.truncate(keep);
+        self.configs.truncated(from);
         if from < self.unstable_from {
             self.pending_truncate = Some(self.pending_truncate.map_or(from, |t| t.min(from)));
             self.unstable_from = from;
@@ -280,6 +299,7 @@ impl RaftLog {
         self.entries.drain(..drop.min(self.entries.len()));
         self.offset_index = index;
         self.offset_term = term;
+        self.configs.compacted(index);
     }
 
     /// Installs a snapshot ending at (`index`, `term`) (Raft §7) and decides what storage
@@ -298,7 +318,13 @@ impl RaftLog {
     /// In both cases nothing after `index` counts as durable until the write carrying the
     /// install is: the state machine is restored from the snapshot once that write is done,
     /// and no entry after the snapshot may be applied before that restore.
-    pub(crate) fn install(&mut self, index: Index, term: Term) -> SnapshotLog {
+    /// `membership` is the configuration the snapshot carries.
+    pub(crate) fn install(
+        &mut self,
+        index: Index,
+        term: Term,
+        membership: Membership,
+    ) -> SnapshotLog {
         debug_assert!(index > self.offset_index, "install below the log's start");
         let holds = index >= self.offset_index && self.matches(index, term);
         let stored = holds && index < self.unstable_from;
@@ -314,6 +340,7 @@ impl RaftLog {
         }
         self.offset_index = index;
         self.offset_term = term;
+        self.configs.installed(index, term, membership, holds);
         if stored {
             debug_assert!(
                 self.pending_truncate.is_none_or(|t| t > index),
@@ -369,7 +396,7 @@ mod tests {
             .enumerate()
             .map(|(i, t)| Entry::normal(i as u64 + 1, *t, ""))
             .collect();
-        RaftLog::new(0, 0, entries)
+        RaftLog::new(0, 0, entries, Membership::default())
     }
 
     #[test]
@@ -414,21 +441,27 @@ mod tests {
         // Handed to storage and matching: kept, and a truncation above it still runs.
         let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
         assert_eq!(log.merge(vec![Entry::normal(6, 2, "")]), Some(6));
-        assert_eq!(log.install(4, 1), SnapshotLog::Keep);
+        assert_eq!(log.install(4, 1, Membership::default()), SnapshotLog::Keep);
         let w = log.take_write(1);
         assert_eq!(w.truncate_from, Some(6));
         assert_eq!(w.entries.len(), 1);
         // A truncation at or below the snapshot: the core's log lost it, storage has not.
         let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
         assert_eq!(log.merge(vec![Entry::normal(3, 2, "")]), Some(3));
-        assert_eq!(log.install(5, 1), SnapshotLog::Discard);
+        assert_eq!(
+            log.install(5, 1, Membership::default()),
+            SnapshotLog::Discard
+        );
         assert_eq!(log.last_index(), 5);
         let w = log.take_write(1);
         assert_eq!((w.truncate_from, w.entries.len()), (None, 0));
         // Matching but not yet written: discarded, and what follows is written again.
         let mut log = log_with_terms(&[1, 1]);
         log.append([Entry::normal(3, 1, ""), Entry::normal(4, 1, "")]);
-        assert_eq!(log.install(3, 1), SnapshotLog::Discard);
+        assert_eq!(
+            log.install(3, 1, Membership::default()),
+            SnapshotLog::Discard
+        );
         let w = log.take_write(1);
         assert_eq!(
             w.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
@@ -456,7 +489,7 @@ mod tests {
     fn slices_respect_count_and_bytes_across_the_ring_buffer_wrap() {
         // Compacting the front and appending again makes the VecDeque wrap around, so
         // slices must be stitched from its two halves.
-        let mut log = RaftLog::new(0, 0, Vec::new());
+        let mut log = RaftLog::new(0, 0, Vec::new(), Membership::default());
         let entry = |i: u64| Entry::normal(i, 1, vec![b'x'; (i % 5) as usize]);
         log.append((1..=12).map(entry));
         let _ = log.take_write(1);

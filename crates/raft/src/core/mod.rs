@@ -24,6 +24,8 @@
 
 #[cfg(feature = "bug-injection")]
 mod bugs;
+mod confchange;
+mod configs;
 mod election;
 mod log;
 mod quorum;
@@ -32,6 +34,7 @@ mod replication;
 mod snapshot;
 mod state;
 mod tracker;
+mod transfer;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -169,6 +172,10 @@ pub struct Ready {
     pub soft_state: Option<SoftState>,
     /// Campaigns this node started since the last `Ready`, in order (for metrics).
     pub elections: Vec<ElectionStart>,
+    /// The configuration in effect, when it changed since the last `Ready` (also in the
+    /// first `Ready`): a runtime starts links to new members and stops those to removed
+    /// ones. It may be uncommitted, and may revert if its entry is truncated.
+    pub membership: Option<crate::membership::Membership>,
 }
 
 impl Ready {
@@ -185,6 +192,7 @@ impl Ready {
             && self.failed_reads.is_empty()
             && self.soft_state.is_none()
             && self.elections.is_empty()
+            && self.membership.is_none()
     }
 }
 
@@ -200,6 +208,11 @@ struct BugSet {
     vote_without_log_check: bool,
     read_before_noop_commit: bool,
     guard_follows_known_leader: bool,
+    change_before_term_commit: bool,
+    two_pending_changes: bool,
+    removed_leader_keeps_leading: bool,
+    lease_reads_during_transfer: bool,
+    snapshot_without_membership: bool,
 }
 
 /// Election timing of this node, in ticks.
@@ -274,6 +287,12 @@ pub struct RaftCore {
     reads: read::Reads,
     /// Latest monotonic clock reading given with `set_now`.
     clock: Option<std::time::Duration>,
+    /// The configuration generation the tracker follows (see `configs`).
+    config_generation: u64,
+    /// The configuration in effect changed since the last `Ready`.
+    membership_changed: bool,
+    /// A leadership transfer this leader is carrying out.
+    transfer: Option<transfer::Transfer>,
     /// Whether the node started from a persisted term with the lease on (only the
     /// injected `guard_follows_known_leader` bug reads it, to reproduce the old rule).
     restarted_with_lease: bool,
@@ -302,8 +321,17 @@ impl RaftCore {
             .snapshot
             .as_ref()
             .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
-        let log = RaftLog::new(snap_index, snap_term, initial.entries);
-        let membership = crate::membership::Membership::from_peers(&config.peers);
+        // The snapshot's membership, or the bootstrap peers for a node that has none (a
+        // new cluster, a joining node, or a snapshot written before membership was
+        // replicated); then every configuration entry in the log after it.
+        let base = initial
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.meta.membership.clone())
+            .unwrap_or_else(|| crate::membership::Membership::from_peers(&config.peers));
+        let log = RaftLog::new(snap_index, snap_term, initial.entries, base);
+        let membership = log.configs.effective().membership.clone();
+        let config_generation = log.configs.generation();
         let restarted = initial.hard_state.term > 0;
         let state = State::new(initial.hard_state, snap_index);
         let last_soft_state = SoftState {
@@ -344,6 +372,9 @@ impl RaftCore {
             reads: read::Reads::default(),
             clock: None,
             restarted_with_lease: false,
+            config_generation,
+            membership_changed: true,
+            transfer: None,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,
@@ -377,6 +408,8 @@ impl RaftCore {
     #[cfg(feature = "bug-injection")]
     pub fn inject_bugs(&mut self, bugs: InjectedBugs) {
         self.bugs = bugs;
+        self.log.configs.keep_on_truncate = bugs.no_revert_on_truncation;
+        self.tracker.count_learners = bugs.learners_in_quorum;
     }
 
     /// Whether the injected bug selected by `which` is on; always false in real builds.
@@ -501,7 +534,13 @@ impl RaftCore {
     /// `prev_log_index`, snapshot chunks within their size): a runtime takes peer messages
     /// through an [`RpcHandler`](crate::RpcHandler), which refuses any that is not.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || m.from == self.id || !self.tracker.config().contains(&m.from) {
+        // Messages from nodes outside the configuration are handled: a joining node
+        // follows a leader it has not heard of yet, a learner answers a candidate that
+        // was promoted without its knowing, and a leader hears the new members it added.
+        // What a non-member can do is limited by the rules, not the sender check: only
+        // voters campaign or count in a tally, and the vote guard keeps a removed server
+        // from disrupting a live leader.
+        if m.to != self.id || m.from == self.id {
             tracing::debug!(from = %m.from, to = %m.to, kind = m.kind(), "dropping misaddressed message");
             return;
         }
@@ -523,7 +562,7 @@ impl RaftCore {
             }
             MessageBody::ReadIndex(req) => self.handle_read_index(m.from, req),
             MessageBody::ReadIndexResponse(resp) => self.handle_read_index_response(resp),
-            MessageBody::TimeoutNow => {}
+            MessageBody::TimeoutNow => self.handle_timeout_now(m.from),
         }
     }
 
@@ -537,6 +576,9 @@ impl RaftCore {
             return Err(Error::NotLeader {
                 leader: self.state.leader.clone(),
             });
+        }
+        if let Some(t) = &self.transfer {
+            return Err(Error::TransferInProgress { to: t.to.clone() });
         }
         if self.quorum_contact_lost() {
             tracing::info!(
@@ -670,6 +712,7 @@ impl RaftCore {
     /// Whether [`RaftCore::ready`] has anything to return.
     pub fn has_ready(&self) -> bool {
         self.append_pending
+            || self.membership_changed
             || !self.outbox.is_empty()
             || !self.elections.is_empty()
             || self.state.hard_state_dirty
@@ -709,6 +752,9 @@ impl RaftCore {
         self.flush_read_round();
         rd.messages = std::mem::take(&mut self.outbox);
         rd.snapshot_chunks = std::mem::take(&mut self.chunks_out);
+        if std::mem::take(&mut self.membership_changed) {
+            rd.membership = Some(self.tracker.config().clone());
+        }
         rd.elections = std::mem::take(&mut self.elections);
         rd.read_states = std::mem::take(&mut self.reads.ready);
         rd.failed_reads = std::mem::take(&mut self.reads.failed);

@@ -165,13 +165,14 @@ impl RaftCore {
 
     /// Whether the leader has committed an entry of its own term (so its commit index is
     /// at least every index committed by earlier leaders).
-    fn committed_in_term(&self) -> bool {
+    pub(super) fn committed_in_term(&self) -> bool {
         self.log.term(self.state.commit) == Some(self.state.term)
             || self.bug(|b| b.read_before_noop_commit)
     }
 
     fn lease_valid(&self) -> bool {
         self.config.feature_flags.enable_leader_lease
+            && !self.transfer_blocks_lease()
             && matches!((self.clock, self.reads.lease_until), (Some(now), Some(until)) if now < until)
     }
 
@@ -232,6 +233,22 @@ impl RaftCore {
     pub(super) fn flush_read_round(&mut self) {
         if self.reads_need_round() {
             self.broadcast_heartbeat();
+        }
+    }
+
+    /// The configuration changed on the leader: the lease was confirmed by a quorum of
+    /// the old configuration and is dropped; the next confirmed round renews it under
+    /// the new one. Read rounds are counted with the configuration in effect when their
+    /// acknowledgements arrive.
+    pub(super) fn reads_on_config_change(&mut self) {
+        self.reads.lease_until = None;
+    }
+
+    /// `TimeoutNow` was sent: voters may now elect the target inside this leader's lease,
+    /// so the lease is dropped for good in this term (`lease_valid` checks the transfer).
+    pub(super) fn reads_on_transfer(&mut self) {
+        if !self.bug(|b| b.lease_reads_during_transfer) {
+            self.reads.lease_until = None;
         }
     }
 

@@ -144,6 +144,7 @@ impl RaftCore {
                 "a committed entry was truncated at {truncated}"
             );
         }
+        self.refresh_config();
         self.state.commit_to(req.leader_commit.min(last_new));
         // The acknowledgement claims the entries are stored: only after they are durable.
         self.send_after_persist(from, success(last_new));
@@ -224,6 +225,7 @@ impl RaftCore {
             ReplicationMode::Replicate => pr.inflights.free_le(resp.index),
             ReplicationMode::Snapshot => {}
         }
+        self.maybe_send_timeout_now(&from);
         if self.maybe_commit() {
             self.broadcast_commit();
         } else {
@@ -306,6 +308,7 @@ impl RaftCore {
         let old = self.state.commit;
         self.state.commit_to(candidate);
         self.reads_on_commit();
+        self.config_on_commit();
         let released: u64 = ((old + 1)..=candidate)
             .filter_map(|i| self.log.get(i))
             .filter(|e| e.term == self.state.term)

@@ -133,10 +133,12 @@ impl RaftCore {
     /// Metadata for a snapshot of the state machine at `index` (which must be applied and
     /// still in the log), for the runtime to label the snapshot it builds.
     pub fn snapshot_meta_at(&self, index: Index) -> Option<SnapshotMeta> {
+        let membership = (!self.bug(|b| b.snapshot_without_membership))
+            .then(|| self.log.configs.at(index).membership.clone());
         Some(SnapshotMeta {
             last_index: index,
             last_term: self.log.term(index)?,
-            membership: None,
+            membership,
         })
     }
 
@@ -407,7 +409,16 @@ impl RaftCore {
             size = info.size,
             "installing snapshot"
         );
-        let log = self.log.install(meta.last_index, meta.last_term);
+        // A snapshot without membership predates replicated membership: its cluster's
+        // configuration is the bootstrap one.
+        let membership = meta
+            .membership
+            .clone()
+            .unwrap_or_else(|| crate::membership::Membership::from_peers(&self.config.peers));
+        let log = self
+            .log
+            .install(meta.last_index, meta.last_term, membership);
+        self.refresh_config();
         self.state.commit_to(meta.last_index);
         self.state.handed_out = self.state.handed_out.max(meta.last_index);
         self.pending_snapshot_writes.push(SnapshotWrite::Install {

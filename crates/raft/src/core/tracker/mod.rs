@@ -7,7 +7,7 @@
 mod inflight;
 mod progress;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub(crate) use self::progress::Progress;
 use super::quorum::{JointConfig, VoteResult};
@@ -22,14 +22,20 @@ pub(crate) struct Tracker {
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Answers received in the current (pre-)election, this node's own included.
     votes: BTreeMap<NodeId, bool>,
+    /// Injected bug (simulator self-tests): learners count as voters of the incoming half.
+    pub(crate) count_learners: bool,
+    /// Voters and learners, for `count_learners`.
+    with_learners: BTreeSet<NodeId>,
 }
 
 impl Tracker {
     pub(crate) fn new(config: Membership) -> Self {
         Tracker {
+            with_learners: config.voters.union(&config.learners).cloned().collect(),
             config,
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
+            count_learners: false,
         }
     }
 
@@ -39,6 +45,12 @@ impl Tracker {
     }
 
     fn joint(&self) -> JointConfig<'_> {
+        if self.count_learners {
+            return JointConfig {
+                incoming: &self.with_learners,
+                outgoing: &self.config.outgoing,
+            };
+        }
         JointConfig {
             incoming: &self.config.voters,
             outgoing: &self.config.outgoing,
@@ -54,6 +66,12 @@ impl Tracker {
         leader_next: Option<(Index, usize)>,
     ) {
         self.config = config;
+        self.with_learners = self
+            .config
+            .voters
+            .union(&self.config.learners)
+            .cloned()
+            .collect();
         if let Some((next, max_inflight)) = leader_next {
             let members = self.config.members();
             self.progress.retain(|id, _| members.contains(id));
@@ -85,7 +103,7 @@ impl Tracker {
 
     /// Whether `id` votes in the configuration in effect.
     pub(crate) fn is_voter(&self, id: &NodeId) -> bool {
-        self.config.is_voter(id)
+        self.config.is_voter(id) || (self.count_learners && self.config.learners.contains(id))
     }
 
     /// Whether this node alone is a quorum (the only voter of each half).
