@@ -87,8 +87,15 @@ impl RaftCore {
             if *id == self.id {
                 continue;
             }
-            let matched = self.tracker.progress.get(id).map(|p| p.match_index);
-            if matched.is_none_or(|m| m + max_lag < last) {
+            // It must have answered in this term (so its match index is known, not a
+            // guess), and hold nearly the whole log.
+            let matched = self
+                .tracker
+                .progress
+                .get(id)
+                .filter(|p| p.last_response_tick.is_some())
+                .map(|p| p.match_index);
+            if matched.is_none_or(|m| m.saturating_add(max_lag) < last) {
                 return Err(MembershipError::NotCaughtUp {
                     id: id.clone(),
                     matched: matched.unwrap_or(0),

@@ -164,6 +164,38 @@ impl Cluster {
         }
     }
 
+    /// Adds node `i` as a joining node: empty storage and no peers (it learns the
+    /// membership from a leader). `tune` adjusts its config.
+    pub fn join(&mut self, i: usize, seed: u64, tune: impl Fn(&mut Config)) {
+        let mut c = Config::new(id(i), Vec::new());
+        tune(&mut c);
+        let mut core = RaftCore::new(c, InitialState::default(), Box::new(SeededRand::new(seed)))
+            .expect("valid config");
+        core.set_now(std::time::Duration::ZERO);
+        self.nodes.insert(
+            id(i),
+            Node {
+                core,
+                stored_log: Vec::new(),
+                stored_hard_state: HardState::default(),
+                stored_snapshot: None,
+                receiving: None,
+                restore: None,
+                pending_writes: VecDeque::new(),
+                hold_writes: false,
+                defer_snapshots: false,
+                clock: std::time::Duration::ZERO,
+                read_states: Vec::new(),
+                failed_reads: Vec::new(),
+                deferred_snapshot: None,
+                applied: Vec::new(),
+                apply_batches: Vec::new(),
+                elections: Vec::new(),
+                chunks: Vec::new(),
+            },
+        );
+    }
+
     pub fn node(&self, i: usize) -> &RaftCore {
         &self.nodes[&id(i)].core
     }
@@ -474,6 +506,19 @@ impl Cluster {
             Role::Leader,
             "node {i} failed to win an election"
         );
+    }
+
+    /// Ticks every node and delivers until one of `among` leads (vote guards make the
+    /// others wait an election timeout after they last heard from a leader); returns it.
+    pub fn await_leader(&mut self, among: &[usize]) -> usize {
+        for _ in 0..500 {
+            if let Some(&l) = among.iter().find(|&&i| self.node(i).role() == Role::Leader) {
+                return l;
+            }
+            self.tick_all();
+            self.deliver_all();
+        }
+        panic!("none of {among:?} was elected");
     }
 
     pub fn propose(&mut self, i: usize, data: &str) -> (Index, Term) {
