@@ -100,6 +100,8 @@ mod node;
 pub mod rand;
 pub mod rpc;
 pub mod storage;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod types;
 
 pub use self::core::{

@@ -7,6 +7,8 @@
 
 pub(crate) mod joint;
 pub(crate) mod majority;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use self::joint::JointConfig;
 
