@@ -186,11 +186,23 @@ pub enum RejectReason {
     /// would. The sender retries as the protocol does for any lost message.
     #[error("the node's inbound queue is full")]
     QueueFull,
+    /// A cluster configuration the message carries does not decode as a
+    /// [`Membership`](crate::Membership) or breaks its rules: the data of a `ConfigChange`
+    /// entry of an AppendEntries, or the membership of a snapshot. Accepted, it would stop
+    /// the node when it applies the entry or installs the snapshot.
+    #[error("its configuration at index {index} is malformed: {reason}")]
+    BadConfiguration {
+        /// Index of the `ConfigChange` entry, or the snapshot's last index.
+        index: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl RejectReason {
     /// A short stable name of the case, for metric labels: `wrong_cluster`,
-    /// `wrong_recipient`, `unknown_sender`, `oversized`, `malformed`, `queue_full`.
+    /// `wrong_recipient`, `unknown_sender`, `oversized`, `malformed`, `queue_full`,
+    /// `bad_configuration`.
     pub fn label(&self) -> &'static str {
         match self {
             RejectReason::WrongCluster { .. } => "wrong_cluster",
@@ -199,6 +211,7 @@ impl RejectReason {
             RejectReason::Oversized(_) => "oversized",
             RejectReason::Malformed(_) => "malformed",
             RejectReason::QueueFull => "queue_full",
+            RejectReason::BadConfiguration { .. } => "bad_configuration",
         }
     }
 }

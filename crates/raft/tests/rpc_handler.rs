@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use raftlock_raft::message::{AppendEntriesResponse, RequestVoteResponse};
 use raftlock_raft::{
-    AppendEntries, Config, Entry, Error, Heartbeat, LocalNetwork, LocalTransport, MemStorage,
-    Message, MessageBody, NetworkManager, NoOpMetrics, NodeId, PeerConfig, Raft, RaftBuilder,
-    RejectReason, RequestVote, RpcHandler, RpcHeader,
+    AppendEntries, Config, Entry, EntryKind, Error, Heartbeat, LocalNetwork, LocalTransport,
+    MemStorage, Message, MessageBody, NetworkManager, NoOpMetrics, NodeId, PeerConfig, Raft,
+    RaftBuilder, RejectReason, RequestVote, RpcHandler, RpcHeader,
 };
 use tokio::sync::mpsc;
 
@@ -175,6 +175,30 @@ async fn strangers_misaddressed_and_malformed_messages_are_refused_and_counted()
         refused(rpc.append_entries(RpcHeader::new(id(2), id(1), 1), gap)),
         RejectReason::Malformed(_)
     ));
+    // A configuration entry whose data is no configuration: refused before it reaches
+    // the log, where the node would fail on it only when applying it.
+    let bad_config = AppendEntries {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![Entry {
+            index: 1,
+            term: 1,
+            kind: EntryKind::ConfigChange,
+            data: "voters: node-1 node-2".into(),
+        }],
+        leader_commit: 0,
+    };
+    let reason = refused(rpc.append_entries(RpcHeader::new(id(2), id(1), 1), bad_config));
+    assert!(
+        matches!(reason, RejectReason::BadConfiguration { index: 1, .. }),
+        "{reason:?}"
+    );
+    assert!(
+        reason
+            .to_string()
+            .starts_with("its configuration at index 1 is malformed"),
+        "{reason}"
+    );
     // A transport end registered for a stranger goes through the same checks.
     let stranger = net.transport(id(9));
     stranger.send(vec![Message {
@@ -183,13 +207,14 @@ async fn strangers_misaddressed_and_malformed_messages_are_refused_and_counted()
         term: 5,
         body: MessageBody::RequestVote(vote),
     }]);
-    assert_eq!(rpc.rejected_messages(), 4);
+    assert_eq!(rpc.rejected_messages(), 5);
     assert_eq!(
         metrics.get(|o| o.rejected.clone()),
         [
             "unknown_sender",
             "wrong_recipient",
             "malformed",
+            "bad_configuration",
             "unknown_sender"
         ]
     );

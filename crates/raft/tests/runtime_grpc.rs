@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use raftlock_raft::network::grpc::proto;
 use raftlock_raft::{
-    Applier, ApplierError, Config, Error, FileStorage, FileStorageOptions, GrpcNetwork,
-    GrpcOptions, Index, MemStorage, Message, NetworkManager, NodeId, PeerConfig, Raft, RaftBuilder,
-    RpcHandler, SnapshotMeta, Storage, SyncPolicy, Term,
+    Applier, ApplierError, Config, EntryKind, Error, FileStorage, FileStorageOptions, GrpcNetwork,
+    GrpcOptions, Index, MemStorage, Message, MessageBody, NetworkManager, NodeId, PeerConfig, Raft,
+    RaftBuilder, RpcHandler, SnapshotMeta, Storage, SyncPolicy, Term,
 };
 
 mod common;
@@ -261,6 +261,32 @@ async fn malformed_envelopes_are_rejected_and_counted() {
         }],
         leader_commit: 0,
     });
+    // A configuration entry whose data is no configuration, and a snapshot chunk whose
+    // membership does not decode: refused and counted, never a panic.
+    let bad_config = Body::AppendEntries(proto::AppendEntries {
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: vec![proto::Entry {
+            index: 1,
+            term: 1,
+            kind: u32::from(EntryKind::ConfigChange.to_u8()),
+            data: Bytes::from_static(b"RLMB"),
+        }],
+        leader_commit: 0,
+    });
+    let bad_membership = Body::InstallSnapshot(proto::InstallSnapshot {
+        meta: Some(proto::SnapshotMeta {
+            last_index: 4,
+            last_term: 1,
+            membership: Bytes::from_static(b"\xff\xff"),
+        }),
+        offset: 0,
+        data: Bytes::from_static(b"x"),
+        done: true,
+        total_size: 1,
+        checksum: crc32c::crc32c(b"x"),
+    });
+    let timeout_now = Body::TimeoutNow(proto::TimeoutNow {});
     let envelopes = vec![
         envelope("other", "node-2", "node-1", heartbeat()), // wrong cluster
         envelope("c1", "node-9", "node-1", heartbeat()),    // unknown sender
@@ -270,7 +296,10 @@ async fn malformed_envelopes_are_rejected_and_counted() {
             body: None,
             ..envelope("c1", "node-2", "node-1", heartbeat())
         }, // no body
+        envelope("c1", "node-2", "node-1", bad_config),     // undecodable configuration
+        envelope("c1", "node-2", "node-1", bad_membership), // undecodable membership
         envelope("c1", "node-2", "node-1", heartbeat()),    // valid
+        envelope("c1", "node-2", "node-1", timeout_now),    // valid
     ];
     let addr = net.local_addr().unwrap();
     let mut client =
@@ -282,11 +311,11 @@ async fn malformed_envelopes_are_rejected_and_counted() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((summary.accepted, summary.rejected), (1, 5));
-    assert_eq!(net.rejected_messages(), 5);
+    assert_eq!((summary.accepted, summary.rejected), (2, 7));
+    assert_eq!(net.rejected_messages(), 7);
     assert_eq!(
         handler.rejected_messages(),
-        5,
+        7,
         "the node's handler counted them too"
     );
     assert_eq!(
@@ -296,17 +325,21 @@ async fn malformed_envelopes_are_rejected_and_counted() {
             "unknown_sender",
             "wrong_recipient",
             "malformed",
-            "malformed"
+            "malformed",
+            "bad_configuration",
+            "bad_configuration"
         ]
     );
-    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let timeout_now = tokio::time::timeout(Duration::from_secs(5), async {
+        let heartbeat = rx.recv().await.unwrap();
+        (heartbeat, rx.recv().await.unwrap())
+    });
+    let (m, t) = timeout_now.await.unwrap();
     assert_eq!(
         (m.from.clone(), m.to.clone(), m.term, m.kind()),
         (id(2), id(1), 3, "Heartbeat")
     );
+    assert_eq!((t.from, t.body), (id(2), MessageBody::TimeoutNow));
     // Sending to an unknown peer drops and counts, never blocks.
     let before = net.dropped_messages();
     net.send(vec![Message { to: id(7), ..m }]);

@@ -116,8 +116,12 @@ impl SimDisk {
                     if *offset == 0 {
                         self.receiving = Some((meta.clone(), Vec::new()));
                     }
+                    // Like `FileStorage`, a chunk continues the snapshot of the same
+                    // index and term; its membership is the install's business.
                     match self.receiving.as_mut() {
-                        Some((m, buf)) if m == meta && buf.len() as u64 == *offset => {
+                        Some((m, buf))
+                            if same_snapshot(m, meta) && buf.len() as u64 == *offset =>
+                        {
                             buf.extend_from_slice(data);
                         }
                         _ => {
@@ -134,14 +138,19 @@ impl SimDisk {
                             "storage refuses to install a snapshot it did not receive".into()
                         );
                     };
+                    // The install's metadata is kept as given, its membership included
+                    // (what `FileStorage` writes into the file), not the chunks'.
                     let snap = Snapshot {
-                        meta,
+                        meta: info.meta.clone(),
                         data: data.into(),
                     };
-                    if SnapshotInfo::of(&snap) != *info {
+                    let received = SnapshotInfo::of(&snap);
+                    if !same_snapshot(&meta, &info.meta)
+                        || (received.size, received.checksum) != (info.size, info.checksum)
+                    {
                         return Err(format!(
-                            "storage refuses to install {info:?}: it received {:?}",
-                            SnapshotInfo::of(&snap)
+                            "storage refuses to install {info:?}: it received {} bytes (CRC32C {:08x}) of snapshot {}/{}",
+                            received.size, received.checksum, meta.last_index, meta.last_term
                         ));
                     }
                     if !self.durable.install(&snap, *log)? {
@@ -197,7 +206,7 @@ impl SimDisk {
         Ok(note)
     }
 
-    /// What a restarted node recovers.
+    /// What a restarted node recovers: the snapshot's metadata exactly as installed.
     pub fn recover(&self) -> InitialState {
         InitialState {
             hard_state: self.durable.hard_state.clone(),
@@ -209,8 +218,18 @@ impl SimDisk {
     /// `len` bytes at `offset` of the durable snapshot `meta`, if that is the snapshot
     /// held (a leader's chunk to send).
     pub fn read_chunk(&self, meta: &SnapshotMeta, offset: u64, len: u64) -> Option<bytes::Bytes> {
-        let snap = self.durable.snapshot.as_ref().filter(|s| s.meta == *meta)?;
+        let snap = self
+            .durable
+            .snapshot
+            .as_ref()
+            .filter(|s| same_snapshot(&s.meta, meta))?;
         let end = offset.checked_add(len)?;
         (end <= snap.data.len() as u64).then(|| snap.data.slice(offset as usize..end as usize))
     }
+}
+
+/// Whether two snapshot metadata name the same snapshot: the same index and term, which is
+/// all `FileStorage` matches on (its file names carry nothing else).
+fn same_snapshot(a: &SnapshotMeta, b: &SnapshotMeta) -> bool {
+    (a.last_index, a.last_term) == (b.last_index, b.last_term)
 }

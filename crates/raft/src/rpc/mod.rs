@@ -78,7 +78,10 @@ impl RpcHeader {
 
 struct Inner {
     id: NodeId,
-    /// Every member except this node.
+    /// Every member except this node, fixed when the handler is built. Not yet kept up
+    /// with the replicated membership: until the runtime teaches the handler the members
+    /// it learns from the log, messages from a node added since are refused as
+    /// [`RejectReason::UnknownSender`] (and a removed node's are still accepted).
     peers: HashSet<NodeId>,
     inbound: mpsc::Sender<Message>,
     metrics: Arc<dyn Metrics>,
@@ -123,6 +126,10 @@ impl std::fmt::Debug for RpcHandler {
 impl RpcHandler {
     /// A handler for node `id` whose cluster is `members` (an entry for `id` itself is
     /// ignored), queueing up to `capacity` messages, and the receiving end of that queue.
+    ///
+    /// The members are fixed here: a message from any other node is refused as
+    /// [`RejectReason::UnknownSender`], even once a membership change has made it a member
+    /// (the handler does not follow the replicated configuration yet).
     ///
     /// A node builds its own (see [`Raft::rpc_handler`](crate::Raft::rpc_handler)); this
     /// constructor is for testing a transport on its own.
@@ -186,12 +193,20 @@ impl RpcHandler {
         self.deliver(header.with(MessageBody::ReadIndex(request)))
     }
 
+    /// Delivers a leader's TimeoutNow: the last step of a leadership transfer, telling
+    /// this node to campaign at once (its vote requests carry `transfer: true`).
+    pub fn timeout_now(&self, header: RpcHeader) -> Result<()> {
+        self.deliver(header.with(MessageBody::TimeoutNow))
+    }
+
     /// Delivers any message, requests and answers alike: the path every typed method and
     /// the built-in transports take.
     ///
     /// Fails with [`Error::Rejected`] if the message is not addressed to this node, does
-    /// not come from one of its peers, is malformed, or finds the queue full (each case
-    /// counted), and with [`Error::ShuttingDown`] once the node has stopped. Never blocks.
+    /// not come from one of its peers, is malformed (a configuration it carries that does
+    /// not decode is [`RejectReason::BadConfiguration`]), or finds the queue full (each
+    /// case counted), and with [`Error::ShuttingDown`] once the node has stopped. Never
+    /// blocks.
     pub fn deliver(&self, message: Message) -> Result<()> {
         let inner = &self.inner;
         if message.to != inner.id {
@@ -204,8 +219,8 @@ impl RpcHandler {
                 from: message.from.to_string(),
             }));
         }
-        if let Err(why) = validate::check(&message) {
-            return Err(self.reject(RejectReason::Malformed(why)));
+        if let Err(reason) = validate::check(&message) {
+            return Err(self.reject(reason));
         }
         match inner.inbound.try_send(message) {
             Ok(()) => Ok(()),

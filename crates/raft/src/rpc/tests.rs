@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::*;
+use crate::membership::Membership;
 use crate::message::{AppendEntriesResponse, HeartbeatResponse};
-use crate::types::{Entry, SnapshotMeta};
+use crate::types::{Entry, EntryKind, SnapshotMeta};
 
 #[derive(Default)]
 struct Rejections(Mutex<Vec<&'static str>>);
@@ -219,4 +220,108 @@ fn a_snapshot_of_any_size_is_accepted_in_chunks() {
         .unwrap();
     assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 2);
     assert_eq!(h.rejected_messages(), 0);
+}
+
+fn config_entry(index: u64, term: u64, data: impl Into<Bytes>) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::ConfigChange,
+        data: data.into(),
+    }
+}
+
+#[test]
+fn a_config_entry_that_does_not_decode_is_refused_and_counted() {
+    let (h, mut rx, metrics) = handler(16);
+    let good = Membership::new(["n1", "n2", "n3", "n4"].map(NodeId::from), []);
+    let mut garbled = good.encode().to_vec();
+    garbled.truncate(garbled.len() - 1);
+    let mut unknown_version = good.encode().to_vec();
+    unknown_version[4] = 9;
+    let cases: [(&str, Bytes); 4] = [
+        ("not a configuration", Bytes::from_static(b"add n4")),
+        ("truncated", garbled.into()),
+        ("unknown version", unknown_version.into()),
+        // Decodes, but breaks the rules (no voter): decoding refuses it too.
+        (
+            "no voter",
+            Membership::new([], [NodeId::from("n4")]).encode(),
+        ),
+    ];
+    for (what, data) in cases {
+        let a = AppendEntries {
+            prev_log_index: 4,
+            prev_log_term: 2,
+            entries: vec![Entry::normal(5, 2, "x"), config_entry(6, 3, data)],
+            leader_commit: 0,
+        };
+        match reason(h.append_entries(from_n2(3), a)) {
+            RejectReason::BadConfiguration { index, reason } => {
+                assert_eq!(index, 6, "{what}");
+                assert!(reason.contains("ConfigChange"), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected BadConfiguration, got {other:?}"),
+        }
+    }
+    assert!(rx.try_recv().is_err(), "nothing reached the node");
+    assert_eq!(h.rejected_messages(), 4);
+    assert_eq!(*metrics.0.lock().unwrap(), ["bad_configuration"; 4]);
+    // A configuration entry that decodes passes, and so does a normal entry whatever its
+    // data (only ConfigChange entries carry a configuration).
+    let a = AppendEntries {
+        prev_log_index: 4,
+        prev_log_term: 2,
+        entries: vec![
+            Entry::normal(5, 2, "RLMB"),
+            config_entry(6, 3, good.encode()),
+        ],
+        leader_commit: 0,
+    };
+    h.append_entries(from_n2(3), a).unwrap();
+    assert_eq!(rx.try_recv().unwrap().kind(), "AppendEntries");
+    assert_eq!(h.rejected_messages(), 4);
+}
+
+#[test]
+fn a_snapshot_chunk_with_a_membership_that_breaks_the_rules_is_refused() {
+    let (h, mut rx, metrics) = handler(16);
+    let mut bad = chunk(0, 10, 10, true);
+    bad.meta.membership = Some(Membership::new([NodeId::from("n1")], [NodeId::from("n1")]));
+    assert!(matches!(
+        reason(h.install_snapshot(from_n2(3), bad)),
+        RejectReason::BadConfiguration { index: 5, .. }
+    ));
+    let mut good = chunk(0, 10, 10, true);
+    good.meta.membership = Some(Membership::new(["n1", "n2"].map(NodeId::from), []));
+    h.install_snapshot(from_n2(3), good.clone()).unwrap();
+    match rx.try_recv().unwrap().body {
+        MessageBody::InstallSnapshot(s) => assert_eq!(s, good),
+        other => panic!("expected the chunk, got {other:?}"),
+    }
+    assert_eq!(*metrics.0.lock().unwrap(), ["bad_configuration"]);
+}
+
+#[test]
+fn timeout_now_is_delivered_from_a_peer_only() {
+    let (h, mut rx, metrics) = handler(16);
+    h.timeout_now(from_n2(4)).unwrap();
+    let m = rx.try_recv().unwrap();
+    assert_eq!(
+        (m.from.as_str(), m.to.as_str(), m.term, m.body),
+        ("n2", "n1", 4, MessageBody::TimeoutNow)
+    );
+    assert_eq!(
+        reason(h.timeout_now(RpcHeader::new("n9", "n1", 4))),
+        RejectReason::UnknownSender { from: "n9".into() }
+    );
+    assert_eq!(
+        reason(h.timeout_now(RpcHeader::new("n2", "n3", 4))),
+        RejectReason::WrongRecipient { to: "n3".into() }
+    );
+    assert!(rx.try_recv().is_err());
+    assert_eq!(
+        *metrics.0.lock().unwrap(),
+        ["unknown_sender", "wrong_recipient"]
+    );
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::snapshot::{self, BytesReader, MemWriter, Receiving};
 use super::{
-    check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, SnapshotReader,
-    SnapshotSource, SnapshotWriter, Storage,
+    check_append, check_keep, check_range, check_snapshot_membership, check_snapshot_newer,
+    SnapshotLog, SnapshotReader, SnapshotSource, SnapshotWriter, Storage,
 };
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, SnapshotInfo, SnapshotMeta, Term};
@@ -183,6 +183,7 @@ impl Storage for MemStorage {
     ) -> Result<(), StorageError> {
         let meta = &info.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
+        check_snapshot_membership(meta)?;
         let held = self.slot(meta.last_index).map(|e| e.term);
         check_keep(meta, log, held)?;
         let staged = match source {

@@ -123,15 +123,19 @@ pub trait Storage: Send + 'static {
     /// Installs the snapshot `info` describes from `source`, durably, replacing the
     /// previous one, and keeps or discards the log as `log` says (the core's decision:
     /// storage follows it and never guesses). The bytes must have `info`'s size and
-    /// checksum. `FileStorage` writes the file's header, fsyncs it, renames it into place
-    /// and fsyncs the directory: a crash leaves the old snapshot or the new one.
+    /// checksum. `info.meta` is stored as given, its membership included, whatever the
+    /// metadata of the chunks of a received snapshot said; [`Storage::snapshot_info`] (and
+    /// after a restart, [`load_initial_state`]) returns it. `FileStorage` writes the
+    /// membership and the file's header, fsyncs it, renames it into place and fsyncs the
+    /// directory: a crash leaves the old snapshot or the new one.
     ///
     /// With [`SnapshotLog::Keep`] the log must hold the snapshot's last entry with its
     /// term, otherwise the call fails with [`StorageError::SnapshotLogMismatch`]; with
     /// [`SnapshotLog::Discard`] the log restarts right after the snapshot. A snapshot not
-    /// newer than the current one, bytes that do not match `info`, or a received snapshot
-    /// that is not the one being received are refused with
-    /// [`StorageError::InvalidRequest`]. A refusal leaves the snapshot and the log as they
+    /// newer than the current one, bytes that do not match `info`, a received snapshot
+    /// that is not the one being received (by index and term), or a membership that
+    /// breaks [`Membership::validate`](crate::membership::Membership::validate) are
+    /// refused with [`StorageError::InvalidRequest`]. A refusal leaves the snapshot and the log as they
     /// were (a received snapshot whose bytes do not match is dropped: the transfer starts
     /// over).
     fn install_snapshot(
@@ -257,6 +261,22 @@ pub(crate) fn check_snapshot_newer(index: Index, current: Index) -> Result<(), S
         )));
     }
     Ok(())
+}
+
+/// Refuses a snapshot whose membership breaks the rules of every configuration
+/// ([`Membership::validate`](crate::membership::Membership::validate)). `FileStorage` could
+/// not read such a file back (decoding validates), so every storage refuses it up front
+/// rather than writing a snapshot that would fail the next open as corruption.
+pub(crate) fn check_snapshot_membership(meta: &SnapshotMeta) -> Result<(), StorageError> {
+    match &meta.membership {
+        Some(m) => m.validate().map_err(|e| {
+            StorageError::InvalidRequest(format!(
+                "snapshot at index {} carries an invalid membership ({m}): {e}",
+                meta.last_index
+            ))
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Refuses to keep a log that does not hold the snapshot's last entry (`held` is the term

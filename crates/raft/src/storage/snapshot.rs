@@ -294,10 +294,17 @@ impl<W: SnapshotWriter> fmt::Debug for Receiving<W> {
     }
 }
 
+/// Whether `a` and `b` describe the same snapshot: the same index and term. The membership
+/// is not compared: it is a property of the log at that index, and the one a received
+/// snapshot is installed with is the install's (see [`take_received`]).
+fn same_snapshot(a: &SnapshotMeta, b: &SnapshotMeta) -> bool {
+    (a.last_index, a.last_term) == (b.last_index, b.last_term)
+}
+
 /// Writes a chunk of the snapshot `meta` at `offset` into `slot`: offset 0 starts the
 /// snapshot anew (in a writer from `new_writer`, dropping whatever was being received);
-/// any other offset must continue the same snapshot exactly where it stands. The core
-/// sends chunks only in that order, so anything else is refused.
+/// any other offset must continue the same snapshot (same index and term) exactly where it
+/// stands. The core sends chunks only in that order, so anything else is refused.
 pub(crate) fn receive_chunk<W: SnapshotWriter>(
     slot: &mut Option<Receiving<W>>,
     meta: &SnapshotMeta,
@@ -314,7 +321,7 @@ pub(crate) fn receive_chunk<W: SnapshotWriter>(
     }
     let written = slot
         .as_ref()
-        .filter(|r| r.meta == *meta)
+        .filter(|r| same_snapshot(&r.meta, meta))
         .map(|r| r.writer.written());
     let Some(r) = slot.as_mut().filter(|_| written == Some(offset)) else {
         return Err(StorageError::InvalidRequest(format!(
@@ -329,8 +336,10 @@ pub(crate) fn receive_chunk<W: SnapshotWriter>(
         .map_err(|e| storage_error(e, "write snapshot chunk"))
 }
 
-/// Finishes the received snapshot `info` describes; refused unless every byte of it was
-/// received (its size and checksum).
+/// Finishes the received snapshot `info` describes; refused unless it is the one being
+/// received (index and term) and every byte of it was received (its size and checksum).
+/// The chunks' metadata is dropped here: the caller installs with `info.meta`, whose
+/// membership is the authority.
 pub(crate) fn take_received<W: SnapshotWriter + 'static>(
     slot: &mut Option<Receiving<W>>,
     info: &SnapshotInfo,
@@ -341,7 +350,7 @@ pub(crate) fn take_received<W: SnapshotWriter + 'static>(
             info.meta.last_index
         )));
     };
-    if r.meta != info.meta {
+    if !same_snapshot(&r.meta, &info.meta) {
         return Err(StorageError::InvalidRequest(format!(
             "install of a received snapshot at index {} term {}, but the one received is at index {} term {}",
             info.meta.last_index, info.meta.last_term, r.meta.last_index, r.meta.last_term

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use super::proto as pb;
+use crate::error::RejectReason;
 use crate::membership::Membership;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, ConflictHint, Heartbeat, HeartbeatResponse,
@@ -22,7 +23,26 @@ pub(crate) enum DecodeError {
     /// A snapshot chunk without its metadata.
     MissingSnapshotMeta,
     /// A snapshot's membership does not decode.
-    BadMembership(String),
+    BadMembership {
+        /// The snapshot's last index.
+        index: u64,
+        /// Why it does not decode.
+        reason: String,
+    },
+}
+
+impl DecodeError {
+    /// How the receiver refuses (and counts) an envelope that failed to decode: an
+    /// undecodable membership as a bad configuration, like a `ConfigChange` entry the
+    /// handler cannot decode; anything else as malformed.
+    pub(crate) fn into_reject_reason(self) -> RejectReason {
+        match self {
+            DecodeError::BadMembership { index, reason } => {
+                RejectReason::BadConfiguration { index, reason }
+            }
+            other => RejectReason::Malformed(other.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for DecodeError {
@@ -31,7 +51,9 @@ impl fmt::Display for DecodeError {
             DecodeError::MissingBody => f.write_str("envelope without a body"),
             DecodeError::UnknownEntryKind(k) => write!(f, "unknown entry kind {k}"),
             DecodeError::MissingSnapshotMeta => f.write_str("snapshot chunk without metadata"),
-            DecodeError::BadMembership(e) => write!(f, "snapshot membership: {e}"),
+            DecodeError::BadMembership { index, reason } => {
+                write!(f, "membership of the snapshot at index {index}: {reason}")
+            }
         }
     }
 }
@@ -190,10 +212,12 @@ pub(crate) fn from_envelope(
                     membership: if meta.membership.is_empty() {
                         None
                     } else {
-                        Some(
-                            Membership::decode(&meta.membership)
-                                .map_err(|e| DecodeError::BadMembership(e.to_string()))?,
-                        )
+                        Some(Membership::decode(&meta.membership).map_err(|e| {
+                            DecodeError::BadMembership {
+                                index: meta.last_index,
+                                reason: e.to_string(),
+                            }
+                        })?)
                     },
                 },
                 offset: s.offset,
@@ -232,6 +256,22 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::membership::NodeInfo;
+
+    /// A joint configuration with a learner and member info: every field of the encoding.
+    fn joint() -> Membership {
+        let ids = |s: &str| s.split_whitespace().map(NodeId::from).collect();
+        let mut m = Membership::new(ids("node-1 node-2 node-4"), ids("node-5"));
+        m.outgoing = ids("node-1 node-2 node-3");
+        m.nodes.insert(
+            NodeId::from("node-4"),
+            NodeInfo {
+                address: "10.0.0.4:7000".into(),
+                metadata: [("http".to_string(), "10.0.0.4:8000".to_string())].into(),
+            },
+        );
+        m
+    }
 
     fn all_kinds() -> Vec<MessageBody> {
         vec![
@@ -241,6 +281,13 @@ mod tests {
                 last_log_term: 3,
                 transfer: false,
             }),
+            MessageBody::RequestVote(RequestVote {
+                pre_vote: false,
+                last_log_index: 7,
+                last_log_term: 3,
+                transfer: true,
+            }),
+            MessageBody::TimeoutNow,
             MessageBody::RequestVoteResponse(RequestVoteResponse {
                 pre_vote: false,
                 granted: true,
@@ -255,7 +302,7 @@ mod tests {
                         index: 7,
                         term: 3,
                         kind: EntryKind::ConfigChange,
-                        data: Bytes::from_static(b"cfg"),
+                        data: joint().encode(),
                     },
                 ],
                 leader_commit: 4,
@@ -303,6 +350,18 @@ mod tests {
                 done: true,
                 total_size: (1 << 20) + 1000,
                 checksum: 0xdead_beef,
+            }),
+            MessageBody::InstallSnapshot(InstallSnapshot {
+                meta: SnapshotMeta {
+                    last_index: 200,
+                    last_term: 5,
+                    membership: Some(joint()),
+                },
+                offset: 0,
+                data: Bytes::from_static(b"first chunk"),
+                done: false,
+                total_size: 1 << 30,
+                checksum: 7,
             }),
             MessageBody::InstallSnapshotResponse(InstallSnapshotResponse {
                 last_index: 100,
@@ -376,5 +435,95 @@ mod tests {
             from_envelope(env, a, b),
             Err(DecodeError::MissingSnapshotMeta)
         );
+    }
+
+    #[test]
+    fn the_new_kinds_and_fields_reach_the_wire() {
+        let m = |body| Message {
+            from: NodeId::from("node-1"),
+            to: NodeId::from("node-2"),
+            term: 9,
+            body,
+        };
+        let env = to_envelope("c1", m(MessageBody::TimeoutNow));
+        assert!(matches!(env.body, Some(pb::envelope::Body::TimeoutNow(_))));
+        let vote = RequestVote {
+            pre_vote: false,
+            last_log_index: 1,
+            last_log_term: 1,
+            transfer: true,
+        };
+        match to_envelope("c1", m(MessageBody::RequestVote(vote))).body {
+            Some(pb::envelope::Body::RequestVote(r)) => assert!(r.transfer),
+            other => panic!("expected a vote request, got {other:?}"),
+        }
+        let chunk = InstallSnapshot {
+            meta: SnapshotMeta {
+                last_index: 3,
+                last_term: 1,
+                membership: Some(joint()),
+            },
+            offset: 0,
+            data: Bytes::new(),
+            done: false,
+            total_size: 10,
+            checksum: 0,
+        };
+        match to_envelope("c1", m(MessageBody::InstallSnapshot(chunk))).body {
+            Some(pb::envelope::Body::InstallSnapshot(s)) => {
+                let meta = s.meta.unwrap();
+                assert_eq!(Membership::decode(&meta.membership).unwrap(), joint());
+            }
+            other => panic!("expected a snapshot chunk, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_membership_that_does_not_decode_is_a_bad_configuration() {
+        let chunk = |membership: Bytes| pb::Envelope {
+            cluster_id: "c1".into(),
+            from: "a".into(),
+            to: "b".into(),
+            term: 2,
+            body: Some(pb::envelope::Body::InstallSnapshot(pb::InstallSnapshot {
+                meta: Some(pb::SnapshotMeta {
+                    last_index: 12,
+                    last_term: 2,
+                    membership,
+                }),
+                offset: 0,
+                data: Bytes::from_static(b"x"),
+                done: true,
+                total_size: 1,
+                checksum: crc32c::crc32c(b"x"),
+            })),
+        };
+        let (a, b) = (NodeId::from("a"), NodeId::from("b"));
+        let mut truncated = joint().encode().to_vec();
+        truncated.pop();
+        for bad in [
+            Bytes::from_static(b"\x00"),
+            Bytes::from(truncated),
+            Membership::new([], [NodeId::from("x")]).encode(),
+        ] {
+            let err = from_envelope(chunk(bad.clone()), a.clone(), b.clone()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::BadMembership { index: 12, .. }),
+                "{bad:?}: {err:?}"
+            );
+            assert!(matches!(
+                err.into_reject_reason(),
+                RejectReason::BadConfiguration { index: 12, .. }
+            ));
+        }
+        // Empty is "no membership": a snapshot from before membership was replicated.
+        match from_envelope(chunk(Bytes::new()), a, b).unwrap().body {
+            MessageBody::InstallSnapshot(s) => assert_eq!(s.meta.membership, None),
+            other => panic!("expected a snapshot chunk, got {other:?}"),
+        }
+        assert!(matches!(
+            DecodeError::MissingBody.into_reject_reason(),
+            RejectReason::Malformed(_)
+        ));
     }
 }

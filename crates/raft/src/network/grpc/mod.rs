@@ -17,6 +17,8 @@
 //! ([`Metrics::observe_message_rejected`](crate::Metrics::observe_message_rejected)).
 //! A sender that is not a configured peer is refused by the handler, which knows the
 //! node's members from its configuration (`GrpcOptions::peers` should list the same ones).
+//! Both lists are fixed at start: neither follows the replicated membership yet, so a node
+//! added by a membership change is neither dialled nor heard until they do.
 //!
 //! ```no_run
 //! use raftlock_raft::{GrpcNetwork, GrpcOptions, NodeId, PeerConfig};

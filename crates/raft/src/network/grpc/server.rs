@@ -46,8 +46,9 @@ impl TransportService {
             Some(peer) => peer.clone(),
             None => NodeId::from(env.from.as_str()),
         };
-        let message = from_envelope(env, from, to)
-            .map_err(|e| h.reject(RejectReason::Malformed(e.to_string())))?;
+        // Every body kind, TimeoutNow included, goes to the handler's `deliver`: the one
+        // path on which all checks and counting happen.
+        let message = from_envelope(env, from, to).map_err(|e| h.reject(e.into_reject_reason()))?;
         h.deliver(message)
     }
 
@@ -120,5 +121,85 @@ impl RaftTransport for TransportService {
             }
         }
         Ok(Response::new(summary))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::{Message, MessageBody};
+    use crate::metrics::NoOpMetrics;
+
+    fn service() -> (TransportService, tokio::sync::mpsc::Receiver<Message>) {
+        let members = ["n1", "n2", "n3"].map(NodeId::from);
+        let (handler, rx) = RpcHandler::new(NodeId::from("n1"), members, 16, Arc::new(NoOpMetrics));
+        let (_, shutdown) = watch::channel(false);
+        let service = TransportService {
+            cluster_id: "c1".into(),
+            handler,
+            rejected: Arc::default(),
+            dropped: Arc::default(),
+            shutdown,
+        };
+        (service, rx)
+    }
+
+    fn envelope(body: pb::envelope::Body) -> pb::Envelope {
+        pb::Envelope {
+            cluster_id: "c1".into(),
+            from: "n2".into(),
+            to: "n1".into(),
+            term: 4,
+            body: Some(body),
+        }
+    }
+
+    #[test]
+    fn timeout_now_envelopes_reach_the_node() {
+        let (service, mut rx) = service();
+        service
+            .accept(envelope(pb::envelope::Body::TimeoutNow(pb::TimeoutNow {})))
+            .unwrap();
+        let m = rx.try_recv().unwrap();
+        assert_eq!(
+            (m.from.as_str(), m.term, m.body),
+            ("n2", 4, MessageBody::TimeoutNow)
+        );
+    }
+
+    #[test]
+    fn a_snapshot_chunk_with_an_undecodable_membership_is_refused_and_counted() {
+        let (service, mut rx) = service();
+        let chunk = pb::InstallSnapshot {
+            meta: Some(pb::SnapshotMeta {
+                last_index: 8,
+                last_term: 2,
+                membership: Bytes::from_static(b"RLMB\x01 not a membership"),
+            }),
+            offset: 0,
+            data: Bytes::from_static(b"state"),
+            done: true,
+            total_size: 5,
+            checksum: crc32c::crc32c(b"state"),
+        };
+        let result = service.accept(envelope(pb::envelope::Body::InstallSnapshot(chunk)));
+        assert!(
+            matches!(
+                result,
+                Err(Error::Rejected(RejectReason::BadConfiguration {
+                    index: 8,
+                    ..
+                }))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(service.handler.rejected_messages(), 1);
+        assert!(rx.try_recv().is_err(), "nothing reached the node");
     }
 }

@@ -51,8 +51,8 @@ use self::snapshot_file::FileWriter;
 pub(crate) use self::snapshot_file::StagedFile;
 use super::snapshot::{self as stream, Receiving, Staged};
 use super::{
-    check_append, check_keep, check_range, check_snapshot_newer, SnapshotLog, SnapshotReader,
-    SnapshotSource, SnapshotWriter, Storage,
+    check_append, check_keep, check_range, check_snapshot_membership, check_snapshot_newer,
+    SnapshotLog, SnapshotReader, SnapshotSource, SnapshotWriter, Storage,
 };
 use crate::error::StorageError;
 use crate::types::{Entry, HardState, Index, Snapshot, SnapshotInfo, SnapshotMeta, Term};
@@ -419,6 +419,7 @@ impl Storage for FileStorage {
         self.check_usable()?;
         let meta = &info.meta;
         check_snapshot_newer(meta.last_index, self.snapshot_index())?;
+        check_snapshot_membership(meta)?;
         check_keep(meta, log, self.held_term(meta.last_index))?;
         let dir = self.snapshot_dir();
         let staged = match source {

@@ -1,17 +1,42 @@
 //! Snapshot files `<dir>/snapshots/<last_index, 20 digits>-<last_term, 20 digits>.snap`.
 //!
-//! Format (little endian): a 40-byte header, magic `b"RLSNAP01"`, last index `u64`, last
-//! term `u64`, data length `u64`, CRC32C of the data `u32`, CRC32C of the preceding 36
-//! header bytes `u32`; then the data.
+//! Format `RLSNAP02` (written now; little endian):
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  magic b"RLSNAP02"
+//!      8     8  last index (u64)
+//!     16     8  last term (u64)
+//!     24     8  data length D (u64)
+//!     32     4  CRC32C of the data (u32)
+//!     36     4  membership length M (u32; 0 = no membership recorded)
+//!     40     4  CRC32C of the membership block (u32; 0 when M = 0)
+//!     44     4  CRC32C of bytes 0..44 (u32)
+//!     48     D  data
+//!   48+D     M  membership block: `Membership::encode` of the configuration at last index
+//! ```
+//!
+//! The membership block follows the data rather than preceding it because its size is
+//! known only at install (a built snapshot's writer is created before the configuration is
+//! known, and a received snapshot's chunks are written before the install's metadata is
+//! final): the data stays at a fixed offset, and install writes the block and the header
+//! into the temp file without moving a byte of the data.
+//!
+//! Format `RLSNAP01` (before membership was replicated; still read, as `membership: None`):
+//! a 40-byte header, magic `b"RLSNAP01"`, last index `u64`, last term `u64`, data length
+//! `u64`, CRC32C of the data `u32`, CRC32C of the preceding 36 header bytes `u32`; then the
+//! data, and nothing after it.
 //!
 //! A new snapshot is streamed into `<kind>-<pid>-<n>.tmp` in the same directory (a
 //! [`FileWriter`]: `build` for one the node builds, `recv` for one received from the
-//! leader) behind 40 zero bytes where the header goes, tracking its length and CRC32C as it
+//! leader) behind 48 zero bytes where the header goes, tracking its length and CRC32C as it
 //! is written. Finishing it fsyncs the data (on the thread that wrote it, off the storage
-//! thread for a built one). Installing it writes the header in place, fsyncs, renames the
-//! file to its name and fsyncs the directory, so a completed file is never torn and any
-//! defect in it is corruption. A temp file is deleted when its writer or staged snapshot is
-//! dropped, and by `open` after a crash (a transfer then starts over from offset 0).
+//! thread for a built one). Installing it appends the membership block and writes the
+//! header in place, both from the metadata given to the install (the authority on the
+//! membership), fsyncs, renames the file to its name and fsyncs the directory, so a
+//! completed file is never torn and any defect in it is corruption. A temp file is deleted
+//! when its writer or staged snapshot is dropped, and by `open` after a crash (a transfer
+//! then starts over from offset 0).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -23,12 +48,18 @@ use bytes::Bytes;
 
 use super::fsutil::{io_err, list_files, sync_dir, TMP_SUFFIX};
 use crate::error::StorageError;
+use crate::membership::Membership;
 use crate::storage::snapshot::{check_range, SnapshotReader, SnapshotWriter, StagedSnapshot};
 use crate::types::{Index, Snapshot, SnapshotInfo, SnapshotMeta, Term};
 
-const MAGIC: &[u8; 8] = b"RLSNAP01";
-/// Size of the header before the data.
-pub(super) const HEADER_LEN: usize = 40;
+/// Magic of the first format, which has no membership.
+const MAGIC_V1: &[u8; 8] = b"RLSNAP01";
+/// Size of a `RLSNAP01` header.
+const HEADER_LEN_V1: usize = 40;
+/// Magic of the current format.
+const MAGIC_V2: &[u8; 8] = b"RLSNAP02";
+/// Size of the header before the data in the current format: the room a writer leaves.
+pub(super) const HEADER_LEN: usize = 48;
 /// Data is checksummed in pieces of this size, so verifying a large snapshot on open does
 /// not need it all in memory.
 const VERIFY_CHUNK: usize = 1 << 20;
@@ -56,47 +87,108 @@ pub(super) fn parse_file_name(name: &str) -> Option<(Index, Term)> {
     Some((index.parse().ok()?, term.parse().ok()?))
 }
 
-fn encode_header(meta: &SnapshotMeta, len: u64, crc: u32) -> [u8; HEADER_LEN] {
+/// The membership block of `meta`: empty when it records none.
+fn encode_membership(meta: &SnapshotMeta) -> Bytes {
+    meta.membership
+        .as_ref()
+        .map(Membership::encode)
+        .unwrap_or_default()
+}
+
+/// The `RLSNAP02` header of a snapshot of `meta` with `len` bytes of data whose CRC32C is
+/// `crc`, followed by `membership` (from [`encode_membership`]). Refused if the block
+/// cannot be described by the header's 32-bit length (no real configuration comes near).
+fn encode_header(
+    meta: &SnapshotMeta,
+    len: u64,
+    crc: u32,
+    membership: &[u8],
+) -> Result<[u8; HEADER_LEN], StorageError> {
+    let membership_len = u32::try_from(membership.len()).map_err(|_| {
+        StorageError::InvalidRequest(format!(
+            "membership of the snapshot at index {} encodes to {} bytes",
+            meta.last_index,
+            membership.len()
+        ))
+    })?;
     let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(MAGIC);
+    h[..8].copy_from_slice(MAGIC_V2);
     h[8..16].copy_from_slice(&meta.last_index.to_le_bytes());
     h[16..24].copy_from_slice(&meta.last_term.to_le_bytes());
     h[24..32].copy_from_slice(&len.to_le_bytes());
     h[32..36].copy_from_slice(&crc.to_le_bytes());
-    let header_crc = crc32c::crc32c(&h[..36]);
-    h[36..40].copy_from_slice(&header_crc.to_le_bytes());
-    h
+    h[36..40].copy_from_slice(&membership_len.to_le_bytes());
+    h[40..44].copy_from_slice(&crc32c::crc32c(membership).to_le_bytes());
+    let header_crc = crc32c::crc32c(&h[..44]);
+    h[44..48].copy_from_slice(&header_crc.to_le_bytes());
+    Ok(h)
 }
 
-/// A verified header: the metadata, the data length and the data's checksum.
-struct Header {
-    meta: SnapshotMeta,
+/// The fixed fields of a header whose own checksum matched, in either format.
+struct Fixed {
+    /// Size of the header: where the data starts.
+    header_len: u64,
+    last_index: Index,
+    last_term: Term,
     data_len: u64,
     data_crc: u32,
+    /// Size of the membership block after the data (always 0 in `RLSNAP01`).
+    membership_len: u64,
+    membership_crc: u32,
 }
 
-fn decode_header(h: &[u8; HEADER_LEN]) -> Result<Header, String> {
+/// Decodes the header at the start of `h` (the first bytes of a file, as many as it has
+/// up to [`HEADER_LEN`]).
+fn decode_fixed(h: &[u8]) -> Result<Fixed, String> {
     let u64_at = |at: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&h[at..at + 8]);
         u64::from_le_bytes(b)
     };
     let u32_at = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-    if crc32c::crc32c(&h[..36]) != u32_at(36) {
+    let Some(version) = h.get(..8) else {
+        return Err(format!("snapshot file is {} bytes", h.len()));
+    };
+    let header_len = if version == MAGIC_V2 {
+        HEADER_LEN
+    } else if version == MAGIC_V1 {
+        HEADER_LEN_V1
+    } else {
+        return Err("bad snapshot magic".into());
+    };
+    if h.len() < header_len {
+        return Err(format!(
+            "snapshot file is {} bytes, shorter than its {header_len}-byte header",
+            h.len()
+        ));
+    }
+    let crc_at = header_len - 4;
+    if crc32c::crc32c(&h[..crc_at]) != u32_at(crc_at) {
         return Err("snapshot header checksum mismatch".into());
     }
-    if &h[..8] != MAGIC {
-        return Err("bad snapshot magic".into());
-    }
-    Ok(Header {
-        meta: SnapshotMeta {
-            last_index: u64_at(8),
-            last_term: u64_at(16),
-            membership: None,
-        },
+    let (membership_len, membership_crc) = if header_len == HEADER_LEN {
+        (u64::from(u32_at(36)), u32_at(40))
+    } else {
+        (0, 0)
+    };
+    Ok(Fixed {
+        header_len: header_len as u64,
+        last_index: u64_at(8),
+        last_term: u64_at(16),
         data_len: u64_at(24),
         data_crc: u32_at(32),
+        membership_len,
+        membership_crc,
     })
+}
+
+/// A verified header: the metadata (with the membership read from its block), where the
+/// data starts, the data length and the data's checksum.
+struct Header {
+    meta: SnapshotMeta,
+    data_offset: u64,
+    data_len: u64,
+    data_crc: u32,
 }
 
 fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
@@ -107,38 +199,79 @@ fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> StorageErr
     }
 }
 
-/// Reads and checks the header of the snapshot at `path` (whose name promises `meta`).
-fn read_header(file: &File, path: &Path, meta: &SnapshotMeta) -> Result<Header, StorageError> {
-    let mut h = [0u8; HEADER_LEN];
+/// Reads and checks the header of the snapshot at `path`, whose name promises `name`'s
+/// index and term (a name carries nothing else, so only those are compared), and reads,
+/// checks and decodes its membership block. The data itself is not read.
+fn read_header(file: &File, path: &Path, name: &SnapshotMeta) -> Result<Header, StorageError> {
     let len = file.metadata().map_err(io_err("stat", path))?.len();
-    if len < HEADER_LEN as u64 {
-        return Err(corruption(path, 0, format!("snapshot file is {len} bytes")));
-    }
-    file.read_exact_at(&mut h, 0)
+    let mut h = [0u8; HEADER_LEN];
+    // At most HEADER_LEN, so the cast cannot truncate.
+    let have = len.min(HEADER_LEN as u64) as usize;
+    file.read_exact_at(&mut h[..have], 0)
         .map_err(io_err("read", path))?;
-    let header = decode_header(&h).map_err(|r| corruption(path, 0, r))?;
-    if header.meta != *meta {
+    let fixed = decode_fixed(&h[..have]).map_err(|r| corruption(path, 0, r))?;
+    if (fixed.last_index, fixed.last_term) != (name.last_index, name.last_term) {
         return Err(corruption(
             path,
             0,
             format!(
                 "snapshot header says index {} term {}, the file name says index {} term {}",
-                header.meta.last_index, header.meta.last_term, meta.last_index, meta.last_term
+                fixed.last_index, fixed.last_term, name.last_index, name.last_term
             ),
         ));
     }
-    if len - HEADER_LEN as u64 != header.data_len {
+    // Checked: a header whose checksum matches can still carry absurd lengths if it was
+    // written wrong, and they must be an error, not an overflow.
+    let membership_at = fixed.header_len.checked_add(fixed.data_len);
+    let expected = membership_at.and_then(|at| at.checked_add(fixed.membership_len));
+    let Some((membership_at, expected)) = membership_at.zip(expected) else {
+        return Err(corruption(path, 0, "snapshot header lengths overflow"));
+    };
+    if len != expected {
         return Err(corruption(
             path,
-            HEADER_LEN as u64,
+            fixed.header_len,
             format!(
-                "snapshot data is {} bytes, the header says {}",
-                len - HEADER_LEN as u64,
-                header.data_len
+                "snapshot file is {len} bytes, the header says {} of header, {} of data and {} of membership",
+                fixed.header_len, fixed.data_len, fixed.membership_len
             ),
         ));
     }
-    Ok(header)
+    let membership = if fixed.membership_len == 0 {
+        None
+    } else {
+        // The length matched the file's, so this allocation is no larger than the file.
+        let n = usize::try_from(fixed.membership_len)
+            .map_err(|_| corruption(path, membership_at, "snapshot membership too large"))?;
+        let mut block = vec![0u8; n];
+        file.read_exact_at(&mut block, membership_at)
+            .map_err(io_err("read", path))?;
+        if crc32c::crc32c(&block) != fixed.membership_crc {
+            return Err(corruption(
+                path,
+                membership_at,
+                "snapshot membership checksum mismatch",
+            ));
+        }
+        let m = Membership::decode(&block).map_err(|e| {
+            corruption(
+                path,
+                membership_at,
+                format!("snapshot membership does not decode: {e}"),
+            )
+        })?;
+        Some(m)
+    };
+    Ok(Header {
+        meta: SnapshotMeta {
+            last_index: fixed.last_index,
+            last_term: fixed.last_term,
+            membership,
+        },
+        data_offset: fixed.header_len,
+        data_len: fixed.data_len,
+        data_crc: fixed.data_crc,
+    })
 }
 
 /// A temporary snapshot file, deleted when dropped unless it was installed.
@@ -252,8 +385,9 @@ impl SnapshotWriter for FileWriter {
 }
 
 /// Makes `staged` the snapshot `info` describes, in `dir` (the directory it was written
-/// in): writes the header, fsyncs, renames the file to its name and fsyncs the directory
-/// (both fsyncs skipped without `sync`). Returns the snapshot's path.
+/// in): appends the membership block of `info.meta` after the data, writes the header,
+/// fsyncs, renames the file to its name and fsyncs the directory (both fsyncs skipped
+/// without `sync`). Returns the snapshot's path.
 pub(super) fn install(
     dir: &Path,
     mut staged: StagedFile,
@@ -266,11 +400,21 @@ pub(super) fn install(
             dir.display()
         )));
     }
-    let header = encode_header(&info.meta, info.size, info.checksum);
+    // The membership comes from `info`, never from the chunks' metadata: the install's
+    // metadata is the authority on the snapshot it installs.
+    let membership = encode_membership(&info.meta);
+    let header = encode_header(&info.meta, info.size, info.checksum, &membership)?;
+    let data_end = HEADER_LEN as u64 + info.size;
     let file = OpenOptions::new()
         .write(true)
         .open(&staged.path)
         .map_err(io_err("open", &staged.path))?;
+    // The file ends exactly where the header says, whatever the temp file held past the
+    // data (nothing, unless a writer misbehaved): open checks the length.
+    file.set_len(data_end)
+        .map_err(io_err("truncate", &staged.path))?;
+    file.write_all_at(&membership, data_end)
+        .map_err(io_err("write", &staged.path))?;
     file.write_all_at(&header, 0)
         .map_err(io_err("write", &staged.path))?;
     if staged.sync {
@@ -317,9 +461,12 @@ pub(super) struct FileReader {
     file: File,
     path: PathBuf,
     info: SnapshotInfo,
+    /// Where the data starts (the header's size, which depends on the format).
+    data_offset: u64,
 }
 
-/// Opens the snapshot `info` describes in `dir`, checking its header against `info`.
+/// Opens the snapshot `info` describes in `dir`, checking its header (and membership)
+/// against `info`.
 pub(super) fn open_reader(dir: &Path, info: &SnapshotInfo) -> Result<FileReader, StorageError> {
     let path = dir.join(file_name(&info.meta));
     let file = File::open(&path).map_err(io_err("open", &path))?;
@@ -334,10 +481,20 @@ pub(super) fn open_reader(dir: &Path, info: &SnapshotInfo) -> Result<FileReader,
             ),
         ));
     }
+    // The installed info was written into this file (or read from it on open), so a
+    // different membership means the file was replaced behind the storage's back.
+    if header.meta.membership != info.meta.membership {
+        return Err(corruption(
+            &path,
+            header.data_offset + header.data_len,
+            "snapshot file's membership differs from the one installed",
+        ));
+    }
     Ok(FileReader {
         file,
         path,
         info: info.clone(),
+        data_offset: header.data_offset,
     })
 }
 
@@ -349,12 +506,13 @@ impl SnapshotReader for FileReader {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
         check_range(&self.info, offset, buf.len() as u64)?;
         self.file
-            .read_exact_at(buf, HEADER_LEN as u64 + offset)
+            .read_exact_at(buf, self.data_offset + offset)
             .map_err(io_err("read", &self.path))
     }
 }
 
-/// Reads the whole snapshot described by `meta` from `dir`, verifying both checksums.
+/// Reads the whole snapshot at `meta`'s index and term from `dir`, verifying every
+/// checksum; its metadata (the membership with it) is the file's.
 pub(super) fn read(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, StorageError> {
     let path = dir.join(file_name(meta));
     let file = File::open(&path).map_err(io_err("open", &path))?;
@@ -364,30 +522,31 @@ pub(super) fn read(dir: &Path, meta: &SnapshotMeta) -> Result<Snapshot, StorageE
     let len = usize::try_from(header.data_len)
         .map_err(|_| corruption(&path, 0, "snapshot too large for memory"))?;
     let mut data = vec![0u8; len];
-    file.read_exact_at(&mut data, HEADER_LEN as u64)
+    file.read_exact_at(&mut data, header.data_offset)
         .map_err(io_err("read", &path))?;
     if crc32c::crc32c(&data) != header.data_crc {
         return Err(corruption(
             &path,
-            HEADER_LEN as u64,
+            header.data_offset,
             "snapshot data checksum mismatch",
         ));
     }
     Ok(Snapshot {
-        meta: meta.clone(),
+        meta: header.meta,
         data: Bytes::from(data),
     })
 }
 
-/// Checks the snapshot described by `meta` in `dir` without keeping its data in memory;
-/// returns its size and checksum.
+/// Checks the snapshot at `meta`'s index and term in `dir` without keeping its data in
+/// memory; returns its info, with the membership the file records.
 fn verify(dir: &Path, meta: &SnapshotMeta) -> Result<SnapshotInfo, StorageError> {
     let path = dir.join(file_name(meta));
     let file = File::open(&path).map_err(io_err("open", &path))?;
     let header = read_header(&file, &path, meta)?;
     let mut crc = 0u32;
     let mut chunk = vec![0u8; VERIFY_CHUNK];
-    let mut at = HEADER_LEN as u64;
+    let mut at = header.data_offset;
+    // `read_header` checked that the data lies inside the file, so this cannot overflow.
     let end = at + header.data_len;
     while at < end {
         let n = usize::try_from(end - at).map_or(VERIFY_CHUNK, |r| r.min(VERIFY_CHUNK));
@@ -399,7 +558,7 @@ fn verify(dir: &Path, meta: &SnapshotMeta) -> Result<SnapshotInfo, StorageError>
     if crc != header.data_crc {
         return Err(corruption(
             &path,
-            HEADER_LEN as u64,
+            header.data_offset,
             "snapshot data checksum mismatch",
         ));
     }
@@ -418,6 +577,7 @@ pub(super) fn recover(dir: &Path) -> Result<Option<SnapshotInfo>, StorageError> 
         .into_iter()
         .filter_map(|(name, path)| {
             let (last_index, last_term) = parse_file_name(&name)?;
+            // A name carries only index and term; `verify` reads the membership.
             Some((
                 SnapshotMeta {
                     last_index,
@@ -454,6 +614,8 @@ pub(super) fn remove_others(dir: &Path, keep: &SnapshotMeta) -> Result<(), Stora
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::membership::NodeInfo;
+    use crate::types::NodeId;
 
     fn snap(i: Index, t: Term, data: &'static [u8]) -> Snapshot {
         Snapshot {
@@ -485,24 +647,169 @@ mod tests {
 
     #[test]
     fn any_flipped_byte_is_corruption_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = snap(3, 1, b"some state bytes");
-        let path = write(dir.path(), &s, false).unwrap();
-        let good = fs::read(&path).unwrap();
-        for i in 0..good.len() {
-            let mut bad = good.clone();
-            bad[i] ^= 0x01;
-            fs::write(&path, &bad).unwrap();
-            for result in [
-                recover(dir.path()).map(drop),
-                read(dir.path(), &s.meta).map(drop),
-            ] {
-                match result {
-                    Err(StorageError::Corruption { path: p, .. }) => assert_eq!(p, path),
-                    other => panic!("flip at {i}: expected corruption, got {other:?}"),
+        for membership in [None, Some(joint())] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = snap(3, 1, b"some state bytes");
+            s.meta.membership = membership;
+            let path = write(dir.path(), &s, false).unwrap();
+            let good = fs::read(&path).unwrap();
+            for i in 0..good.len() {
+                let mut bad = good.clone();
+                bad[i] ^= 0x01;
+                fs::write(&path, &bad).unwrap();
+                for result in [
+                    recover(dir.path()).map(drop),
+                    read(dir.path(), &s.meta).map(drop),
+                ] {
+                    match result {
+                        Err(StorageError::Corruption { path: p, .. }) => assert_eq!(p, path),
+                        other => panic!("flip at {i}: expected corruption, got {other:?}"),
+                    }
                 }
             }
         }
+    }
+
+    /// A joint configuration with a learner and member info: every part of the encoding.
+    fn joint() -> Membership {
+        let ids = |s: &str| s.split_whitespace().map(NodeId::from).collect();
+        let mut m = Membership::new(ids("a b d"), ids("e"));
+        m.outgoing = ids("a b c");
+        m.nodes.insert(
+            NodeId::from("a"),
+            NodeInfo {
+                address: "10.0.0.1:7001".into(),
+                metadata: [("http".to_string(), "10.0.0.1:8001".to_string())].into(),
+            },
+        );
+        m.nodes.insert(NodeId::from("e"), NodeInfo::default());
+        m
+    }
+
+    /// A snapshot file of the first format, written by hand as the old code wrote it.
+    fn write_v1(dir: &Path, i: Index, t: Term, data: &[u8]) -> PathBuf {
+        let mut h = Vec::with_capacity(HEADER_LEN_V1 + data.len());
+        h.extend_from_slice(b"RLSNAP01");
+        h.extend_from_slice(&i.to_le_bytes());
+        h.extend_from_slice(&t.to_le_bytes());
+        h.extend_from_slice(&(data.len() as u64).to_le_bytes());
+        h.extend_from_slice(&crc32c::crc32c(data).to_le_bytes());
+        let header_crc = crc32c::crc32c(&h);
+        h.extend_from_slice(&header_crc.to_le_bytes());
+        assert_eq!(h.len(), HEADER_LEN_V1);
+        h.extend_from_slice(data);
+        let path = dir.join(format!("{i:020}-{t:020}.snap"));
+        fs::write(&path, h).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_membership_round_trips_and_sits_after_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = snap(7, 2, b"state with a joint configuration");
+        s.meta.membership = Some(joint());
+        let path = write(dir.path(), &s, true).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], MAGIC_V2);
+        let block = joint().encode();
+        assert_eq!(bytes.len(), HEADER_LEN + s.data.len() + block.len());
+        assert_eq!(&bytes[HEADER_LEN..HEADER_LEN + s.data.len()], &s.data[..]);
+        assert_eq!(&bytes[HEADER_LEN + s.data.len()..], &block[..]);
+        let info = recover(dir.path()).unwrap().unwrap();
+        assert_eq!(info, SnapshotInfo::of(&s));
+        assert_eq!(read(dir.path(), &s.meta).unwrap(), s);
+        // Looked up by name (index and term only), the file supplies the membership.
+        let by_name = SnapshotMeta {
+            membership: None,
+            ..s.meta.clone()
+        };
+        assert_eq!(read(dir.path(), &by_name).unwrap().meta, s.meta);
+        let reader = open_reader(dir.path(), &info).unwrap();
+        assert_eq!(reader.read_chunk(6, 4).unwrap(), "with");
+        // A reader opened for another membership than the file's is refused.
+        let mut other = info.clone();
+        other.meta.membership = Some(Membership::new([NodeId::from("z")], []));
+        assert!(matches!(
+            open_reader(dir.path(), &other),
+            Err(StorageError::Corruption { .. })
+        ));
+    }
+
+    #[test]
+    fn an_rlsnap01_file_still_opens_without_a_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1(dir.path(), 4, 1, b"old");
+        let path = write_v1(dir.path(), 9, 3, b"old format state");
+        let info = recover(dir.path()).unwrap().unwrap();
+        let expected = snap(9, 3, b"old format state");
+        assert_eq!(info, SnapshotInfo::of(&expected));
+        assert_eq!(info.meta.membership, None);
+        assert_eq!(
+            list_files(dir.path()).unwrap(),
+            vec![(file_name(&info.meta), path.clone())],
+            "the older file is removed"
+        );
+        assert_eq!(read(dir.path(), &info.meta).unwrap(), expected);
+        let reader = open_reader(dir.path(), &info).unwrap();
+        assert_eq!(
+            reader.read_chunk(4, 6).unwrap(),
+            "format",
+            "data at offset 40"
+        );
+        // Damage to an old file is corruption too.
+        let mut bad = fs::read(&path).unwrap();
+        bad[HEADER_LEN_V1 + 2] ^= 0x10;
+        fs::write(&path, bad).unwrap();
+        assert!(matches!(
+            recover(dir.path()),
+            Err(StorageError::Corruption { offset, .. }) if offset == HEADER_LEN_V1 as u64
+        ));
+    }
+
+    #[test]
+    fn a_damaged_or_undecodable_membership_block_is_corruption_at_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = snap(5, 1, b"0123456789");
+        s.meta.membership = Some(joint());
+        let path = write(dir.path(), &s, false).unwrap();
+        let good = fs::read(&path).unwrap();
+        let at = HEADER_LEN + s.data.len();
+        let expect = |what: &str, reason_has: &str| match recover(dir.path()) {
+            Err(StorageError::Corruption {
+                path: p,
+                offset,
+                reason,
+            }) => {
+                assert_eq!((p, offset), (path.clone(), at as u64), "{what}");
+                assert!(reason.contains(reason_has), "{what}: {reason}");
+            }
+            other => panic!("{what}: expected corruption, got {other:?}"),
+        };
+        // A flipped bit: the block's checksum no longer matches.
+        let mut bad = good.clone();
+        bad[at + 6] ^= 0x04;
+        fs::write(&path, &bad).unwrap();
+        expect("flipped bit", "checksum");
+        // A block whose checksums all match but which is no membership (a version this
+        // code does not know, say): refused as well, never read as `None`.
+        let mut bad = good.clone();
+        bad[at + 4] = 99;
+        let block_crc = crc32c::crc32c(&bad[at..]);
+        bad[40..44].copy_from_slice(&block_crc.to_le_bytes());
+        let header_crc = crc32c::crc32c(&bad[..44]);
+        bad[44..48].copy_from_slice(&header_crc.to_le_bytes());
+        fs::write(&path, &bad).unwrap();
+        expect("unknown version", "does not decode");
+        // A header that promises more membership than the file holds.
+        let mut bad = good.clone();
+        bad.truncate(bad.len() - 1);
+        fs::write(&path, &bad).unwrap();
+        assert!(matches!(
+            recover(dir.path()),
+            Err(StorageError::Corruption { offset, .. }) if offset == HEADER_LEN as u64
+        ));
+        fs::write(&path, &good).unwrap();
+        assert_eq!(recover(dir.path()).unwrap(), Some(SnapshotInfo::of(&s)));
     }
 
     #[test]
