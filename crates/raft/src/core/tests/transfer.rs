@@ -181,3 +181,42 @@ fn a_stale_timeout_now_is_ignored() {
     assert_eq!(c.node(l).role(), Role::Leader);
     assert_eq!(c.node(2).term(), term, "the old TimeoutNow started nothing");
 }
+
+#[test]
+fn the_lease_stays_off_after_a_transfer_times_out() {
+    // A TimeoutNow still in flight when the transfer is abandoned can start the target's
+    // campaign later, which voters let past their guard: the lease must not come back.
+    let mut c = Cluster::new(3, 7);
+    c.elect(1);
+    c.tick(1);
+    c.deliver_all();
+    c.node_mut(1).core.transfer_leader(id(2)).expect("transfer");
+    c.process(&id(1));
+    let late = c.take(|m| m.kind() == "TimeoutNow");
+    assert_eq!(late.len(), 1);
+    let timeout = c.node(1).config().options.election_tick_count;
+    for _ in 0..timeout {
+        c.tick(1);
+        c.deliver_all();
+    }
+    assert!(c.node(1).transfer_target().is_none(), "given up");
+    let served = c.nodes[&id(1)].read_states.len();
+    c.read(1, 9);
+    assert_eq!(
+        c.nodes[&id(1)].read_states.len(),
+        served,
+        "no lease read: the read waits for a round"
+    );
+    c.deliver_all();
+    assert_eq!(
+        c.nodes[&id(1)].read_states.len(),
+        served + 1,
+        "served after the round"
+    );
+    // The late TimeoutNow elects node 2 although everyone heard from node 1.
+    for m in late {
+        c.deliver(m);
+    }
+    c.deliver_all();
+    assert_eq!(c.node(2).role(), Role::Leader);
+}
