@@ -382,6 +382,8 @@ impl Trace {
                 tc.check_args(&["id"]);
                 let i = node(tc, "id");
                 let core = self.c().node(i);
+                // The log kept in memory, which may start before the snapshot's index
+                // (`log_compaction_min_entries`).
                 out.push(format!(
                     "{}: snapshot={}/{} log={}",
                     id(i),
@@ -529,7 +531,7 @@ fn ids(tc: &TestCase, key: &str) -> BTreeSet<NodeId> {
 }
 
 fn log(core: &RaftCore) -> Vec<Entry> {
-    ((core.snapshot_index() + 1)..=core.last_index())
+    (core.first_index()..=core.last_index())
         .filter_map(|i| core.entry(i).cloned())
         .collect()
 }
@@ -586,4 +588,34 @@ fn confchange_idempotency() {
 #[test]
 fn confchange_promote_demote() {
     run("confchange_promote_demote.txt");
+}
+
+#[test]
+fn remove_leader() {
+    run("remove_leader.txt");
+}
+
+#[test]
+fn replace_voter() {
+    run("replace_voter.txt");
+}
+
+#[test]
+fn config_truncated() {
+    run("config_truncated.txt");
+}
+
+#[test]
+fn join_snapshot() {
+    run("join_snapshot.txt");
+}
+
+#[test]
+fn transfer() {
+    run("transfer.txt");
+}
+
+#[test]
+fn demote_leader() {
+    run("demote_leader.txt");
 }
