@@ -619,3 +619,8 @@ fn transfer() {
 fn demote_leader() {
     run("demote_leader.txt");
 }
+
+#[test]
+fn joint_leader_change() {
+    run("joint_leader_change.txt");
+}
