@@ -92,6 +92,9 @@ pub struct Cluster {
     pub cut: BTreeSet<(NodeId, NodeId)>,
     /// Every message ever sent, for assertions on traffic.
     pub sent: Vec<Message>,
+    /// When set, `process` describes every `Ready` it drains here, one line per item
+    /// (see `trace.rs`), so golden-file traces see exactly what the cores produced.
+    pub trace: Option<Vec<String>>,
 }
 
 impl Cluster {
@@ -161,6 +164,7 @@ impl Cluster {
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
             sent: Vec::new(),
+            trace: None,
         }
     }
 
@@ -212,6 +216,9 @@ impl Cluster {
                 break;
             }
             let rd = node.core.ready();
+            if let Some(trace) = self.trace.as_mut() {
+                trace.extend(super::trace::describe_ready(&node.core, &rd));
+            }
             if let Some(info) = &rd.snapshot {
                 // Restored once the write installing it is done (`flush_writes`).
                 node.restore = Some(info.clone());

@@ -17,5 +17,6 @@ mod reads;
 mod replication;
 mod snapshots;
 mod terms;
+mod trace;
 mod transfer;
 mod vote_guard;
