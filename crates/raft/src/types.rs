@@ -244,7 +244,9 @@ pub struct SnapshotMeta {
     /// below it). `None` only in snapshots written before membership was replicated:
     /// their node falls back to its configured peers.
     #[serde(default)]
-    pub membership: Option<crate::membership::Membership>,
+    /// Shared, so that the per-chunk copies of a snapshot's metadata and the messages
+    /// that carry it stay small.
+    pub membership: Option<std::sync::Arc<crate::membership::Membership>>,
 }
 
 /// A stored snapshot as the protocol sees it: which log prefix it replaces, its size and

@@ -262,7 +262,7 @@ fn joint() -> Membership {
 }
 
 fn with_membership(mut m: SnapshotMeta, membership: Membership) -> SnapshotMeta {
-    m.membership = Some(membership);
+    m.membership = Some(membership.into());
     m
 }
 
@@ -295,7 +295,7 @@ fn a_built_snapshot_keeps_its_joint_membership_across_a_reopen() {
     let state = load_initial_state(&s).unwrap();
     assert_eq!(state.snapshot, Some(snap.clone()));
     assert_eq!(state.entries.len(), 8, "the log was kept");
-    assert_eq!(s.snapshot_meta().unwrap().membership, Some(joint()));
+    assert_eq!(s.snapshot_meta().unwrap().membership, Some(joint().into()));
     let loaded = s.load_snapshot().unwrap().unwrap();
     assert_eq!((loaded.meta, &loaded.data[..]), (snap.meta, &data[..]));
 }
@@ -460,6 +460,6 @@ fn a_damaged_membership_block_fails_open_as_corruption() {
     std::fs::write(&path, &good).unwrap();
     assert_eq!(
         open(dir.path()).snapshot_meta().unwrap().membership,
-        Some(joint())
+        Some(joint().into())
     );
 }

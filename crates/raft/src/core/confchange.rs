@@ -146,7 +146,7 @@ impl RaftCore {
                 self.config.tuning.max_inflight_msgs,
             )
         });
-        self.tracker.set_config(next, &self.id, leader_next);
+        self.tracker.set_config(next, leader_next);
         self.membership_changed = true;
         if self.state.role == Role::Leader {
             // The lease and read rounds counted acknowledgements of the old configuration;

@@ -72,7 +72,7 @@ impl RaftCore {
     /// would, later.
     pub(super) fn quorum_contact_lost(&self) -> bool {
         self.config.feature_flags.check_quorum
-            && !self.tracker.is_sole_voter(&self.id)
+            && !self.tracker.is_sole_voter()
             && matches!(
                 (self.clock, self.reads.quorum_deadline),
                 (Some(now), Some(deadline)) if now > deadline
@@ -89,7 +89,7 @@ impl RaftCore {
 
     /// Whether a majority (this node included) answered since the last CheckQuorum round.
     fn quorum_active(&self) -> bool {
-        self.tracker.quorum_active(&self.id)
+        self.tracker.quorum_active()
     }
 
     /// Whether this node leads, or heard from a leader within the (minimum) election
@@ -346,7 +346,7 @@ impl RaftCore {
             last_log_term: self.log.last_term(),
             transfer,
         };
-        for peer in self.tracker.voting_peers(&self.id) {
+        for peer in self.tracker.voting_peers() {
             let body = MessageBody::RequestVote(req.clone());
             if pre_vote {
                 let mut m = self.message(peer, body);
@@ -378,7 +378,7 @@ impl RaftCore {
             .map(|now| now.saturating_add(self.quorum_timeout()));
         let next = self.log.last_index() + 1;
         let max_inflight = self.config.tuning.max_inflight_msgs;
-        self.tracker.reset_progress(&self.id, next, max_inflight);
+        self.tracker.reset_progress(next, max_inflight);
         let noop = Entry::noop(next, self.state.term);
         self.log.append([noop]);
         // A single-node cluster may commit as soon as the no-op is durable.

@@ -175,7 +175,7 @@ pub struct Ready {
     /// The configuration in effect, when it changed since the last `Ready` (also in the
     /// first `Ready`): a runtime starts links to new members and stops those to removed
     /// ones. It may be uncommitted, and may revert if its entry is truncated.
-    pub membership: Option<crate::membership::Membership>,
+    pub membership: Option<std::sync::Arc<crate::membership::Membership>>,
 }
 
 impl Ready {
@@ -329,7 +329,7 @@ impl RaftCore {
         let base = initial
             .snapshot
             .as_ref()
-            .and_then(|s| s.meta.membership.clone())
+            .and_then(|s| s.meta.membership.as_deref().cloned())
             .unwrap_or_else(|| crate::membership::Membership::from_peers(&config.peers));
         let log = RaftLog::new(snap_index, snap_term, initial.entries, base);
         let membership = log.configs.effective().membership.clone();
@@ -343,7 +343,7 @@ impl RaftCore {
         };
         let mut core = RaftCore {
             id: config.id.clone(),
-            tracker: Tracker::new(membership),
+            tracker: Tracker::new(config.id.clone(), membership),
             state,
             log,
             timers: Timers {
@@ -756,7 +756,7 @@ impl RaftCore {
         rd.messages = std::mem::take(&mut self.outbox);
         rd.snapshot_chunks = std::mem::take(&mut self.chunks_out);
         if std::mem::take(&mut self.membership_changed) {
-            rd.membership = Some(self.tracker.config().clone());
+            rd.membership = Some(std::sync::Arc::new(self.tracker.config().clone()));
         }
         rd.elections = std::mem::take(&mut self.elections);
         rd.read_states = std::mem::take(&mut self.reads.ready);
@@ -898,9 +898,10 @@ impl RaftCore {
         }
     }
 
-    /// The members other than this node: whom a leader replicates to.
-    fn peers(&self) -> Vec<NodeId> {
-        self.tracker.peers(&self.id)
+    /// The members other than this node: whom a leader replicates to (a shared list,
+    /// so iterating it does not borrow the core).
+    fn peers(&self) -> std::sync::Arc<[NodeId]> {
+        self.tracker.peers()
     }
 }
 

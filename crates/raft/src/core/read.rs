@@ -185,7 +185,7 @@ impl RaftCore {
         };
         if self.committed_in_term() {
             read.index = Some(self.state.commit);
-            if self.lease_valid() || self.tracker.is_sole_voter(&self.id) {
+            if self.lease_valid() || self.tracker.is_sole_voter() {
                 self.release(read);
                 return;
             }
@@ -201,7 +201,7 @@ impl RaftCore {
             return;
         }
         let commit = self.state.commit;
-        let lease = self.lease_valid() || self.tracker.is_sole_voter(&self.id);
+        let lease = self.lease_valid() || self.tracker.is_sole_voter();
         let mut waiting = false;
         for r in self.reads.pending.iter_mut().filter(|r| r.index.is_none()) {
             r.index = Some(commit);
@@ -283,7 +283,7 @@ impl RaftCore {
             return;
         };
         pr.read_acked = pr.read_acked.max(seq);
-        let confirmed = self.tracker.read_confirmed(&self.id, self.reads.seq);
+        let confirmed = self.tracker.read_confirmed(self.reads.seq);
         if confirmed == 0 {
             return;
         }

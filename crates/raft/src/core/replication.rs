@@ -11,8 +11,8 @@ use crate::types::{NodeId, ReplicationMode, Role};
 impl RaftCore {
     /// Sends whatever each follower can take now.
     pub(super) fn broadcast_append(&mut self) {
-        for peer in self.peers() {
-            self.send_append_loop(&peer);
+        for peer in self.peers().iter() {
+            self.send_append_loop(peer);
         }
     }
 
@@ -92,13 +92,13 @@ impl RaftCore {
 
     pub(super) fn broadcast_heartbeat(&mut self) {
         let read_seq = self.start_read_round();
-        for peer in self.peers() {
-            let Some(pr) = self.tracker.progress.get_mut(&peer) else {
+        for peer in self.peers().iter() {
+            let Some(pr) = self.tracker.progress.get_mut(peer) else {
                 continue;
             };
             let commit = self.state.commit.min(pr.match_index);
             pr.sent_commit = pr.sent_commit.max(commit);
-            self.send(peer, MessageBody::Heartbeat(Heartbeat { commit, read_seq }));
+            self.send(peer.clone(), MessageBody::Heartbeat(Heartbeat { commit, read_seq }));
         }
     }
 
@@ -245,9 +245,9 @@ impl RaftCore {
     /// Spreads a new commit index: every follower that can take a request gets one, so
     /// followers apply (and serve follower reads) without waiting for a heartbeat.
     pub(super) fn broadcast_commit(&mut self) {
-        for peer in self.peers() {
-            if self.send_append(&peer, true) {
-                self.send_append_loop(&peer);
+        for peer in self.peers().iter() {
+            if self.send_append(peer, true) {
+                self.send_append_loop(peer);
             }
         }
     }
@@ -299,7 +299,7 @@ impl RaftCore {
     /// leader only up to its durable index, and only for an entry of the current term
     /// (§5.4.2, Figure 8). Returns whether it advanced.
     pub(super) fn maybe_commit(&mut self) -> bool {
-        let candidate = self.tracker.committed(&self.id, self.log.durable_index());
+        let candidate = self.tracker.committed(self.log.durable_index());
         let current_term = self.log.term(candidate) == Some(self.state.term)
             || self.bug(|b| b.commit_old_term_by_counting);
         if candidate <= self.state.commit || !current_term {

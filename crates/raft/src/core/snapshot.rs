@@ -134,7 +134,7 @@ impl RaftCore {
     /// still in the log), for the runtime to label the snapshot it builds.
     pub fn snapshot_meta_at(&self, index: Index) -> Option<SnapshotMeta> {
         let membership = (!self.bug(|b| b.snapshot_without_membership))
-            .then(|| self.log.configs.at(index).membership.clone());
+            .then(|| std::sync::Arc::new(self.log.configs.at(index).membership.clone()));
         Some(SnapshotMeta {
             last_index: index,
             last_term: self.log.term(index)?,
@@ -413,7 +413,8 @@ impl RaftCore {
         // configuration is the bootstrap one.
         let membership = meta
             .membership
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| crate::membership::Membership::from_peers(&self.config.peers));
         let log = self
             .log

@@ -287,13 +287,13 @@ fn a_config_entry_that_does_not_decode_is_refused_and_counted() {
 fn a_snapshot_chunk_with_a_membership_that_breaks_the_rules_is_refused() {
     let (h, mut rx, metrics) = handler(16);
     let mut bad = chunk(0, 10, 10, true);
-    bad.meta.membership = Some(Membership::new([NodeId::from("n1")], [NodeId::from("n1")]));
+    bad.meta.membership = Some(Membership::new([NodeId::from("n1")], [NodeId::from("n1")]).into());
     assert!(matches!(
         reason(h.install_snapshot(from_n2(3), bad)),
         RejectReason::BadConfiguration { index: 5, .. }
     ));
     let mut good = chunk(0, 10, 10, true);
-    good.meta.membership = Some(Membership::new(["n1", "n2"].map(NodeId::from), []));
+    good.meta.membership = Some(Membership::new(["n1", "n2"].map(NodeId::from), []).into());
     h.install_snapshot(from_n2(3), good.clone()).unwrap();
     match rx.try_recv().unwrap().body {
         MessageBody::InstallSnapshot(s) => assert_eq!(s, good),

@@ -351,7 +351,7 @@ fn a_snapshot_install_brings_the_membership_with_it() {
         .meta
         .clone();
     assert_eq!(
-        meta.membership.as_ref().map(shape),
+        meta.membership.as_deref().map(shape),
         Some(config_of(&[1, 2, 4], &[3]))
     );
     // A new learner joins with nothing: it can only get there by snapshot.

@@ -73,7 +73,7 @@ pub(super) fn describe_ready(core: &RaftCore, rd: &Ready) -> Vec<String> {
                     "install snapshot {}/{} log={log:?} membership={}",
                     info.meta.last_index,
                     info.meta.last_term,
-                    membership_of(info.meta.membership.as_ref())
+                    membership_of(info.meta.membership.as_deref())
                 )),
             }
         }
@@ -163,7 +163,7 @@ fn message(m: &Message) -> String {
             i.meta.last_term,
             i.offset,
             if i.done { " done" } else { "" },
-            membership_of(i.meta.membership.as_ref())
+            membership_of(i.meta.membership.as_deref())
         ),
         MessageBody::InstallSnapshotResponse(r) => write!(
             s,

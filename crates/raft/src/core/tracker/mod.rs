@@ -8,6 +8,7 @@ mod inflight;
 mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub(crate) use self::progress::Progress;
 use super::quorum::{JointConfig, VoteResult};
@@ -17,7 +18,13 @@ use crate::types::{Index, NodeId};
 /// The configuration in effect, per-peer progress and vote tallies.
 #[derive(Debug)]
 pub(crate) struct Tracker {
+    /// This node's id, the very `NodeId` the configuration holds when it is a member
+    /// (ids compare by pointer first, so lookups on the hot path skip the text).
+    me: NodeId,
     config: Membership,
+    /// Every member but this node, computed once per configuration: the leader walks it
+    /// for every broadcast.
+    peers: Arc<[NodeId]>,
     /// The leader's view of every other member (voters and learners); empty elsewhere.
     pub(crate) progress: BTreeMap<NodeId, Progress>,
     /// Answers received in the current (pre-)election, this node's own included.
@@ -29,14 +36,28 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub(crate) fn new(config: Membership) -> Self {
-        Tracker {
-            with_learners: config.voters.union(&config.learners).cloned().collect(),
-            config,
+    pub(crate) fn new(me: NodeId, config: Membership) -> Self {
+        let mut tracker = Tracker {
+            me,
+            config: Membership::default(),
+            peers: Arc::from(Vec::new()),
             progress: BTreeMap::new(),
             votes: BTreeMap::new(),
             count_learners: false,
+            with_learners: BTreeSet::new(),
+        };
+        tracker.install(config);
+        tracker
+    }
+
+    fn install(&mut self, config: Membership) {
+        let mut members = config.members();
+        if let Some(me) = members.take(&self.me) {
+            self.me = me;
         }
+        self.peers = members.into_iter().collect();
+        self.with_learners = config.voters.union(&config.learners).cloned().collect();
+        self.config = config;
     }
 
     /// The configuration in effect.
@@ -57,48 +78,32 @@ impl Tracker {
         }
     }
 
-    /// Switches to `config`. On a leader (`next_index` given) members that are new get a
-    /// progress starting at `next_index`, and members that left lose theirs.
-    pub(crate) fn set_config(
-        &mut self,
-        config: Membership,
-        me: &NodeId,
-        leader_next: Option<(Index, usize)>,
-    ) {
-        self.config = config;
-        self.with_learners = self
-            .config
-            .voters
-            .union(&self.config.learners)
-            .cloned()
-            .collect();
+    /// Switches to `config`. On a leader (`leader_next` given: next index and window)
+    /// members that are new get a progress starting at that index, and members that left
+    /// lose theirs.
+    pub(crate) fn set_config(&mut self, config: Membership, leader_next: Option<(Index, usize)>) {
+        self.install(config);
         if let Some((next, max_inflight)) = leader_next {
-            let members = self.config.members();
-            self.progress.retain(|id, _| members.contains(id));
-            for id in members {
-                if id != *me {
-                    self.progress
-                        .entry(id)
-                        .or_insert_with(|| Progress::new(next, max_inflight));
-                }
+            let peers = self.peers.clone();
+            self.progress.retain(|id, _| peers.contains(id));
+            for id in peers.iter() {
+                self.progress
+                    .entry(id.clone())
+                    .or_insert_with(|| Progress::new(next, max_inflight));
             }
         }
     }
 
-    /// Every other member (voters of both halves and learners): whom a leader replicates to.
-    pub(crate) fn peers(&self, me: &NodeId) -> Vec<NodeId> {
-        let mut all = self.config.members();
-        all.remove(me);
-        all.into_iter().collect()
+    /// Every other member (voters of both halves and learners): whom a leader replicates
+    /// to. Shared, so the caller can walk it while changing the tracker.
+    pub(crate) fn peers(&self) -> Arc<[NodeId]> {
+        self.peers.clone()
     }
 
     /// Every other voter: whom a candidate asks for votes.
-    pub(crate) fn voting_peers(&self, me: &NodeId) -> Vec<NodeId> {
-        self.joint()
-            .voters()
-            .filter(|id| *id != me)
-            .cloned()
-            .collect()
+    pub(crate) fn voting_peers(&self) -> Vec<NodeId> {
+        let me = &self.me;
+        self.joint().voters().filter(|id| *id != me).cloned().collect()
     }
 
     /// Whether `id` votes in the configuration in effect.
@@ -107,24 +112,24 @@ impl Tracker {
     }
 
     /// Whether this node alone is a quorum (the only voter of each half).
-    pub(crate) fn is_sole_voter(&self, me: &NodeId) -> bool {
-        self.joint().vote_result(|id| (id == me).then_some(true)) == VoteResult::Won
+    pub(crate) fn is_sole_voter(&self) -> bool {
+        self.joint().vote_result(|id| (*id == self.me).then_some(true)) == VoteResult::Won
     }
 
     /// Starts the positions of every peer afresh (a new leader's first view).
-    pub(crate) fn reset_progress(&mut self, me: &NodeId, next: Index, max_inflight: usize) {
+    pub(crate) fn reset_progress(&mut self, next: Index, max_inflight: usize) {
         self.progress = self
-            .peers(me)
-            .into_iter()
-            .map(|id| (id, Progress::new(next, max_inflight)))
+            .peers
+            .iter()
+            .map(|id| (id.clone(), Progress::new(next, max_inflight)))
             .collect();
     }
 
-    /// The highest index a quorum of voters stores: `me` counts with `own_match`, peers
-    /// with their match index.
-    pub(crate) fn committed(&self, me: &NodeId, own_match: Index) -> Index {
+    /// The highest index a quorum of voters stores: this node counts with `own_match`,
+    /// peers with their match index.
+    pub(crate) fn committed(&self, own_match: Index) -> Index {
         self.joint().committed_index(|id| {
-            if id == me {
+            if *id == self.me {
                 Some(own_match)
             } else {
                 self.progress.get(id).map(|p| p.match_index)
@@ -132,11 +137,11 @@ impl Tracker {
         })
     }
 
-    /// The highest heartbeat round a quorum of voters acknowledged; `me` has seen
+    /// The highest heartbeat round a quorum of voters acknowledged; this node has seen
     /// `own_round`.
-    pub(crate) fn read_confirmed(&self, me: &NodeId, own_round: u64) -> u64 {
+    pub(crate) fn read_confirmed(&self, own_round: u64) -> u64 {
         self.joint().committed_index(|id| {
-            if id == me {
+            if *id == self.me {
                 Some(own_round)
             } else {
                 self.progress.get(id).map(|p| p.read_acked)
@@ -146,9 +151,9 @@ impl Tracker {
 
     /// Whether a quorum of voters (this node included) answered since the last
     /// CheckQuorum round.
-    pub(crate) fn quorum_active(&self, me: &NodeId) -> bool {
+    pub(crate) fn quorum_active(&self) -> bool {
         self.joint().vote_result(|id| {
-            Some(id == me || self.progress.get(id).is_some_and(|p| p.recent_active))
+            Some(*id == self.me || self.progress.get(id).is_some_and(|p| p.recent_active))
         }) == VoteResult::Won
     }
 

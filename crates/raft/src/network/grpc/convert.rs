@@ -110,7 +110,7 @@ pub(crate) fn to_envelope(cluster_id: &str, m: Message) -> pb::Envelope {
                 membership: s
                     .meta
                     .membership
-                    .as_ref()
+                    .as_deref()
                     .map(Membership::encode)
                     .unwrap_or_default(),
             }),
@@ -212,12 +212,12 @@ pub(crate) fn from_envelope(
                     membership: if meta.membership.is_empty() {
                         None
                     } else {
-                        Some(Membership::decode(&meta.membership).map_err(|e| {
+                        Some(std::sync::Arc::new(Membership::decode(&meta.membership).map_err(|e| {
                             DecodeError::BadMembership {
                                 index: meta.last_index,
                                 reason: e.to_string(),
                             }
-                        })?)
+                        })?))
                     },
                 },
                 offset: s.offset,
@@ -355,7 +355,7 @@ mod tests {
                 meta: SnapshotMeta {
                     last_index: 200,
                     last_term: 5,
-                    membership: Some(joint()),
+                    membership: Some(joint().into()),
                 },
                 offset: 0,
                 data: Bytes::from_static(b"first chunk"),
@@ -461,7 +461,7 @@ mod tests {
             meta: SnapshotMeta {
                 last_index: 3,
                 last_term: 1,
-                membership: Some(joint()),
+                membership: Some(joint().into()),
             },
             offset: 0,
             data: Bytes::new(),

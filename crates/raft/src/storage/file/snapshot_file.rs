@@ -90,7 +90,7 @@ pub(super) fn parse_file_name(name: &str) -> Option<(Index, Term)> {
 /// The membership block of `meta`: empty when it records none.
 fn encode_membership(meta: &SnapshotMeta) -> Bytes {
     meta.membership
-        .as_ref()
+        .as_deref()
         .map(Membership::encode)
         .unwrap_or_default()
 }
@@ -260,7 +260,7 @@ fn read_header(file: &File, path: &Path, name: &SnapshotMeta) -> Result<Header, 
                 format!("snapshot membership does not decode: {e}"),
             )
         })?;
-        Some(m)
+        Some(std::sync::Arc::new(m))
     };
     Ok(Header {
         meta: SnapshotMeta {
@@ -650,7 +650,7 @@ mod tests {
         for membership in [None, Some(joint())] {
             let dir = tempfile::tempdir().unwrap();
             let mut s = snap(3, 1, b"some state bytes");
-            s.meta.membership = membership;
+            s.meta.membership = membership.map(std::sync::Arc::new);
             let path = write(dir.path(), &s, false).unwrap();
             let good = fs::read(&path).unwrap();
             for i in 0..good.len() {
@@ -707,7 +707,7 @@ mod tests {
     fn the_membership_round_trips_and_sits_after_the_data() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = snap(7, 2, b"state with a joint configuration");
-        s.meta.membership = Some(joint());
+        s.meta.membership = Some(joint().into());
         let path = write(dir.path(), &s, true).unwrap();
         let bytes = fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], MAGIC_V2);
@@ -728,7 +728,7 @@ mod tests {
         assert_eq!(reader.read_chunk(6, 4).unwrap(), "with");
         // A reader opened for another membership than the file's is refused.
         let mut other = info.clone();
-        other.meta.membership = Some(Membership::new([NodeId::from("z")], []));
+        other.meta.membership = Some(Membership::new([NodeId::from("z")], []).into());
         assert!(matches!(
             open_reader(dir.path(), &other),
             Err(StorageError::Corruption { .. })
@@ -770,7 +770,7 @@ mod tests {
     fn a_damaged_or_undecodable_membership_block_is_corruption_at_its_offset() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = snap(5, 1, b"0123456789");
-        s.meta.membership = Some(joint());
+        s.meta.membership = Some(joint().into());
         let path = write(dir.path(), &s, false).unwrap();
         let good = fs::read(&path).unwrap();
         let at = HEADER_LEN + s.data.len();
