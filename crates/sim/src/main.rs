@@ -45,7 +45,7 @@ fn parse() -> Result<Args, String> {
             "--profile" => {
                 let v = value("--profile")?;
                 args.profile = Some(Profile::parse(&v).ok_or(format!(
-                    "unknown profile {v:?} (calm, lossy, partitions, crashes, brutal)"
+                    "unknown profile {v:?} (calm, lossy, partitions, crashes, brutal, leasenoprevote, reconfig)"
                 ))?);
             }
             "--fault-ms" => {
@@ -54,7 +54,7 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.trace = true,
             "--bug" => args.bug = Some(value("--bug")?),
             "--help" | "-h" => {
-                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal|leasenoprevote] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|guard-follows-leader|drift-beyond-bound]".into())
+                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal|leasenoprevote|reconfig] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|guard-follows-leader|drift-beyond-bound|change-before-term-commit|two-pending-changes|learners-in-quorum|no-revert-on-truncation|snapshot-without-membership|removed-leader-keeps-leading|lease-reads-during-transfer]".into())
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -78,6 +78,13 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
                 "vote-without-log-check" => bugs.vote_without_log_check = true,
                 "read-before-noop" => bugs.read_before_noop_commit = true,
                 "guard-follows-leader" => bugs.guard_follows_known_leader = true,
+                "change-before-term-commit" => bugs.change_before_term_commit = true,
+                "two-pending-changes" => bugs.two_pending_changes = true,
+                "learners-in-quorum" => bugs.learners_in_quorum = true,
+                "no-revert-on-truncation" => bugs.no_revert_on_truncation = true,
+                "snapshot-without-membership" => bugs.snapshot_without_membership = true,
+                "removed-leader-keeps-leading" => bugs.removed_leader_keeps_leading = true,
+                "lease-reads-during-transfer" => bugs.lease_reads_during_transfer = true,
                 other => return Err(format!("unknown bug {other:?}")),
             }
             Ok(World::with_bugs(cfg, bugs))
