@@ -3,8 +3,10 @@
 //! pre-vote, and its vote requests carry the `transfer` flag, which lets voters grant
 //! them although they heard from the leader within the election timeout. That bypass is
 //! safe for the lease because the leader stops serving lease reads the moment it sends
-//! `TimeoutNow`: from then on its reads go through a ReadIndex round, which a voter that
-//! moved to the target's term no longer acknowledges. A transfer that has not completed
+//! `TimeoutNow`, for the rest of its term (a transfer-flagged vote request may arrive
+//! late, after the transfer was abandoned): from then on its reads go through a
+//! ReadIndex round, which a voter that moved to the target's term no longer
+//! acknowledges. A transfer that has not completed
 //! within one election timeout is abandoned and proposals resume.
 
 use super::RaftCore;
@@ -110,10 +112,14 @@ impl RaftCore {
         }
     }
 
-    /// Whether lease reads are off because `TimeoutNow` went out in this term.
+    /// Whether lease reads are off because `TimeoutNow` went out in this term. For the
+    /// rest of the term, not only while the transfer is under way: after an abandoned
+    /// transfer, acknowledgements of heartbeat rounds renewed the lease while the
+    /// target's transfer-flagged vote requests could still be granted (simulator, deaf
+    /// transfers world, seed 31: the old leader served a stale lease read after its
+    /// successor, elected by such a vote, committed a write).
     pub(super) fn transfer_blocks_lease(&self) -> bool {
-        self.transfer.as_ref().is_some_and(|t| t.timeout_now_sent)
-            && !self.bug(|b| b.lease_reads_during_transfer)
+        self.reads.lease_forfeited && !self.bug(|b| b.lease_reads_during_transfer)
     }
 
     /// The leader asked this node to take over: campaign at once, skipping PreVote.
