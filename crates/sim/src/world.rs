@@ -245,6 +245,39 @@ impl World {
         world
     }
 
+    /// Builds a world that hammers leadership transfers: about every 150 ms the leader
+    /// is asked to hand over, and the moment it sends `TimeoutNow` every link into it
+    /// fails (it still sends) until the next heal, 300 ms on average. Lease and ReadIndex
+    /// reads are on, with six clients contending on one key that move on quickly. The
+    /// deaf old leader never hears of its successor, so only the rule that a leader
+    /// stops serving lease reads once it sent `TimeoutNow` keeps its reads fresh.
+    pub fn with_deaf_transfers(cfg: RunConfig) -> Self {
+        Self::build(cfg, |plan| {
+            plan.lease = true;
+            plan.read_index = true;
+            plan.clients = 6;
+            plan.keys = 1;
+            plan.fault_kinds = vec![FaultKind::Heal];
+            plan.fault_interval_ms = 300;
+            plan.reconfig_kinds = vec![crate::profile::ReconfigKind::TransferDeaf];
+            plan.reconfig_interval_ms = 150;
+            plan.client_timeout_ms = 50;
+        })
+    }
+
+    /// Turns on deliberate protocol bugs in every node of this world, now and after
+    /// every restart (self-tests only).
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_bugs(mut self, bugs: raftlock_raft::core::InjectedBugs) -> Self {
+        self.bugs = bugs;
+        for node in &mut self.nodes {
+            if let Some(core) = node.core.as_mut() {
+                core.inject_bugs(bugs);
+            }
+        }
+        self
+    }
+
     fn build(cfg: RunConfig, tweak: impl FnOnce(&mut FaultPlan)) -> Self {
         let mut rng = SeededRand::new(cfg.seed);
         let mut plan = FaultPlan::for_profile(cfg.profile, &mut rng);
@@ -332,14 +365,7 @@ impl World {
     /// Builds the world with deliberate protocol bugs in every node (self-tests only).
     #[cfg(feature = "bug-injection")]
     pub fn with_bugs(cfg: RunConfig, bugs: raftlock_raft::core::InjectedBugs) -> Self {
-        let mut world = Self::new(cfg);
-        world.bugs = bugs;
-        for node in &mut world.nodes {
-            if let Some(core) = node.core.as_mut() {
-                core.inject_bugs(bugs);
-            }
-        }
-        world
+        Self::new(cfg).inject_bugs(bugs)
     }
 
     /// Makes every node's state machine answer reads with the value before the latest
