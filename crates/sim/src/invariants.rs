@@ -70,6 +70,8 @@ pub struct Invariants {
     config_indices: BTreeSet<Index>,
     /// Committed configurations by index; index 0 is the bootstrap configuration.
     committed_configs: BTreeMap<Index, Membership>,
+    /// The configuration before the bootstrap one is set.
+    empty: Membership,
 }
 
 impl Invariants {
@@ -224,8 +226,7 @@ impl Invariants {
         self.committed_configs
             .iter()
             .next_back()
-            .map(|(i, m)| (*i, m))
-            .expect("the bootstrap configuration is set first")
+            .map_or((0, &self.empty), |(i, m)| (*i, m))
     }
 
     /// A configuration entry was written: remember it, and check that a leader appends

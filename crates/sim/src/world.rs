@@ -83,7 +83,11 @@ pub struct RunReport {
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    Tick(usize),
+    /// A tick of one incarnation of a node (each boot starts its own chain of ticks).
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
     Deliver(Message),
     WriteDone {
         node: usize,
@@ -382,8 +386,11 @@ impl World {
     fn config_for(&self, i: usize) -> Config {
         // A spare or wiped slot has no peers: it joins, learning its configuration from
         // the leader's log or snapshot.
+        // The bootstrap peers are the initial voters, not whatever ids their slots run
+        // under now (a wiped slot's new id was never an initial voter).
         let peers = if self.bootstrap[i] {
-            self.ids[..self.cfg.nodes]
+            self.initial
+                .voters
                 .iter()
                 .map(|id| PeerConfig {
                     id: id.clone(),
@@ -496,7 +503,14 @@ impl World {
         }
         self.sync_clock(i);
         let tick = self.nodes[i].tick_ms;
-        self.schedule(tick, Event::Tick(i));
+        let incarnation = self.nodes[i].incarnation;
+        self.schedule(
+            tick,
+            Event::Tick {
+                node: i,
+                incarnation,
+            },
+        );
     }
 
     /// Time at which the run ends.
@@ -536,10 +550,18 @@ impl World {
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
         match event {
-            Event::Tick(i) => {
+            Event::Tick {
+                node: i,
+                incarnation,
+            } => {
                 let node = &mut self.nodes[i];
-                if node.core.is_none() {
-                    return Ok(()); // crashed: the restart schedules new ticks
+                if node.core.is_none() || node.incarnation != incarnation {
+                    // Crashed, or a tick of an earlier incarnation: each boot schedules
+                    // its own ticks. (Before ticks carried the incarnation, a slot wiped
+                    // and booted at once, or a node restarted within one tick period of
+                    // its crash, kept both chains and ticked twice as fast: seed 3963 of
+                    // reconfig, where that node's elections blocked the others for good.)
+                    return Ok(());
                 }
                 let tick = node.tick_ms;
                 let paused = node.paused;
@@ -550,7 +572,13 @@ impl World {
                     }
                 }
                 self.mix(&[1, i as u64, self.now]);
-                self.schedule(tick, Event::Tick(i));
+                self.schedule(
+                    tick,
+                    Event::Tick {
+                        node: i,
+                        incarnation,
+                    },
+                );
                 self.process(i)
             }
             Event::Deliver(m) => {
@@ -755,6 +783,11 @@ impl World {
                 break;
             }
             let rd = core.ready();
+            if self.cfg.trace {
+                for e in &rd.elections {
+                    println!("{:>8}ms n{i} campaigns: {e:?}", self.now);
+                }
+            }
             if let Some(w) = rd.write {
                 self.inv.on_written(i, core, &w.log.entries)?;
                 node.disk.submit(w);
@@ -843,11 +876,12 @@ impl World {
             if commit > node.last_commit {
                 let from = node.last_commit + 1;
                 node.last_commit = commit;
-                let core = self.nodes[i].core.as_ref().expect("checked above");
-                let (nodes, ids) = (&self.nodes, &self.ids);
-                let holds =
-                    |id: &NodeId, index, term, h| disk_holds(nodes, ids, id, index, term, h);
-                self.inv.on_commit(i, core, from, commit, holds)?;
+                if let Some(core) = self.nodes[i].core.as_ref() {
+                    let (nodes, ids) = (&self.nodes, &self.ids);
+                    let holds =
+                        |id: &NodeId, index, term, h| disk_holds(nodes, ids, id, index, term, h);
+                    self.inv.on_commit(i, core, from, commit, holds)?;
+                }
                 self.on_configuration_committed();
             }
             let node = &mut self.nodes[i];
@@ -971,6 +1005,24 @@ impl World {
     /// End-of-run checks: liveness after healing, exactly-once application, and the
     /// linearizability of the client history.
     fn check_end(&mut self) -> Result<(), Violation> {
+        if self.cfg.trace {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(c) = n.core.as_ref() {
+                    println!(
+                        "end: slot {i} {} {:?} t{} last {} (term {:?}) commit {} applied {}; {} at {}",
+                        c.id(),
+                        c.role(),
+                        c.term(),
+                        c.last_index(),
+                        c.term_at(c.last_index()),
+                        c.commit_index(),
+                        c.applied_index(),
+                        c.membership(),
+                        c.membership_index()
+                    );
+                }
+            }
+        }
         self.check_convergence()?;
         self.finish_clients()
     }
