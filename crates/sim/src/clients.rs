@@ -37,6 +37,9 @@ struct Pending {
     via: ReadVia,
     /// A read accepted by a node: (node, incarnation, read index once known).
     read: Option<(usize, u64, Option<Index>)>,
+    /// The node it waited on was removed from the cluster (or wiped): its outcome is
+    /// unknown through no fault of liveness.
+    decommissioned: bool,
 }
 
 /// How a client's Get is served.
@@ -74,6 +77,7 @@ pub struct Clients {
 
 impl Clients {
     /// `n` clients over `keys` keys in a cluster of `nodes` nodes.
+    /// Clients start spread over the first `nodes` slots (the initial voters).
     pub fn new(n: usize, keys: usize, nodes: usize) -> Self {
         Clients {
             clients: (0..n)
@@ -145,7 +149,6 @@ impl World {
             },
             _ => KvOp::Delete,
         };
-        let n = self.nodes.len() as u64;
         let via = match (&op, self.plan.read_index, self.rng.gen_range(0, 3)) {
             (KvOp::Get, true, 0) => ReadVia::Leader,
             (KvOp::Get, true, 1) => ReadVia::AnyNode,
@@ -153,7 +156,7 @@ impl World {
         };
         // Like a load balancer, clients sometimes start at any node.
         if via == ReadVia::AnyNode || self.rng.gen_range(0, 4) == 0 {
-            self.clients.clients[c].target = self.rng.gen_range(0, n) as usize;
+            self.clients.clients[c].target = self.random_target();
         }
         let cmd = Command { op_id, key, op };
         self.clients.clients[c].pending = Some(Pending {
@@ -163,6 +166,7 @@ impl World {
             placed: None,
             via,
             read: None,
+            decommissioned: false,
         });
         let timeout = self.plan.client_timeout_ms;
         self.schedule(timeout, Event::ClientTimeout { client: c, op_id });
@@ -181,8 +185,7 @@ impl World {
             return self.client_read(c, op_id);
         }
         let data = Bytes::from(p.cmd.encode());
-        let n = self.nodes.len();
-        let target = self.clients.clients[c].target;
+        let target = self.client_target(c);
         self.sync_clock(target);
         let node = &mut self.nodes[target];
         let result = match node.core.as_mut() {
@@ -203,15 +206,14 @@ impl World {
                 self.process(target)?;
             }
             Some(Err(Error::NotLeader { leader: Some(l) })) => {
-                self.clients.clients[c].target = self.index_of(&l);
+                self.clients.clients[c].target = self.follow_hint(&l);
                 self.schedule(1, Event::ClientRetry { client: c, op_id });
             }
             Some(Err(Error::Overloaded { .. })) => {
                 self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
             }
             _ => {
-                let next = (target + 1 + self.rng.gen_range(0, n as u64) as usize) % n;
-                self.clients.clients[c].target = next;
+                self.clients.clients[c].target = self.random_target();
                 self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
             }
         }
@@ -220,8 +222,7 @@ impl World {
 
     /// Client `c` asks a node for a linearizable read (ReadIndex, follower read or lease).
     fn client_read(&mut self, c: usize, op_id: u64) -> Result<(), Violation> {
-        let n = self.nodes.len();
-        let target = self.clients.clients[c].target;
+        let target = self.client_target(c);
         let via = self.clients.clients[c].pending.as_ref().map(|p| p.via);
         self.sync_clock(target);
         let node = &mut self.nodes[target];
@@ -238,12 +239,11 @@ impl World {
                 self.process(target)?;
             }
             Some(Err(Error::NotLeader { leader: Some(l) })) if via == Some(ReadVia::Leader) => {
-                self.clients.clients[c].target = self.index_of(&l);
+                self.clients.clients[c].target = self.follow_hint(&l);
                 self.schedule(1, Event::ClientRetry { client: c, op_id });
             }
             _ => {
-                let next = (target + 1 + self.rng.gen_range(0, n as u64) as usize) % n;
-                self.clients.clients[c].target = next;
+                self.clients.clients[c].target = self.random_target();
                 self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
             }
         }
@@ -275,8 +275,8 @@ impl World {
                 p.read = None;
                 let op_id = p.op_id;
                 if let raftlock_raft::ReadFailure::NotLeader { leader: Some(l) } = f {
-                    let l = self.index_of(l);
-                    self.clients.clients[c].target = l;
+                    let l = l.clone();
+                    self.clients.clients[c].target = self.follow_hint(&l);
                 }
                 self.schedule(TICK_MS, Event::ClientRetry { client: c, op_id });
             }
@@ -318,8 +318,7 @@ impl World {
         }
         if let Some(p) = client.pending.take() {
             // The node did not answer: try another one next time.
-            let n = self.nodes.len() as u64;
-            self.clients.clients[c].target = self.rng.gen_range(0, n) as usize;
+            self.clients.clients[c].target = self.random_target();
             self.settle(c, p, KvOutcome::Uncertain);
         }
     }
@@ -337,6 +336,42 @@ impl World {
                 }
             }
         }
+    }
+
+    /// Node `i` was removed from the cluster (or wiped): clients waiting on it lose their
+    /// connection, and those operations are not held against liveness.
+    pub(crate) fn clients_node_removed(&mut self, i: usize) {
+        for client in self.clients.clients.iter_mut() {
+            if let Some(p) = client.pending.as_mut() {
+                let waiting = p.placed.is_some_and(|(node, ..)| node == i)
+                    || p.read.is_some_and(|(node, ..)| node == i);
+                p.decommissioned |= waiting;
+            }
+        }
+        self.clients_lose_node(i);
+    }
+
+    /// The slot a leader hint names, or a random member when no slot runs under that id
+    /// any more.
+    fn follow_hint(&mut self, leader: &raftlock_raft::NodeId) -> usize {
+        match self.index_of(leader) {
+            Some(i) => i,
+            None => self.random_target(),
+        }
+    }
+
+    /// The node client `c` sends to: its current target, unless the latest committed
+    /// configuration removed it (a load balancer stops routing to a decommissioned node;
+    /// one that was removed stops receiving the log and would hold reads forever), in
+    /// which case a random member.
+    fn client_target(&mut self, c: usize) -> usize {
+        let target = self.clients.clients[c].target;
+        if self.removed_ids.contains(&self.ids[target]) {
+            let next = self.random_target();
+            self.clients.clients[c].target = next;
+            return next;
+        }
+        target
     }
 
     /// Applies a committed entry to node `i`'s state machine and completes the client
@@ -395,16 +430,32 @@ impl World {
     /// Node `i` replaced its state machine with a snapshot up to `index`: operations
     /// waiting there for an entry at or below it will never see their entry applied one by
     /// one, so their outcome is unknown.
+    ///
+    /// Unless the entry committed at that index is known and of another term: then the
+    /// operation's entry was overwritten and definitely failed, as when another entry is
+    /// applied at its index (a stale leader that accepted it learns of its successor by
+    /// the snapshot). Found by seed 1249 (3 nodes, crashes): an operation invoked as the
+    /// network healed went to a leader unpaused at that moment.
     pub(crate) fn clients_skip_to(&mut self, i: usize, index: Index) {
         for c in 0..self.clients.clients.len() {
-            let covered = self.clients.clients[c].pending.as_ref().is_some_and(|p| {
-                p.placed
-                    .is_some_and(|(node, _, at, _)| node == i && at <= index)
-            });
-            if covered {
-                if let Some(p) = self.clients.clients[c].pending.take() {
-                    self.settle(c, p, KvOutcome::Uncertain);
-                }
+            let placed = self.clients.clients[c]
+                .pending
+                .as_ref()
+                .and_then(|p| p.placed)
+                .filter(|&(node, _, at, _)| node == i && at <= index);
+            let Some((_, _, at, term)) = placed else {
+                continue;
+            };
+            let Some(p) = self.clients.clients[c].pending.take() else {
+                continue;
+            };
+            if self.inv.committed_term(at).is_some_and(|t| t != term) {
+                let op_id = p.op_id;
+                self.trace(|| format!("op {op_id} failed: index {at} went to another entry"));
+                let think = self.rng.gen_range(0, 20);
+                self.schedule(think, Event::ClientIssue(c));
+            } else {
+                self.settle(c, p, KvOutcome::Uncertain);
             }
         }
     }
@@ -420,6 +471,7 @@ impl World {
         // Liveness is only asked of clients patient enough to outlast an election.
         let patient = self.plan.client_timeout_ms >= CLIENT_TIMEOUT_MS;
         if outcome == KvOutcome::Uncertain
+            && !p.decommissioned
             && patient
             && self.healed
             && p.invoke >= self.liveness_from()

@@ -72,9 +72,14 @@ impl DurableState {
         {
             return true;
         }
-        self.log
-            .iter()
-            .any(|e| e.index == index && e.term == term && matches(e))
+        // The log is contiguous: find the entry by its offset from the first.
+        let Some(first) = self.log.first().map(|e| e.index) else {
+            return false;
+        };
+        index
+            .checked_sub(first)
+            .and_then(|off| self.log.get(off as usize))
+            .is_some_and(|e| e.index == index && e.term == term && matches(e))
     }
 }
 

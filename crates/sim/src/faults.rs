@@ -3,8 +3,6 @@
 
 use raftlock_raft::{Rand, Role};
 
-use crate::disk::DurableState;
-
 use crate::invariants::Violation;
 use crate::profile::FaultKind;
 use crate::world::{Event, World};
@@ -100,7 +98,7 @@ impl World {
 
     /// Kills node `i` (losing its unsynced writes, maybe tearing the last one) and
     /// restarts it `down_ms` later. Checks that every committed entry is still durable on
-    /// a majority.
+    /// a majority of the latest committed configuration.
     pub(crate) fn crash(&mut self, i: usize, down_ms: u64) -> Result<(), Violation> {
         if self.nodes[i].core.is_none() {
             return Ok(());
@@ -115,8 +113,7 @@ impl World {
         self.trace(|| format!("crash n{i}: {note}"));
         self.clients_lose_node(i);
         self.mix(&[5, i as u64]);
-        let disks: Vec<&DurableState> = self.nodes.iter().map(|n| &n.disk.durable).collect();
-        self.inv.check_durable_majority(&disks)?;
+        self.check_durable()?;
         self.schedule(down_ms, Event::Restart(i));
         Ok(())
     }

@@ -20,6 +20,7 @@ pub mod kv;
 pub mod linearizability;
 pub mod network;
 pub mod profile;
+mod reconfig;
 pub mod world;
 
 pub use profile::Profile;

@@ -45,7 +45,7 @@ fn parse() -> Result<Args, String> {
             "--profile" => {
                 let v = value("--profile")?;
                 args.profile = Some(Profile::parse(&v).ok_or(format!(
-                    "unknown profile {v:?} (calm, lossy, partitions, crashes, brutal)"
+                    "unknown profile {v:?} (calm, lossy, partitions, crashes, brutal, leasenoprevote, reconfig)"
                 ))?);
             }
             "--fault-ms" => {
@@ -54,7 +54,7 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.trace = true,
             "--bug" => args.bug = Some(value("--bug")?),
             "--help" | "-h" => {
-                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal|leasenoprevote] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|guard-follows-leader|drift-beyond-bound]".into())
+                return Err("usage: raftlock-sim --seeds A..B [--nodes N] [--profile calm|lossy|partitions|crashes|brutal|leasenoprevote|reconfig] [--fault-ms MS] [--trace] [--bug stale-reads|commit-old-term|two-votes|ack-before-durable|vote-without-log-check|read-before-noop|guard-follows-leader|drift-beyond-bound|change-before-term-commit|two-pending-changes|learners-in-quorum|no-revert-on-truncation|snapshot-without-membership|removed-leader-keeps-leading|lease-reads-during-transfer|deaf-transfers]".into())
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -68,6 +68,8 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
         None => Ok(World::new(cfg)),
         Some("stale-reads") => Ok(World::with_stale_reads(cfg)),
         Some("drift-beyond-bound") => Ok(World::with_drift_beyond_bound(cfg)),
+        // Not a bug: the world `lease-reads-during-transfer` runs in, as a control.
+        Some("deaf-transfers") => Ok(World::with_deaf_transfers(cfg)),
         #[cfg(feature = "bug-injection")]
         Some(name) => {
             let mut bugs = raftlock_raft::core::InjectedBugs::default();
@@ -78,6 +80,18 @@ fn build_world(cfg: RunConfig, bug: Option<&str>) -> Result<World, String> {
                 "vote-without-log-check" => bugs.vote_without_log_check = true,
                 "read-before-noop" => bugs.read_before_noop_commit = true,
                 "guard-follows-leader" => bugs.guard_follows_known_leader = true,
+                "change-before-term-commit" => bugs.change_before_term_commit = true,
+                "two-pending-changes" => bugs.two_pending_changes = true,
+                "learners-in-quorum" => bugs.learners_in_quorum = true,
+                "no-revert-on-truncation" => bugs.no_revert_on_truncation = true,
+                "snapshot-without-membership" => bugs.snapshot_without_membership = true,
+                "removed-leader-keeps-leading" => bugs.removed_leader_keeps_leading = true,
+                "lease-reads-during-transfer" => {
+                    // Shows only when the old leader cannot hear its successor: the
+                    // world of deaf transfers.
+                    bugs.lease_reads_during_transfer = true;
+                    return Ok(World::with_deaf_transfers(cfg).inject_bugs(bugs));
+                }
                 other => return Err(format!("unknown bug {other:?}")),
             }
             Ok(World::with_bugs(cfg, bugs))
@@ -133,7 +147,7 @@ fn main() -> ExitCode {
                 println!("seed {seed} FAILED ({nodes} nodes, {profile:?}): {v}");
                 println!(
                     "  replay: cargo run -p raftlock-sim --release{} -- --seeds {seed}..{} --nodes {nodes} --profile {profile:?} --fault-ms {}{} --trace",
-                    if args.bug.as_deref().is_some_and(|b| b != "stale-reads" && b != "drift-beyond-bound") { " --features bug-injection" } else { "" },
+                    if args.bug.as_deref().is_some_and(|b| !["stale-reads", "drift-beyond-bound", "deaf-transfers"].contains(&b)) { " --features bug-injection" } else { "" },
                     seed + 1,
                     args.fault_ms,
                     args.bug.as_deref().map(|b| format!(" --bug {b}")).unwrap_or_default(),

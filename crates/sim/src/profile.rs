@@ -23,17 +23,22 @@ pub enum Profile {
     /// deposed leader's lease sound, under delays that deliver stale leaders' messages
     /// late, partitions, pauses and crashes.
     LeaseNoPreVote,
+    /// Frequent membership changes (learners added and promoted, voters removed,
+    /// replaced and demoted, the leader removed, leadership transferred, removed nodes
+    /// wiped and rejoined under a new id) under loss, partitions, pauses and crashes.
+    Reconfig,
 }
 
 impl Profile {
     /// Every profile, in the order seeds cycle through them.
-    pub const ALL: [Profile; 6] = [
+    pub const ALL: [Profile; 7] = [
         Profile::Calm,
         Profile::Lossy,
         Profile::Partitions,
         Profile::Crashes,
         Profile::Brutal,
         Profile::LeaseNoPreVote,
+        Profile::Reconfig,
     ];
 
     /// The profile a seed gets when none is forced.
@@ -68,6 +73,36 @@ pub enum FaultKind {
     CrashLeader,
     /// Freeze a node for a while.
     Pause,
+}
+
+/// One kind of membership change the simulator asks the leader for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconfigKind {
+    /// Add a spare slot (a node in join mode) as a learner.
+    AddLearner,
+    /// Make a learner a voter (refused unless it caught up).
+    Promote,
+    /// Remove a voter other than the leader.
+    RemoveVoter,
+    /// Remove the leader itself: it leads until C_new commits, then steps down.
+    RemoveLeader,
+    /// Promote a learner and remove a voter in one joint change.
+    Replace,
+    /// Turn a voter (maybe the leader) into a learner.
+    Demote,
+    /// Remove a learner.
+    RemoveLearner,
+    /// Hand leadership to another voter.
+    Transfer,
+    /// Hand leadership to another voter and, once `TimeoutNow` is out, cut every link
+    /// into the old leader (it still sends): a deaf old leader that keeps serving lease
+    /// reads while the target is elected at once would serve stale reads.
+    TransferDeaf,
+    /// Two changes back to back: the second must be refused with `ChangePending`.
+    SecondChange,
+    /// Wipe a node removed by a committed configuration and boot its slot as a fresh
+    /// node (new id, empty disk, join mode).
+    Wipe,
 }
 
 /// The concrete schedule parameters of one run.
@@ -114,6 +149,13 @@ pub struct FaultPlan {
     pub max_inflight: usize,
     /// Entries per AppendEntries used by the nodes.
     pub max_entries_per_request: usize,
+    /// Mean time between membership changes (0: none).
+    pub reconfig_interval_ms: u64,
+    /// Membership changes to draw from.
+    pub reconfig_kinds: Vec<ReconfigKind>,
+    /// Node slots beyond the initial voters, booted in join mode (empty peers) so that
+    /// changes can add them.
+    pub spare_slots: usize,
 }
 
 impl FaultPlan {
@@ -141,6 +183,9 @@ impl FaultPlan {
             keys: rng.gen_range(1, 6) as usize,
             max_inflight: [4, 16, 256][rng.gen_range(0, 3) as usize],
             max_entries_per_request: [5, 20, 100][rng.gen_range(0, 3) as usize],
+            reconfig_interval_ms: 0,
+            reconfig_kinds: Vec::new(),
+            spare_slots: 0,
         };
         let lossy = |rng: &mut dyn Rand| NetworkConfig {
             min_delay_ms: 1,
@@ -208,6 +253,54 @@ impl FaultPlan {
                 ];
                 plan.fault_interval_ms = rng.gen_range(100, 800);
             }
+            Profile::Reconfig => {
+                plan.network = lossy(rng);
+                plan.network.drop_per_mille /= 2;
+                plan.fault_kinds = vec![
+                    Partition,
+                    OneWay,
+                    LeaderReachesOne,
+                    IsolateLeader,
+                    Heal,
+                    Heal,
+                    Crash,
+                    CrashLeader,
+                    Pause,
+                ];
+                plan.fault_interval_ms = rng.gen_range(150, 1000);
+                plan.torn_writes = rng.gen_range(0, 2) == 1;
+                plan.crash_new_leader_per_mille = rng.gen_range(0, 200);
+                plan.pre_vote = rng.gen_range(0, 4) != 0;
+            }
+        }
+        // Membership changes: always in `Reconfig`, in half of the runs of every other
+        // profile (drawn last, so the draws above keep their meaning), so that the normal
+        // sweep covers reconfiguration under each kind of fault as well as without it.
+        let (reconfig, interval) = if profile == Profile::Reconfig {
+            (true, rng.gen_range(80, 400))
+        } else {
+            (rng.gen_range(0, 2) == 0, rng.gen_range(200, 1200))
+        };
+        if reconfig {
+            use ReconfigKind::*;
+            plan.reconfig_interval_ms = interval;
+            plan.reconfig_kinds = vec![
+                AddLearner,
+                AddLearner,
+                Promote,
+                Promote,
+                RemoveVoter,
+                RemoveLeader,
+                Replace,
+                Demote,
+                RemoveLearner,
+                Transfer,
+                Transfer,
+                TransferDeaf,
+                SecondChange,
+                Wipe,
+            ];
+            plan.spare_slots = 2;
         }
         plan
     }

@@ -8,16 +8,39 @@
 //! history is checked for linearizability at the end.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 
-use raftlock_raft::{Config, Message, NodeId, PeerConfig, RaftCore, Rand, Role, SeededRand};
+use raftlock_raft::{
+    Config, Index, Membership, Message, NodeId, PeerConfig, RaftCore, Rand, Role, SeededRand, Term,
+};
 
 use crate::clients::Clients;
 use crate::disk::SimDisk;
-use crate::invariants::{Invariants, Violation};
+use crate::invariants::{entry_hash, Invariants, Violation};
 use crate::kv::KvStore;
 use crate::network::Network;
 use crate::profile::{FaultKind, FaultPlan, Profile};
+
+/// Whether the slot running under `id` durably holds entry (`index`, `term`) with payload
+/// hash `h`.
+fn disk_holds(
+    nodes: &[SimNode],
+    ids: &[NodeId],
+    id: &NodeId,
+    index: Index,
+    term: Term,
+    h: u64,
+) -> bool {
+    ids.iter().position(|x| x == id).is_some_and(|s| {
+        nodes[s]
+            .disk
+            .durable
+            .holds(index, term, |e| entry_hash(e) == h)
+    })
+}
+
+/// The peer address every simulated member is configured with (the network is simulated).
+pub(crate) const SIM_ADDRESS: &str = "127.0.0.1:1";
 
 /// Virtual milliseconds per nominal tick.
 pub const TICK_MS: u64 = 10;
@@ -31,7 +54,7 @@ pub const LIVENESS_BOUND_TICKS: u64 = 300;
 pub struct RunConfig {
     /// The seed everything is drawn from.
     pub seed: u64,
-    /// Number of nodes.
+    /// Number of initial voters (the plan may add spare slots that join later).
     pub nodes: usize,
     /// Fault profile.
     pub profile: Profile,
@@ -60,7 +83,11 @@ pub struct RunReport {
 
 #[derive(Debug)]
 pub(crate) enum Event {
-    Tick(usize),
+    /// A tick of one incarnation of a node (each boot starts its own chain of ticks).
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
     Deliver(Message),
     WriteDone {
         node: usize,
@@ -90,6 +117,8 @@ pub(crate) enum Event {
     },
     Unpause(usize),
     Heal,
+    /// Ask the leader for a membership change (or wipe a removed node).
+    Reconfig,
 }
 
 struct Scheduled {
@@ -143,7 +172,24 @@ pub struct World {
     next_id: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
     pub(crate) nodes: Vec<SimNode>,
-    ids: Vec<NodeId>,
+    /// The id each slot runs under now (a wiped slot rejoins under a fresh id).
+    pub(crate) ids: Vec<NodeId>,
+    /// Whether a slot boots with the initial voters as its peers (a bootstrap node) or
+    /// with none (a node that joins through a membership change).
+    pub(crate) bootstrap: Vec<bool>,
+    /// Number of the next fresh id (`n{k}`); ids are never reused.
+    pub(crate) next_fresh: usize,
+    /// The bootstrap configuration (every initial voter), and the empty one a joining
+    /// node starts with.
+    pub(crate) initial: Membership,
+    empty: Membership,
+    /// Ids removed by a committed configuration: never added again.
+    pub(crate) removed_ids: BTreeSet<NodeId>,
+    /// Index of the latest committed configuration the world reacted to.
+    seen_config: Index,
+    /// A slot whose incoming links all fail once it sends `TimeoutNow`
+    /// (`ReconfigKind::TransferDeaf`).
+    pub(crate) deafen_on_timeout_now: Option<usize>,
     pub(crate) network: Network,
     pub(crate) inv: Invariants,
     pub(crate) clients: Clients,
@@ -192,19 +238,68 @@ impl World {
             plan.fault_kinds = vec![FaultKind::IsolateLeader, FaultKind::Heal];
             plan.fault_interval_ms = 300;
             plan.client_timeout_ms = 50;
+            // The clock adversary targets the lease of a fixed cluster: a membership
+            // change drops the lease (and a transfer stops lease reads), which would
+            // blunt the attack this world exists to mount.
+            plan.reconfig_interval_ms = 0;
+            plan.reconfig_kinds.clear();
+            plan.spare_slots = 0;
         });
         world.adversarial_clocks = Some((leader_tick_ms, other_tick_ms));
         world
+    }
+
+    /// Builds a world that hammers leadership transfers: about every 150 ms the leader
+    /// is asked to hand over, and the moment it sends `TimeoutNow` every link into it
+    /// fails (it still sends) until the next heal, 300 ms on average. Lease and ReadIndex
+    /// reads are on, with six clients contending on one key that move on quickly. The
+    /// deaf old leader never hears of its successor, so only the rule that a leader
+    /// stops serving lease reads once it sent `TimeoutNow` keeps its reads fresh.
+    pub fn with_deaf_transfers(cfg: RunConfig) -> Self {
+        Self::build(cfg, |plan| {
+            plan.lease = true;
+            plan.read_index = true;
+            plan.clients = 6;
+            plan.keys = 1;
+            plan.fault_kinds = vec![FaultKind::Heal];
+            plan.fault_interval_ms = 300;
+            plan.reconfig_kinds = vec![crate::profile::ReconfigKind::TransferDeaf];
+            plan.reconfig_interval_ms = 150;
+            plan.client_timeout_ms = 50;
+        })
+    }
+
+    /// Turns on deliberate protocol bugs in every node of this world, now and after
+    /// every restart (self-tests only).
+    #[cfg(feature = "bug-injection")]
+    pub fn inject_bugs(mut self, bugs: raftlock_raft::core::InjectedBugs) -> Self {
+        self.bugs = bugs;
+        for node in &mut self.nodes {
+            if let Some(core) = node.core.as_mut() {
+                core.inject_bugs(bugs);
+            }
+        }
+        self
     }
 
     fn build(cfg: RunConfig, tweak: impl FnOnce(&mut FaultPlan)) -> Self {
         let mut rng = SeededRand::new(cfg.seed);
         let mut plan = FaultPlan::for_profile(cfg.profile, &mut rng);
         tweak(&mut plan);
-        let ids: Vec<NodeId> = (0..cfg.nodes)
-            .map(|i| NodeId::from(format!("n{i}")))
+        let initial_voters = cfg.nodes;
+        let slots = cfg.nodes + plan.spare_slots;
+        let ids: Vec<NodeId> = (0..slots).map(|i| NodeId::from(format!("n{i}"))).collect();
+        let initial_peers: Vec<PeerConfig> = ids[..cfg.nodes]
+            .iter()
+            .map(|id| PeerConfig {
+                id: id.clone(),
+                address: SIM_ADDRESS.to_string(),
+            })
             .collect();
-        let nodes = (0..cfg.nodes)
+        let initial = Membership::from_peers(&initial_peers);
+        let mut inv = Invariants::default();
+        inv.set_bootstrap(initial.clone());
+        let nodes = (0..slots)
             .map(|_| {
                 let skew = plan.tick_skew_pct;
                 let tick_ms = TICK_MS * (100 + rng.gen_range(0, 2 * skew + 1) - skew) / 100;
@@ -234,9 +329,16 @@ impl World {
             next_id: 0,
             queue: BinaryHeap::new(),
             nodes,
+            bootstrap: (0..slots).map(|i| i < initial_voters).collect(),
+            next_fresh: slots,
+            initial,
+            empty: Membership::default(),
+            removed_ids: BTreeSet::new(),
+            seen_config: 0,
+            deafen_on_timeout_now: None,
             ids,
             network,
-            inv: Invariants::default(),
+            inv,
             clients,
             trace_hash: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -246,7 +348,7 @@ impl World {
             #[cfg(feature = "bug-injection")]
             bugs: Default::default(),
         };
-        for i in 0..world.cfg.nodes {
+        for i in 0..world.nodes.len() {
             world.boot(i);
         }
         for c in 0..world.plan.clients {
@@ -256,6 +358,10 @@ impl World {
         if first_fault > 0 {
             world.schedule(first_fault, Event::Fault);
         }
+        let first_change = world.plan.reconfig_interval_ms;
+        if first_change > 0 {
+            world.schedule(first_change, Event::Reconfig);
+        }
         world.schedule(world.cfg.fault_ms, Event::Heal);
         world
     }
@@ -263,14 +369,7 @@ impl World {
     /// Builds the world with deliberate protocol bugs in every node (self-tests only).
     #[cfg(feature = "bug-injection")]
     pub fn with_bugs(cfg: RunConfig, bugs: raftlock_raft::core::InjectedBugs) -> Self {
-        let mut world = Self::new(cfg);
-        world.bugs = bugs;
-        for node in &mut world.nodes {
-            if let Some(core) = node.core.as_mut() {
-                core.inject_bugs(bugs);
-            }
-        }
-        world
+        Self::new(cfg).inject_bugs(bugs)
     }
 
     /// Makes every node's state machine answer reads with the value before the latest
@@ -285,14 +384,22 @@ impl World {
     }
 
     fn config_for(&self, i: usize) -> Config {
-        let peers = self
-            .ids
-            .iter()
-            .map(|id| PeerConfig {
-                id: id.clone(),
-                address: "127.0.0.1:1".to_string(),
-            })
-            .collect();
+        // A spare or wiped slot has no peers: it joins, learning its configuration from
+        // the leader's log or snapshot.
+        // The bootstrap peers are the initial voters, not whatever ids their slots run
+        // under now (a wiped slot's new id was never an initial voter).
+        let peers = if self.bootstrap[i] {
+            self.initial
+                .voters
+                .iter()
+                .map(|id| PeerConfig {
+                    id: id.clone(),
+                    address: SIM_ADDRESS.to_string(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut c = Config::new(self.ids[i].clone(), peers);
         // Ticks are TICK_MS of a node's own clock: the lease (measured with the clock) and
         // the election timeout (counted in ticks) must agree on the unit.
@@ -356,7 +463,7 @@ impl World {
 
     /// Starts (or restarts) node `i` from its durable state; its state machine is rebuilt
     /// by replaying the log as entries commit again.
-    fn boot(&mut self, i: usize) {
+    pub(crate) fn boot(&mut self, i: usize) {
         let initial = self.nodes[i].disk.recover();
         let seed = self.rng.next_u64();
         let config = self.config_for(i);
@@ -396,7 +503,14 @@ impl World {
         }
         self.sync_clock(i);
         let tick = self.nodes[i].tick_ms;
-        self.schedule(tick, Event::Tick(i));
+        let incarnation = self.nodes[i].incarnation;
+        self.schedule(
+            tick,
+            Event::Tick {
+                node: i,
+                incarnation,
+            },
+        );
     }
 
     /// Time at which the run ends.
@@ -436,10 +550,18 @@ impl World {
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
         match event {
-            Event::Tick(i) => {
+            Event::Tick {
+                node: i,
+                incarnation,
+            } => {
                 let node = &mut self.nodes[i];
-                if node.core.is_none() {
-                    return Ok(()); // crashed: the restart schedules new ticks
+                if node.core.is_none() || node.incarnation != incarnation {
+                    // Crashed, or a tick of an earlier incarnation: each boot schedules
+                    // its own ticks. (Before ticks carried the incarnation, a slot wiped
+                    // and booted at once, or a node restarted within one tick period of
+                    // its crash, kept both chains and ticked twice as fast: seed 3963 of
+                    // reconfig, where that node's elections blocked the others for good.)
+                    return Ok(());
                 }
                 let tick = node.tick_ms;
                 let paused = node.paused;
@@ -450,12 +572,21 @@ impl World {
                     }
                 }
                 self.mix(&[1, i as u64, self.now]);
-                self.schedule(tick, Event::Tick(i));
+                self.schedule(
+                    tick,
+                    Event::Tick {
+                        node: i,
+                        incarnation,
+                    },
+                );
                 self.process(i)
             }
             Event::Deliver(m) => {
-                let to = self.index_of(&m.to);
-                let from = self.index_of(&m.from);
+                // A message to an id no slot runs under any more (a wiped node) is lost.
+                let Some(to) = self.index_of(&m.to) else {
+                    return Ok(());
+                };
+                let from = self.index_of(&m.from).unwrap_or(usize::MAX);
                 if self.nodes[to].paused {
                     // A paused process still has the message in its socket buffer.
                     self.schedule(TICK_MS, Event::Deliver(m));
@@ -579,9 +710,19 @@ impl World {
                 self.nodes[i].paused = false;
                 Ok(())
             }
+            Event::Reconfig => {
+                if !self.healed {
+                    self.reconfigure()?;
+                    let mean = self.plan.reconfig_interval_ms;
+                    let gap = self.rng.gen_range(mean / 2, mean * 3 / 2 + 1);
+                    self.schedule(gap, Event::Reconfig);
+                }
+                Ok(())
+            }
             Event::Heal => {
                 self.trace(|| "heal: network repaired, crashed nodes restart".to_string());
                 self.healed = true;
+                self.deafen_on_timeout_now = None;
                 self.network.heal();
                 self.network.config = crate::network::NetworkConfig::calm();
                 for i in 0..self.nodes.len() {
@@ -595,8 +736,40 @@ impl World {
         }
     }
 
-    pub(crate) fn index_of(&self, id: &NodeId) -> usize {
-        self.ids.iter().position(|x| x == id).unwrap_or(0)
+    /// The slot running under `id`, if any.
+    pub(crate) fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.ids.iter().position(|x| x == id)
+    }
+
+    /// Whether the node `id` durably holds entry (`index`, `term`) with payload hash `h`.
+    fn disk_holds(&self, id: &NodeId, index: Index, term: Term, h: u64) -> bool {
+        disk_holds(&self.nodes, &self.ids, id, index, term, h)
+    }
+
+    /// Durability across crashes and wipes: every committed entry stays durable on a
+    /// majority of the latest committed configuration's voters.
+    pub(crate) fn check_durable(&self) -> Result<(), Violation> {
+        self.inv
+            .check_durable_quorum(|id, index, term, h| self.disk_holds(id, index, term, h))
+    }
+
+    /// Slots of the members of the latest committed configuration: what a load balancer
+    /// in front of the cluster would hand clients.
+    pub(crate) fn member_slots(&self) -> Vec<usize> {
+        let (_, m) = self.inv.latest_committed_config();
+        m.members()
+            .iter()
+            .filter_map(|id| self.index_of(id))
+            .collect()
+    }
+
+    /// A random member slot for a client to try.
+    pub(crate) fn random_target(&mut self) -> usize {
+        let members = self.member_slots();
+        if members.is_empty() {
+            return self.rng.gen_range(0, self.nodes.len() as u64) as usize;
+        }
+        members[self.rng.gen_range(0, members.len() as u64) as usize]
     }
 
     /// Drains node `i`'s Ready and checks the invariants its changes touch.
@@ -610,6 +783,11 @@ impl World {
                 break;
             }
             let rd = core.ready();
+            if self.cfg.trace {
+                for e in &rd.elections {
+                    println!("{:>8}ms n{i} campaigns: {e:?}", self.now);
+                }
+            }
             if let Some(w) = rd.write {
                 self.inv.on_written(i, core, &w.log.entries)?;
                 node.disk.submit(w);
@@ -640,7 +818,21 @@ impl World {
                 })
                 .collect();
             for m in rd.messages.into_iter().chain(chunks) {
-                let to = self.index_of(&m.to);
+                let Some(to) = self.index_of(&m.to) else {
+                    continue; // an id no slot runs under (wiped): nobody listens
+                };
+                if self.deafen_on_timeout_now == Some(i)
+                    && !self.healed
+                    && matches!(m.body, raftlock_raft::MessageBody::TimeoutNow)
+                {
+                    self.deafen_on_timeout_now = None;
+                    for b in 0..self.nodes.len() {
+                        if b != i {
+                            self.network.cut_one_way(b, i);
+                        }
+                    }
+                    self.trace(|| format!("n{i} sent TimeoutNow: links into n{i} cut"));
+                }
                 for delay in self.network.route(i, to, &mut self.rng) {
                     self.schedule(delay, Event::Deliver(m.clone()));
                 }
@@ -684,8 +876,18 @@ impl World {
             if commit > node.last_commit {
                 let from = node.last_commit + 1;
                 node.last_commit = commit;
-                self.inv.on_commit(i, core, from, commit)?;
+                if let Some(core) = self.nodes[i].core.as_ref() {
+                    let (nodes, ids) = (&self.nodes, &self.ids);
+                    let holds =
+                        |id: &NodeId, index, term, h| disk_holds(nodes, ids, id, index, term, h);
+                    self.inv.on_commit(i, core, from, commit, holds)?;
+                }
+                self.on_configuration_committed();
             }
+            let node = &mut self.nodes[i];
+            let Some(core) = node.core.as_mut() else {
+                return Ok(());
+            };
             if core.role() == Role::Leader && node.last_role != Role::Leader {
                 let term = core.term();
                 self.inv.on_leader(i, core)?;
@@ -708,7 +910,38 @@ impl World {
                 self.build_snapshot(i)?;
             }
         }
+        if let Some(core) = self.nodes[i].core.as_ref() {
+            let bootstrap = if self.bootstrap[i] {
+                &self.initial
+            } else {
+                &self.empty
+            };
+            self.inv.check_node(i, core, bootstrap)?;
+        }
         Ok(())
+    }
+
+    /// The latest committed configuration may have changed: members it removed are
+    /// decommissioned from the clients' point of view (the load balancer drops them and
+    /// operations waiting on them end uncertain), though the nodes keep running, as a
+    /// removed server does until an operator stops it.
+    fn on_configuration_committed(&mut self) {
+        let (index, m) = self.inv.latest_committed_config();
+        if index == self.seen_config {
+            return;
+        }
+        let members = m.members();
+        let text = m.to_string();
+        self.seen_config = index;
+        self.trace(|| format!("configuration {text} committed at {index}"));
+        for s in 0..self.ids.len() {
+            let id = self.ids[s].clone();
+            let was_member = !self.removed_ids.contains(&id) && self.inv.was_committed_member(&id);
+            if was_member && !members.contains(&id) {
+                self.removed_ids.insert(id);
+                self.clients_node_removed(s);
+            }
+        }
     }
 
     /// Restores node `i`'s state machine from a snapshot received from the leader.
@@ -772,11 +1005,33 @@ impl World {
     /// End-of-run checks: liveness after healing, exactly-once application, and the
     /// linearizability of the client history.
     fn check_end(&mut self) -> Result<(), Violation> {
+        if self.cfg.trace {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(c) = n.core.as_ref() {
+                    println!(
+                        "end: slot {i} {} {:?} t{} last {} (term {:?}) commit {} applied {}; {} at {}",
+                        c.id(),
+                        c.role(),
+                        c.term(),
+                        c.last_index(),
+                        c.term_at(c.last_index()),
+                        c.commit_index(),
+                        c.applied_index(),
+                        c.membership(),
+                        c.membership_index()
+                    );
+                }
+            }
+        }
         self.check_convergence()?;
         self.finish_clients()
     }
 
-    /// After healing: one leader, and every node applied everything it committed.
+    /// After healing: exactly one leader, a voter of the final (latest committed)
+    /// configuration, which is simple and is the one in effect on the leader; and every
+    /// member of it applied everything the leader committed. Nodes the final
+    /// configuration removed (or never added) are not asked to converge, but none of
+    /// them may still lead.
     fn check_convergence(&self) -> Result<(), Violation> {
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
@@ -788,13 +1043,27 @@ impl World {
             .collect();
         let [leader] = leaders[..] else {
             return Err(Violation(format!(
-                "liveness: {} leaders {LIVENESS_BOUND_TICKS} ticks after healing (expected exactly one)",
-                leaders.len()
+                "liveness: {} leaders {LIVENESS_BOUND_TICKS} ticks after healing (expected exactly one): {:?}",
+                leaders.len(),
+                leaders.iter().map(|&i| self.ids[i].to_string()).collect::<Vec<_>>()
             )));
         };
         let Some(lc) = self.nodes[leader].core.as_ref() else {
             return Err(Violation("liveness: leader vanished".into()));
         };
+        let (ci, fin) = self.inv.latest_committed_config();
+        if fin.is_joint() || lc.membership().is_joint() {
+            return Err(Violation(format!(
+                "liveness: the configuration is still joint {LIVENESS_BOUND_TICKS} ticks after healing: committed {fin} at {ci}, in effect on the leader {}",
+                lc.membership()
+            )));
+        }
+        if !fin.is_voter(lc.id()) {
+            return Err(Violation(format!(
+                "liveness: leader {} is not a voter of the final configuration {fin}",
+                lc.id()
+            )));
+        }
         let commit = lc.commit_index();
         if commit < lc.last_index() {
             return Err(Violation(format!(
@@ -802,13 +1071,28 @@ impl World {
                 lc.last_index()
             )));
         }
-        for (i, n) in self.nodes.iter().enumerate() {
-            let Some(c) = n.core.as_ref() else {
-                return Err(Violation(format!("liveness: node {i} is still down")));
+        // By shape: after a restart from a snapshot the configuration's index is the
+        // snapshot's, not its entry's.
+        let shape = |m: &Membership| (m.voters.clone(), m.outgoing.clone(), m.learners.clone());
+        if shape(lc.membership()) != shape(fin) || lc.membership_index() > commit {
+            return Err(Violation(format!(
+                "liveness: the leader's configuration {} (at {}) is not the latest committed {fin} (at {ci})",
+                lc.membership(),
+                lc.membership_index()
+            )));
+        }
+        for id in fin.members() {
+            let Some(i) = self.index_of(&id) else {
+                return Err(Violation(format!(
+                    "liveness: member {id} of the final configuration has no slot"
+                )));
+            };
+            let Some(c) = self.nodes[i].core.as_ref() else {
+                return Err(Violation(format!("liveness: node {id} is still down")));
             };
             if c.applied_index() < commit {
                 return Err(Violation(format!(
-                    "liveness: node {i} applied {} of {commit} committed entries {LIVENESS_BOUND_TICKS} ticks after healing",
+                    "liveness: node {id} applied {} of {commit} committed entries {LIVENESS_BOUND_TICKS} ticks after healing",
                     c.applied_index()
                 )));
             }

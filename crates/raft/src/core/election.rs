@@ -19,18 +19,34 @@ pub struct ElectionStart {
 }
 
 impl RaftCore {
-    /// A follower or (pre-)candidate whose timeout expires starts an election.
-    /// Learners, removed nodes and joining nodes never campaign.
+    /// A follower or (pre-)candidate whose timeout expires starts an election if it may
+    /// (see `may_campaign`): learners, removed nodes and joining nodes do not.
     pub(super) fn tick_election(&mut self) {
         self.timers.election_elapsed += 1;
         if self.timers.election_elapsed >= self.timers.randomized_timeout {
             self.timers.election_elapsed = 0;
-            if self.tracker.is_voter(&self.id) {
+            if self.may_campaign() {
                 self.campaign();
             } else {
                 self.reset_election_timer();
             }
         }
+    }
+
+    /// Whether this node may start an election: it is a voter of its latest
+    /// configuration, or that configuration is not committed yet (as far as this node
+    /// knows) and it is a voter of the committed one. Thesis §4.2.2: "a server that is not
+    /// part of its own latest configuration should still start new elections, as it
+    /// might still be needed until the C_new entry is committed"; it counts only the
+    /// votes of its latest configuration, so not its own. Without this, a leader that
+    /// appended a C_new leaving itself out and crashed before replicating it deadlocks
+    /// the cluster: the other voters of the committed joint configuration need its vote,
+    /// which its longer log refuses them, and it never campaigns (simulator seed 199,
+    /// 3 nodes, profile reconfig: no leader for the 3 s after healing).
+    fn may_campaign(&self) -> bool {
+        self.tracker.is_voter(&self.id)
+            || (self.log.configs.effective().index > self.state.commit
+                && self.committed_membership().is_voter(&self.id))
     }
 
     /// The leader heartbeats and, once per election timeout, checks that a majority is

@@ -293,8 +293,6 @@ pub struct RaftCore {
     membership_changed: bool,
     /// A leadership transfer this leader is carrying out.
     transfer: Option<transfer::Transfer>,
-    /// The term in which this node sent `TimeoutNow`: no lease reads for the rest of it.
-    lease_given_up_in: Option<Term>,
     /// Whether the node started from a persisted term with the lease on (only the
     /// injected `guard_follows_known_leader` bug reads it, to reproduce the old rule).
     restarted_with_lease: bool,
@@ -377,7 +375,6 @@ impl RaftCore {
             config_generation,
             membership_changed: true,
             transfer: None,
-            lease_given_up_in: None,
             #[cfg(feature = "bug-injection")]
             bugs: InjectedBugs::default(),
             config,

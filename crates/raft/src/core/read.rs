@@ -103,6 +103,11 @@ pub(crate) struct Reads {
     need_round: bool,
     /// Leader: reads may be served without a round until this clock time (exclusive).
     lease_until: Option<Duration>,
+    /// Leader: `TimeoutNow` went out in this term, so no lease read is served for the
+    /// rest of it, not even once the transfer is abandoned: the target's vote requests
+    /// carry the transfer flag that passes the vote guard, and one may still be granted,
+    /// late, inside any lease this leader holds or renews (see `transfer`).
+    pub(crate) lease_forfeited: bool,
     /// Leader: CheckQuorum on the clock. Past this time it has lost its quorum: two
     /// election timeouts after the latest heartbeat round a majority acknowledged was
     /// sent (at first, after it won its election). Kept as a deadline so that the check
@@ -247,6 +252,7 @@ impl RaftCore {
     /// `TimeoutNow` was sent: voters may now elect the target inside this leader's lease,
     /// so the lease is dropped for good in this term (`lease_valid` checks the transfer).
     pub(super) fn reads_on_transfer(&mut self) {
+        self.reads.lease_forfeited = true;
         if !self.bug(|b| b.lease_reads_during_transfer) {
             self.reads.lease_until = None;
         }
@@ -254,6 +260,7 @@ impl RaftCore {
 
     /// The node became leader: no read round of its own is in flight yet.
     pub(super) fn reads_on_taking_office(&mut self) {
+        self.reads.lease_forfeited = false;
         self.reads.confirmed = self.reads.seq;
     }
 

@@ -98,7 +98,10 @@ impl RaftCore {
             };
             let commit = self.state.commit.min(pr.match_index);
             pr.sent_commit = pr.sent_commit.max(commit);
-            self.send(peer.clone(), MessageBody::Heartbeat(Heartbeat { commit, read_seq }));
+            self.send(
+                peer.clone(),
+                MessageBody::Heartbeat(Heartbeat { commit, read_seq }),
+            );
         }
     }
 

@@ -3,12 +3,11 @@
 //! pre-vote, and its vote requests carry the `transfer` flag, which lets voters grant
 //! them although they heard from the leader within the election timeout. That bypass is
 //! safe for the lease because the leader stops serving lease reads the moment it sends
-//! `TimeoutNow`, for the rest of its term: from then on its reads go through a ReadIndex
-//! round, which a voter that moved to the target's term no longer acknowledges. Not just
-//! until the transfer ends: a `TimeoutNow` still in flight when the transfer times out can
-//! start the target's campaign later, and voters would let it pass their guard while the
-//! lease counted them. A transfer that has not completed within one election timeout is
-//! abandoned and proposals resume.
+//! `TimeoutNow`, for the rest of its term (a transfer-flagged vote request may arrive
+//! late, after the transfer was abandoned): from then on its reads go through a
+//! ReadIndex round, which a voter that moved to the target's term no longer
+//! acknowledges. A transfer that has not completed
+//! within one election timeout is abandoned and proposals resume.
 
 use super::RaftCore;
 use crate::error::{Error, Result};
@@ -23,7 +22,7 @@ pub(crate) struct Transfer {
     pub(crate) to: NodeId,
     /// Ticks since the transfer started.
     pub(crate) elapsed: u32,
-    /// `TimeoutNow` was sent (and with it the lease given up for the term).
+    /// `TimeoutNow` was sent: no lease reads any more.
     pub(crate) timeout_now_sent: bool,
 }
 
@@ -94,7 +93,6 @@ impl RaftCore {
         if let Some(t) = self.transfer.as_mut() {
             t.timeout_now_sent = true;
         }
-        self.lease_given_up_in = Some(self.state.term);
         tracing::info!(to = %peer, "target caught up; sending TimeoutNow");
         // From here on a vote for the target may be granted inside our lease.
         self.reads_on_transfer();
@@ -114,10 +112,14 @@ impl RaftCore {
         }
     }
 
-    /// Whether lease reads are off because `TimeoutNow` went out in this term.
+    /// Whether lease reads are off because `TimeoutNow` went out in this term. For the
+    /// rest of the term, not only while the transfer is under way: after an abandoned
+    /// transfer, acknowledgements of heartbeat rounds renewed the lease while the
+    /// target's transfer-flagged vote requests could still be granted (simulator, deaf
+    /// transfers world, seed 31: the old leader served a stale lease read after its
+    /// successor, elected by such a vote, committed a write).
     pub(super) fn transfer_blocks_lease(&self) -> bool {
-        self.lease_given_up_in == Some(self.state.term)
-            && !self.bug(|b| b.lease_reads_during_transfer)
+        self.reads.lease_forfeited && !self.bug(|b| b.lease_reads_during_transfer)
     }
 
     /// The leader asked this node to take over: campaign at once, skipping PreVote.

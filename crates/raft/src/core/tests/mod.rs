@@ -5,6 +5,7 @@
 mod harness;
 
 mod backpressure;
+mod campaign_while_removed;
 
 mod election;
 mod election_reports;

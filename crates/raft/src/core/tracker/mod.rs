@@ -103,7 +103,11 @@ impl Tracker {
     /// Every other voter: whom a candidate asks for votes.
     pub(crate) fn voting_peers(&self) -> Vec<NodeId> {
         let me = &self.me;
-        self.joint().voters().filter(|id| *id != me).cloned().collect()
+        self.joint()
+            .voters()
+            .filter(|id| *id != me)
+            .cloned()
+            .collect()
     }
 
     /// Whether `id` votes in the configuration in effect.
@@ -113,7 +117,9 @@ impl Tracker {
 
     /// Whether this node alone is a quorum (the only voter of each half).
     pub(crate) fn is_sole_voter(&self) -> bool {
-        self.joint().vote_result(|id| (*id == self.me).then_some(true)) == VoteResult::Won
+        self.joint()
+            .vote_result(|id| (*id == self.me).then_some(true))
+            == VoteResult::Won
     }
 
     /// Starts the positions of every peer afresh (a new leader's first view).

@@ -212,12 +212,14 @@ pub(crate) fn from_envelope(
                     membership: if meta.membership.is_empty() {
                         None
                     } else {
-                        Some(std::sync::Arc::new(Membership::decode(&meta.membership).map_err(|e| {
-                            DecodeError::BadMembership {
-                                index: meta.last_index,
-                                reason: e.to_string(),
-                            }
-                        })?))
+                        Some(std::sync::Arc::new(
+                            Membership::decode(&meta.membership).map_err(|e| {
+                                DecodeError::BadMembership {
+                                    index: meta.last_index,
+                                    reason: e.to_string(),
+                                }
+                            })?,
+                        ))
                     },
                 },
                 offset: s.offset,
