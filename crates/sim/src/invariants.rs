@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use raftlock_raft::{Entry, EntryKind, Index, Membership, NodeId, RaftCore, Role, Term};
+use raftlock_raft::{
+    Entry, EntryKind, Index, Membership, NodeId, RaftCore, Role, SnapshotMeta, Term,
+};
 
 /// A broken invariant, with what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -261,6 +263,31 @@ impl Invariants {
         Ok(())
     }
 
+    /// A snapshot at `meta.last_index` must carry the configuration committed at that
+    /// index, or nothing if that is still the bootstrap configuration (which no log holds,
+    /// so a node that joined does not know it).
+    pub fn check_snapshot_meta(&self, node: usize, meta: &SnapshotMeta) -> Result<(), Violation> {
+        let index = meta.last_index;
+        let replicated = self.committed_configs.range(1..=index).next_back();
+        let ok = match (&meta.membership, replicated) {
+            (None, None) => true,
+            (Some(m), Some((_, c))) => shape(m) == shape(c),
+            (Some(m), None) => self
+                .committed_configs
+                .get(&0)
+                .is_some_and(|c| shape(m) == shape(c)),
+            (None, Some(_)) => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(Violation(format!(
+            "snapshot membership: node {node} built a snapshot at {index} carrying {:?}, but the configuration committed there is {}",
+            meta.membership.as_deref().map(|m| m.to_string()),
+            replicated.map_or("the bootstrap one".to_string(), |(i, c)| format!("{c} (at {i})"))
+        )))
+    }
+
     /// The configurations one committed configuration may be followed by: a change of
     /// learners alone (same voters, simple), entering the joint configuration from a
     /// simple one (its outgoing half is the old voters), or leaving a joint one (its
@@ -329,12 +356,13 @@ impl Invariants {
         let expected = match from_log {
             Some(m) => m,
             None if first <= 1 => bootstrap,
-            None => self
-                .committed_configs
-                .range(..first)
-                .next_back()
-                .map(|(_, m)| m)
-                .unwrap_or(bootstrap),
+            // Below the first committed configuration entry the configuration is the
+            // bootstrap one, which is in no log: a node knows it from its own peers, or
+            // not at all (a joined node, whose peers are empty).
+            None => match self.committed_configs.range(1..first).next_back() {
+                Some((_, m)) => m,
+                None => bootstrap,
+            },
         };
         let actual = core.membership();
         if shape(actual) != shape(expected) {

@@ -981,6 +981,7 @@ impl World {
             core.on_snapshot_failed();
             return Ok(());
         };
+        self.inv.check_snapshot_meta(i, &meta)?;
         let snapshot = raftlock_raft::Snapshot {
             meta,
             data: node.kv.snapshot().into(),

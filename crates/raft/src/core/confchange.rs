@@ -177,7 +177,8 @@ impl RaftCore {
         if effective.index > self.state.commit {
             return;
         }
-        let membership = effective.membership.clone();
+        // Runs at every commit: nothing is cloned unless there is something to do.
+        let membership = &effective.membership;
         if membership.is_joint() {
             let next = membership.leave_joint();
             tracing::info!(to = %next, "joint configuration committed; leaving it");

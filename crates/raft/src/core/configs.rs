@@ -27,6 +27,13 @@ pub(crate) struct ConfigLog {
     generation: u64,
     /// Injected bug: a truncation keeps the configurations it removes.
     pub(crate) keep_on_truncate: bool,
+    /// Whether the base is a configuration the cluster replicated (a configuration entry,
+    /// or a snapshot's membership) rather than this node's configured peers. A bootstrap
+    /// configuration is in no log, so a joining node, whose peers are empty, cannot know
+    /// the configuration below the first configuration entry it receives; what it does
+    /// not know it must not write into a snapshot (the simulator caught a joined node's
+    /// snapshot claiming an empty configuration, seed 10032, 7 nodes, lossy).
+    pub(crate) base_known: bool,
 }
 
 impl ConfigLog {
@@ -37,6 +44,7 @@ impl ConfigLog {
             entries: Vec::new(),
             generation: 0,
             keep_on_truncate: false,
+            base_known: false,
         };
         for e in entries {
             log.appended(e);
@@ -56,6 +64,15 @@ impl ConfigLog {
             .rev()
             .find(|c| c.index <= index)
             .unwrap_or(&self.base)
+    }
+
+    /// The configuration at `index` if the cluster replicated it, `None` if it is this
+    /// node's bootstrap fallback (see `base_known`): what a snapshot at `index` carries.
+    pub(crate) fn replicated_at(&self, index: Index) -> Option<&Membership> {
+        match self.entries.iter().rev().find(|c| c.index <= index) {
+            Some(c) => Some(&c.membership),
+            None => self.base_known.then_some(&self.base.membership),
+        }
     }
 
     /// Changes whenever the configuration in effect does.
@@ -106,6 +123,7 @@ impl ConfigLog {
         if folded > 0 {
             if let Some(last) = self.entries.drain(..folded).next_back() {
                 self.base = last;
+                self.base_known = true;
             }
         }
     }

@@ -324,12 +324,15 @@ impl RaftCore {
         // The snapshot's membership, or the bootstrap peers for a node that has none (a
         // new cluster, a joining node, or a snapshot written before membership was
         // replicated); then every configuration entry in the log after it.
-        let base = initial
+        let replicated = initial
             .snapshot
             .as_ref()
-            .and_then(|s| s.meta.membership.as_deref().cloned())
-            .unwrap_or_else(|| crate::membership::Membership::from_peers(&config.peers));
-        let log = RaftLog::new(snap_index, snap_term, initial.entries, base);
+            .and_then(|s| s.meta.membership.as_deref().cloned());
+        let base_known = replicated.is_some();
+        let base =
+            replicated.unwrap_or_else(|| crate::membership::Membership::from_peers(&config.peers));
+        let mut log = RaftLog::new(snap_index, snap_term, initial.entries, base);
+        log.configs.base_known = base_known;
         let membership = log.configs.effective().membership.clone();
         let config_generation = log.configs.generation();
         let restarted = initial.hard_state.term > 0;
@@ -409,7 +412,8 @@ impl RaftCore {
     pub fn inject_bugs(&mut self, bugs: InjectedBugs) {
         self.bugs = bugs;
         self.log.configs.keep_on_truncate = bugs.no_revert_on_truncation;
-        self.tracker.count_learners = bugs.learners_in_quorum;
+        self.tracker
+            .count_learners_as_voters(bugs.learners_in_quorum);
     }
 
     /// Whether the injected bug selected by `which` is on; always false in real builds.

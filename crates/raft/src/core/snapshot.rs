@@ -133,8 +133,12 @@ impl RaftCore {
     /// Metadata for a snapshot of the state machine at `index` (which must be applied and
     /// still in the log), for the runtime to label the snapshot it builds.
     pub fn snapshot_meta_at(&self, index: Index) -> Option<SnapshotMeta> {
+        // A bootstrap configuration this node only knows from its own peers is left out
+        // (see `ConfigLog::base_known`): a receiver falls back to its own peers.
         let membership = (!self.bug(|b| b.snapshot_without_membership))
-            .then(|| std::sync::Arc::new(self.log.configs.at(index).membership.clone()));
+            .then(|| self.log.configs.replicated_at(index).cloned())
+            .flatten()
+            .map(std::sync::Arc::new);
         Some(SnapshotMeta {
             last_index: index,
             last_term: self.log.term(index)?,
@@ -419,6 +423,7 @@ impl RaftCore {
         let log = self
             .log
             .install(meta.last_index, meta.last_term, membership);
+        self.log.configs.base_known = meta.membership.is_some();
         self.refresh_config();
         self.state.commit_to(meta.last_index);
         self.state.handed_out = self.state.handed_out.max(meta.last_index);

@@ -30,9 +30,11 @@ pub(crate) struct Tracker {
     /// Answers received in the current (pre-)election, this node's own included.
     votes: BTreeMap<NodeId, bool>,
     /// Injected bug (simulator self-tests): learners count as voters of the incoming half.
-    pub(crate) count_learners: bool,
+    count_learners: bool,
     /// Voters and learners, for `count_learners`.
     with_learners: BTreeSet<NodeId>,
+    /// This node alone is a quorum (asked before every proposal).
+    sole_voter: bool,
 }
 
 impl Tracker {
@@ -45,6 +47,7 @@ impl Tracker {
             votes: BTreeMap::new(),
             count_learners: false,
             with_learners: BTreeSet::new(),
+            sole_voter: false,
         };
         tracker.install(config);
         tracker
@@ -58,6 +61,10 @@ impl Tracker {
         self.peers = members.into_iter().collect();
         self.with_learners = config.voters.union(&config.learners).cloned().collect();
         self.config = config;
+        self.sole_voter = self
+            .joint()
+            .vote_result(|id| (*id == self.me).then_some(true))
+            == VoteResult::Won;
     }
 
     /// The configuration in effect.
@@ -117,9 +124,14 @@ impl Tracker {
 
     /// Whether this node alone is a quorum (the only voter of each half).
     pub(crate) fn is_sole_voter(&self) -> bool {
-        self.joint()
-            .vote_result(|id| (*id == self.me).then_some(true))
-            == VoteResult::Won
+        self.sole_voter
+    }
+
+    /// Injected bug: count learners as voters from now on.
+    #[cfg(feature = "bug-injection")]
+    pub(crate) fn count_learners_as_voters(&mut self, on: bool) {
+        self.count_learners = on;
+        self.install(self.config.clone());
     }
 
     /// Starts the positions of every peer afresh (a new leader's first view).
