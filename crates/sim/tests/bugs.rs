@@ -206,7 +206,7 @@ fn catches_snapshots_that_lose_the_membership() {
     reconfig_bug(
         "snapshot without membership",
         0..20,
-        "configuration:",
+        "snapshot membership",
         |b| b.snapshot_without_membership = true,
     );
 }
