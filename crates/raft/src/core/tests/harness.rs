@@ -84,6 +84,36 @@ pub struct Node {
     pub chunks: Vec<crate::core::SnapshotChunk>,
 }
 
+impl Node {
+    /// A node that stored what is given and has done nothing else yet.
+    fn new(
+        core: RaftCore,
+        stored_log: Vec<Entry>,
+        stored_hard_state: HardState,
+        stored_snapshot: Option<Snapshot>,
+    ) -> Self {
+        Node {
+            core,
+            stored_log,
+            stored_hard_state,
+            stored_snapshot,
+            receiving: None,
+            restore: None,
+            pending_writes: VecDeque::new(),
+            hold_writes: false,
+            defer_snapshots: false,
+            clock: std::time::Duration::ZERO,
+            read_states: Vec::new(),
+            failed_reads: Vec::new(),
+            deferred_snapshot: None,
+            applied: Vec::new(),
+            apply_batches: Vec::new(),
+            elections: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+}
+
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node>,
     /// Messages sent and not yet delivered.
@@ -138,25 +168,7 @@ impl Cluster {
             core.set_now(std::time::Duration::ZERO);
             nodes.insert(
                 id(i),
-                Node {
-                    core,
-                    stored_log,
-                    stored_hard_state,
-                    stored_snapshot,
-                    receiving: None,
-                    restore: None,
-                    pending_writes: VecDeque::new(),
-                    hold_writes: false,
-                    defer_snapshots: false,
-                    clock: std::time::Duration::ZERO,
-                    read_states: Vec::new(),
-                    failed_reads: Vec::new(),
-                    deferred_snapshot: None,
-                    applied: Vec::new(),
-                    apply_batches: Vec::new(),
-                    elections: Vec::new(),
-                    chunks: Vec::new(),
-                },
+                Node::new(core, stored_log, stored_hard_state, stored_snapshot),
             );
         }
         Cluster {
@@ -176,28 +188,8 @@ impl Cluster {
         let mut core = RaftCore::new(c, InitialState::default(), Box::new(SeededRand::new(seed)))
             .expect("valid config");
         core.set_now(std::time::Duration::ZERO);
-        self.nodes.insert(
-            id(i),
-            Node {
-                core,
-                stored_log: Vec::new(),
-                stored_hard_state: HardState::default(),
-                stored_snapshot: None,
-                receiving: None,
-                restore: None,
-                pending_writes: VecDeque::new(),
-                hold_writes: false,
-                defer_snapshots: false,
-                clock: std::time::Duration::ZERO,
-                read_states: Vec::new(),
-                failed_reads: Vec::new(),
-                deferred_snapshot: None,
-                applied: Vec::new(),
-                apply_batches: Vec::new(),
-                elections: Vec::new(),
-                chunks: Vec::new(),
-            },
-        );
+        let node = Node::new(core, Vec::new(), HardState::default(), None);
+        self.nodes.insert(id(i), node);
     }
 
     pub fn node(&self, i: usize) -> &RaftCore {
@@ -513,6 +505,22 @@ impl Cluster {
             Role::Leader,
             "node {i} failed to win an election"
         );
+    }
+
+    /// Elects node `i` while holding back every AppendEntries: it leads, but its no-op
+    /// has not committed (the held messages stay queued).
+    pub fn elect_without_commit(&mut self, i: usize) {
+        self.expire_election_timeout(i);
+        loop {
+            let other = self.take(|m| m.kind() != "AppendEntries");
+            if other.is_empty() {
+                break;
+            }
+            for m in other {
+                self.deliver(m);
+            }
+        }
+        assert_eq!(self.node(i).role(), Role::Leader);
     }
 
     /// Ticks every node and delivers until one of `among` leads (vote guards make the

@@ -23,18 +23,8 @@ fn failures(c: &Cluster, i: usize) -> Vec<(u64, ReadFailure)> {
 #[test]
 fn new_leader_serves_reads_only_after_committing_its_noop() {
     let mut c = Cluster::with(3, 1, no_lease, |_| InitialState::default());
-    c.expire_election_timeout(1);
-    // Deliver votes but hold every AppendEntries: the no-op does not commit.
-    loop {
-        let other = c.take(|m| m.kind() != "AppendEntries");
-        if other.is_empty() {
-            break;
-        }
-        for m in other {
-            c.deliver(m);
-        }
-    }
-    assert_eq!(c.node(1).role(), Role::Leader);
+    // Votes are delivered, every AppendEntries held: the no-op does not commit.
+    c.elect_without_commit(1);
     c.read(1, 7);
     let held = c.deliver_all_except(|m| m.kind() == "AppendEntries");
     assert!(reads(&c, 1).is_empty(), "no read before the no-op commits");
