@@ -7,10 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
 use crate::core::Commands;
 use crate::error::{Error, Result};
+use crate::membership::{Membership, MembershipError, NodeInfo};
 use crate::message::Message;
-use crate::node::{self, Command, Observed, Parts, ProposeReply, ResultReply};
+use crate::node::{self, Change, Command, Observed, Parts, ProposeReply, ResultReply};
 use crate::rpc::RpcHandler;
 use crate::types::{ApplyMsg, Index, NodeId, RaftStatus, Role, Term};
 
@@ -24,6 +28,7 @@ struct Unstarted {
     tick_queued: Arc<AtomicBool>,
     inbound: mpsc::Receiver<Message>,
     observed: watch::Sender<Observed>,
+    membership: watch::Sender<Arc<Membership>>,
 }
 
 struct Inner {
@@ -33,6 +38,10 @@ struct Inner {
     tick_queued: Arc<AtomicBool>,
     rpc: RpcHandler,
     observed: watch::Receiver<Observed>,
+    membership: watch::Receiver<Arc<Membership>>,
+    /// One tick and the election timeout, for the waits of membership calls.
+    tick: Duration,
+    election_timeout: Duration,
     unstarted: Mutex<Option<Unstarted>>,
     apply_rx: Mutex<Option<mpsc::Receiver<ApplyMsg>>>,
 }
@@ -60,7 +69,11 @@ impl Raft {
     ) -> Self {
         let (commands, commands_rx) = mpsc::channel(4096);
         let (observed_tx, observed) = watch::channel(Observed::default());
-        let members = parts.core.config().peers.iter().map(|p| p.id.clone());
+        let (membership_tx, membership) = watch::channel(Arc::new(parts.core.membership().clone()));
+        let options = &parts.core.config().options;
+        let tick = options.nominal_tick_interval;
+        let election_timeout = tick.saturating_mul(options.election_tick_count);
+        let members = parts.core.membership().members();
         let (rpc, inbound) =
             RpcHandler::new(id.clone(), members, INBOUND_CAPACITY, parts.metrics.clone());
         let tick_queued = Arc::new(AtomicBool::new(false));
@@ -70,6 +83,7 @@ impl Raft {
             tick_queued: tick_queued.clone(),
             inbound,
             observed: observed_tx,
+            membership: membership_tx,
         };
         Raft {
             inner: Arc::new(Inner {
@@ -78,6 +92,9 @@ impl Raft {
                 tick_queued,
                 rpc,
                 observed,
+                membership,
+                tick,
+                election_timeout,
                 unstarted: Mutex::new(Some(unstarted)),
                 apply_rx: Mutex::new(apply_rx),
             }),
@@ -103,7 +120,13 @@ impl Raft {
             return Err(Error::AlreadyStarted { what: "node" });
         };
         let inbound = (self.inner.rpc.clone(), u.inbound);
-        node::spawn(u.parts, (u.commands, u.tick_queued), inbound, u.observed)
+        node::spawn(
+            u.parts,
+            (u.commands, u.tick_queued),
+            inbound,
+            u.observed,
+            u.membership,
+        )
     }
 
     /// The entrance for inbound peer RPCs, for a transport of your own: deliver every
@@ -251,6 +274,159 @@ impl Raft {
     /// Watches role, term and leader; the receiver always sees the latest value.
     pub fn leader_change_channel(&self) -> watch::Receiver<Observed> {
         self.inner.observed.clone()
+    }
+
+    /// The configuration in effect on this node: the latest in its log, committed or not
+    /// (see [`RaftStatus::membership_committed`]), with each member's address and
+    /// metadata. A node that is joining and has not heard from the cluster yet has an
+    /// empty one.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.inner.membership.borrow().clone()
+    }
+
+    /// Watches the configuration in effect; the receiver always sees the latest one.
+    pub fn membership_channel(&self) -> watch::Receiver<Arc<Membership>> {
+        self.inner.membership.clone()
+    }
+
+    async fn change(&self, change: Change) -> Result<Arc<Membership>> {
+        self.ask(|reply| Command::ChangeMembership { change, reply })
+            .await?
+    }
+
+    /// Adds node `id` as a learner: it receives the log (by snapshot first, if the log
+    /// was compacted) but never votes. `info` is its peer address, or a [`NodeInfo`] with
+    /// metadata too; the configuration carries both to every member, whose transports
+    /// then reach it. Returns once the configuration that adds it has committed.
+    ///
+    /// Adding a learner again with the same info changes nothing; with other info it
+    /// updates the info. Fails with [`Error::NotLeader`] off the leader,
+    /// [`MembershipError::ChangePending`] while another change is under way,
+    /// [`MembershipError::TermNotCommitted`] right after an election (retry shortly),
+    /// [`MembershipError::AlreadyVoter`], [`MembershipError::Retired`] for the id of a
+    /// removed node (ids are never reused), [`Error::TransferInProgress`], and
+    /// [`Error::LeadershipLost`] or [`Error::Timeout`] when the outcome is unknown.
+    pub async fn add_learner(
+        &self,
+        id: impl Into<NodeId>,
+        info: impl Into<NodeInfo>,
+    ) -> Result<Arc<Membership>> {
+        self.change(Change::AddLearner {
+            id: id.into(),
+            info: info.into(),
+        })
+        .await
+    }
+
+    /// Makes learner `id` a voter, through the joint configuration; returns once the
+    /// final configuration has committed. The learner must have caught up (its log within
+    /// `max_promotion_lag` entries of the leader's), else [`MembershipError::NotCaughtUp`];
+    /// [`Raft::add_voter`] waits for that. Refused with
+    /// [`MembershipError::WouldLoseQuorum`] when the current or the new voters lack a
+    /// quorum that the leader heard from within an election timeout, unless `force`.
+    /// Other errors as for [`Raft::add_learner`]; a voter already is a no-op.
+    pub async fn promote(&self, id: impl Into<NodeId>, force: bool) -> Result<Arc<Membership>> {
+        self.change(Change::Promote {
+            id: id.into(),
+            force,
+        })
+        .await
+    }
+
+    /// Adds node `id` as a voter the safe way: as a learner first (unless it is one),
+    /// then, once it has caught up, promotes it. Waits at most `catch_up` for the catch-up
+    /// (then [`MembershipError::NotCaughtUp`]; the node stays a learner).
+    pub async fn add_voter(
+        &self,
+        id: impl Into<NodeId>,
+        info: impl Into<NodeInfo>,
+        catch_up: Duration,
+    ) -> Result<Arc<Membership>> {
+        let id = id.into();
+        let info = info.into();
+        let current = self.membership();
+        if !current.is_voter(&id)
+            && (!current.contains(&id) || current.nodes.get(&id) != Some(&info))
+        {
+            self.add_learner(id.clone(), info).await?;
+        }
+        let deadline = tokio::time::Instant::now() + catch_up;
+        loop {
+            match self.promote(id.clone(), false).await {
+                Err(Error::Membership(MembershipError::NotCaughtUp { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(self.inner.tick).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Removes node `id`, voter or learner; returns once the configuration without it has
+    /// committed (a voter leaves through the joint configuration). Removing the leader
+    /// itself works: it leads until the change commits, then steps down and the others
+    /// elect a leader. The id is retired: it can never be a member again. Refused with
+    /// [`MembershipError::WouldLoseQuorum`] as for [`Raft::promote`] unless `force`;
+    /// [`MembershipError::UnknownNode`] for a node that is not a member (removing one
+    /// already removed is a no-op).
+    pub async fn remove_member(
+        &self,
+        id: impl Into<NodeId>,
+        force: bool,
+    ) -> Result<Arc<Membership>> {
+        self.change(Change::Remove {
+            id: id.into(),
+            force,
+        })
+        .await
+    }
+
+    /// Sets the configuration to exactly `voters` and `learners` (members must have been
+    /// added with their address before, with [`Raft::add_learner`], for a transport that
+    /// dials peers to reach them); returns once the final configuration has committed.
+    /// New voters must have caught up; the quorum check of [`Raft::promote`] applies
+    /// unless `force`.
+    pub async fn change_membership(
+        &self,
+        voters: impl IntoIterator<Item = NodeId>,
+        learners: impl IntoIterator<Item = NodeId>,
+        force: bool,
+    ) -> Result<Arc<Membership>> {
+        self.change(Change::Set {
+            voters: voters.into_iter().collect::<BTreeSet<_>>(),
+            learners: learners.into_iter().collect::<BTreeSet<_>>(),
+            force,
+        })
+        .await
+    }
+
+    /// Hands leadership from this node (the leader) to voter `to`, or with `None` to the
+    /// most up-to-date voter it heard from recently, and returns the new leader once this
+    /// node knows it. No election timeout passes: the target is caught up and told to
+    /// campaign at once, so clients see a pause of about one round trip plus an fsync.
+    /// Proposals are refused ([`Error::TransferInProgress`]) meanwhile.
+    ///
+    /// Fails with [`Error::NotLeader`], [`MembershipError::BadTransferTarget`] (a learner,
+    /// this node, or no other voter), [`MembershipError::UnknownNode`], and
+    /// [`Error::Timeout`] if no other leader emerged within two election timeouts (the
+    /// transfer was abandoned after one; this node may still lead).
+    pub async fn transfer_leader(&self, to: Option<NodeId>) -> Result<NodeId> {
+        let mut observed = self.inner.observed.clone();
+        let term = observed.borrow().term;
+        self.ask(|reply| Command::TransferLeader { to, reply })
+            .await??;
+        let me = self.inner.id.clone();
+        let wait = async move {
+            let o = observed
+                .wait_for(|o| o.term > term && o.leader.as_ref().is_some_and(|l| *l != me))
+                .await
+                .map_err(|_| Error::ShuttingDown)?;
+            o.leader.clone().ok_or(Error::Timeout)
+        };
+        tokio::time::timeout(self.inner.election_timeout * 2, wait)
+            .await
+            .map_err(|_| Error::Timeout)?
     }
 
     /// Every applied command and installed snapshot, in order, if the node was built with

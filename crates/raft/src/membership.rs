@@ -28,6 +28,23 @@ pub struct NodeInfo {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl From<String> for NodeInfo {
+    /// Info with this peer address and no metadata.
+    fn from(address: String) -> Self {
+        NodeInfo {
+            address,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+impl From<&str> for NodeInfo {
+    /// Info with this peer address and no metadata.
+    fn from(address: &str) -> Self {
+        NodeInfo::from(address.to_string())
+    }
+}
+
 /// A cluster configuration: simple, or joint while a change of voters is under way.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Membership {
@@ -39,6 +56,12 @@ pub struct Membership {
     pub learners: BTreeSet<NodeId>,
     /// Address and metadata of members (entries of non-members are dropped on change).
     pub nodes: BTreeMap<NodeId, NodeInfo>,
+    /// Ids of nodes that were members and were removed. They can never be members again:
+    /// a node that comes back under a removed id would carry a log and a vote the
+    /// cluster no longer accounts for (openraft's documented pitfall), so a returning
+    /// machine must join under a fresh id.
+    #[serde(default)]
+    pub retired: BTreeSet<NodeId>,
 }
 
 /// Why a configuration or a change of it was refused.
@@ -84,6 +107,12 @@ pub enum MembershipError {
         /// The node named.
         id: NodeId,
     },
+    /// The node is a voter already, so it cannot be added as a learner.
+    #[error("membership: {id} is a voter already")]
+    AlreadyVoter {
+        /// The node named.
+        id: NodeId,
+    },
     /// A leadership transfer target must be another voter.
     #[error("membership: cannot transfer leadership to {id}: {reason}")]
     BadTransferTarget {
@@ -91,6 +120,24 @@ pub enum MembershipError {
         id: NodeId,
         /// Why it cannot lead.
         reason: &'static str,
+    },
+    /// The id belonged to a member that was removed; ids are never reused.
+    #[error("membership: {id} was removed from this cluster and its id cannot be reused; give the node a new id and an empty data directory")]
+    Retired {
+        /// The retired id.
+        id: NodeId,
+    },
+    /// The change would leave fewer reachable voters than a quorum of the new
+    /// configuration (or of the current one, which the joint phase also needs), so it
+    /// could not commit and the cluster would stall. Repeat it with `force` to proceed.
+    #[error("membership: after this change only {reachable} of {voters} voters would be reachable, fewer than the {needed} a quorum needs; repeat with force to proceed anyway")]
+    WouldLoseQuorum {
+        /// Voters of the configuration that would lack a quorum.
+        voters: usize,
+        /// How many of them the leader heard from recently.
+        reachable: usize,
+        /// The quorum size.
+        needed: usize,
     },
     /// A configuration could not be decoded.
     #[error("membership: malformed configuration: {reason}")]
@@ -101,7 +148,8 @@ pub enum MembershipError {
 }
 
 const MAGIC: &[u8; 4] = b"RLMB";
-const VERSION: u8 = 1;
+/// Version 2 adds the retired ids; version 1 (no retired ids) still decodes.
+const VERSION: u8 = 2;
 
 impl Membership {
     /// A simple configuration of `voters` and `learners`.
@@ -114,6 +162,7 @@ impl Membership {
             outgoing: BTreeSet::new(),
             learners: learners.into_iter().collect(),
             nodes: BTreeMap::new(),
+            retired: BTreeSet::new(),
         }
     }
 
@@ -133,6 +182,7 @@ impl Membership {
                     (p.id.clone(), info)
                 })
                 .collect(),
+            retired: BTreeSet::new(),
         }
     }
 
@@ -178,6 +228,13 @@ impl Membership {
         if let Some(id) = self.learners.intersection(&self.voters).next() {
             return Err(MembershipError::LearnerIsVoter { id: id.clone() });
         }
+        if let Some(id) = self
+            .members()
+            .into_iter()
+            .find(|id| self.retired.contains(id))
+        {
+            return Err(MembershipError::Retired { id });
+        }
         if !self.is_joint() {
             if let Some(id) = self.learners.intersection(&self.outgoing).next() {
                 return Err(MembershipError::LearnerIsVoter { id: id.clone() });
@@ -205,9 +262,10 @@ impl Membership {
             outgoing,
             learners,
             nodes: self.nodes.clone(),
+            retired: self.retired.clone(),
         };
         next.nodes.extend(nodes);
-        next.drop_stale_info();
+        next.retire_departed(self);
         next
     }
 
@@ -218,14 +276,34 @@ impl Membership {
             outgoing: BTreeSet::new(),
             learners: self.learners.clone(),
             nodes: self.nodes.clone(),
+            retired: self.retired.clone(),
         };
-        next.drop_stale_info();
+        next.retire_departed(self);
         next
     }
 
-    fn drop_stale_info(&mut self) {
+    /// Retires every member of `previous` that this configuration no longer has, and
+    /// drops their info.
+    fn retire_departed(&mut self, previous: &Membership) {
         let members = self.members();
+        self.retired.extend(
+            previous
+                .members()
+                .into_iter()
+                .filter(|id| !members.contains(id)),
+        );
         self.nodes.retain(|id, _| members.contains(id));
+    }
+
+    /// Every member's peer address, for a transport (members without one are left out).
+    pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        self.members()
+            .into_iter()
+            .filter_map(|id| {
+                let address = self.nodes.get(&id)?.address.clone();
+                (!address.is_empty()).then_some(PeerConfig { id, address })
+            })
+            .collect()
     }
 
     /// The stable binary form stored in a `ConfigChange` entry and in snapshots.
@@ -249,6 +327,10 @@ impl Membership {
                 put_str(&mut b, v);
             }
         }
+        b.put_u32_le(self.retired.len() as u32);
+        for id in &self.retired {
+            put_str(&mut b, id.as_str());
+        }
         b.freeze()
     }
 
@@ -260,7 +342,7 @@ impl Membership {
             return Err(malformed("bad magic"));
         }
         let version = r.take(1)?[0];
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(malformed(format!("unknown version {version}")));
         }
         let mut sets: [BTreeSet<NodeId>; 3] = Default::default();
@@ -282,6 +364,12 @@ impl Membership {
             }
             nodes.insert(id, NodeInfo { address, metadata });
         }
+        let mut retired = BTreeSet::new();
+        if version >= 2 {
+            for _ in 0..r.u32()? {
+                retired.insert(NodeId::new(r.str()?));
+            }
+        }
         if r.pos != data.len() {
             return Err(malformed("trailing bytes"));
         }
@@ -290,6 +378,7 @@ impl Membership {
             outgoing,
             learners,
             nodes,
+            retired,
         };
         m.validate()?;
         Ok(m)
@@ -434,5 +523,55 @@ mod tests {
             done.nodes.keys().cloned().collect::<BTreeSet<_>>(),
             ids("a")
         );
+        assert_eq!(done.retired, ids("b"), "b left with the joint phase");
+    }
+
+    #[test]
+    fn removed_ids_are_retired_and_never_come_back() {
+        let m = Membership::new(ids("a b c"), ids("d"));
+        // Removing a learner retires it at once; removing a voter when the joint phase ends.
+        let m = m.change_to(ids("a b c"), ids(""), BTreeMap::new());
+        assert_eq!(m.retired, ids("d"));
+        let joint = m.change_to(ids("a b"), ids(""), BTreeMap::new());
+        assert_eq!(
+            joint.retired,
+            ids("d"),
+            "c still votes in the outgoing half"
+        );
+        let m = joint.leave_joint();
+        assert_eq!(m.retired, ids("c d"));
+        let back = m.change_to(ids("a b"), ids("c"), BTreeMap::new());
+        assert_eq!(
+            back.validate(),
+            Err(MembershipError::Retired { id: "c".into() })
+        );
+        let decoded = Membership::decode(&m.encode()).unwrap();
+        assert_eq!(decoded, m);
+        assert!(Membership::decode(&back.encode()).is_err());
+    }
+
+    #[test]
+    fn version_1_encodings_still_decode() {
+        // voters [a], outgoing [], learners [b], nodes {a: "x:1", no metadata}: version 1
+        // had no retired ids after the nodes.
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(b"RLMB\x01");
+        let s = |v: &mut Vec<u8>, t: &str| {
+            v.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            v.extend_from_slice(t.as_bytes());
+        };
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        s(&mut v1, "a");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        s(&mut v1, "b");
+        v1.extend_from_slice(&1u32.to_le_bytes());
+        s(&mut v1, "a");
+        s(&mut v1, "x:1");
+        v1.extend_from_slice(&0u32.to_le_bytes());
+        let m = Membership::decode(&v1).unwrap();
+        assert_eq!(m.to_string(), "voters [a] learners [b]");
+        assert_eq!(m.nodes[&NodeId::from("a")].address, "x:1");
+        assert!(m.retired.is_empty());
     }
 }

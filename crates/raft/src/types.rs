@@ -342,6 +342,14 @@ pub struct RaftStatus {
     pub snapshot_term: Term,
     /// Per-follower replication state; empty unless this node is the leader.
     pub replication: BTreeMap<NodeId, PeerReplicationState>,
+    /// The configuration in effect: voters, learners, and each member's address and
+    /// metadata (see [`crate::Membership`]).
+    pub membership: crate::membership::Membership,
+    /// Index of the configuration entry in effect (0 for the bootstrap configuration).
+    pub membership_index: Index,
+    /// Whether that entry is committed (a change is pending while it is not, or while the
+    /// configuration is joint).
+    pub membership_committed: bool,
 }
 
 impl Default for NodeId {

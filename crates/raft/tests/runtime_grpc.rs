@@ -289,17 +289,24 @@ async fn malformed_envelopes_are_rejected_and_counted() {
     let timeout_now = Body::TimeoutNow(proto::TimeoutNow {});
     let envelopes = vec![
         envelope("other", "node-2", "node-1", heartbeat()), // wrong cluster
-        envelope("c1", "node-9", "node-1", heartbeat()),    // unknown sender
-        envelope("c1", "node-2", "node-3", heartbeat()),    // not for this node
-        envelope("c1", "node-2", "node-1", bad_entry),      // unknown entry kind
+        // Unknown sender: a leader's heartbeat would be heard (the node may not know the
+        // leader yet), anything else is not.
+        envelope(
+            "c1",
+            "node-9",
+            "node-1",
+            Body::TimeoutNow(proto::TimeoutNow {}),
+        ),
+        envelope("c1", "node-2", "node-3", heartbeat()), // not for this node
+        envelope("c1", "node-2", "node-1", bad_entry),   // unknown entry kind
         proto::Envelope {
             body: None,
             ..envelope("c1", "node-2", "node-1", heartbeat())
         }, // no body
-        envelope("c1", "node-2", "node-1", bad_config),     // undecodable configuration
+        envelope("c1", "node-2", "node-1", bad_config),  // undecodable configuration
         envelope("c1", "node-2", "node-1", bad_membership), // undecodable membership
-        envelope("c1", "node-2", "node-1", heartbeat()),    // valid
-        envelope("c1", "node-2", "node-1", timeout_now),    // valid
+        envelope("c1", "node-2", "node-1", heartbeat()), // valid
+        envelope("c1", "node-2", "node-1", timeout_now), // valid
     ];
     let addr = net.local_addr().unwrap();
     let mut client =

@@ -821,6 +821,9 @@ impl RaftCore {
             snapshot_index,
             snapshot_term,
             replication,
+            membership: self.tracker.config().clone(),
+            membership_index: self.membership_index(),
+            membership_committed: self.membership_index() <= self.state.commit,
         }
     }
 

@@ -16,6 +16,7 @@ pub use local::{LocalNetwork, LocalTransport};
 
 use crate::message::Message;
 use crate::rpc::RpcHandler;
+use crate::types::PeerConfig;
 
 /// Where a transport delivers messages addressed to this node: the node's
 /// [`RpcHandler`].
@@ -31,6 +32,16 @@ pub trait NetworkManager: Send + Sync + 'static {
     /// Sends messages to their recipients, best effort and without blocking: a message to
     /// an unreachable peer may be dropped.
     fn send(&self, messages: Vec<Message>);
+
+    /// The members of the configuration in effect changed: `peers` are every member
+    /// with the peer address the configuration carries for it (this node included; a
+    /// member without an address is left out). A transport that dials peers starts links
+    /// to new ones and stops links to those no longer listed. Called by the runtime after
+    /// `start` and whenever the log changes the configuration. The default does nothing,
+    /// for transports that reach every node by id.
+    fn set_peers(&self, peers: &[PeerConfig]) {
+        let _ = peers;
+    }
 
     /// Stops the transport; no message is delivered afterwards.
     fn stop(&self);

@@ -37,6 +37,7 @@
 //! the event channel before joining the threads, so their last reports cannot block them
 //! either.
 
+mod membership;
 mod results;
 mod snapshots;
 mod workers;
@@ -50,6 +51,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 
+use self::membership::Changes;
+pub(crate) use self::membership::{Change, ChangeReply};
 pub(crate) use self::results::ResultReply;
 use self::results::WaitingResults;
 use self::snapshots::{ApplyOrder, ChunkSender};
@@ -57,6 +60,7 @@ use self::workers::{ApplyJob, ApplyWorker, Outcomes, StorageJob, StorageWorker, 
 use crate::clock::Clock;
 use crate::core::{Commands, RaftCore, Ready};
 use crate::error::{Error, OverloadReason, Result};
+use crate::membership::Membership;
 use crate::message::Message;
 use crate::metrics::{Metrics, ProposalResult, QueueDepths};
 use crate::network::NetworkManager;
@@ -75,6 +79,14 @@ pub(crate) enum Command {
     Tick,
     Status {
         reply: oneshot::Sender<RaftStatus>,
+    },
+    ChangeMembership {
+        change: Change,
+        reply: ChangeReply,
+    },
+    TransferLeader {
+        to: Option<NodeId>,
+        reply: oneshot::Sender<Result<NodeId>>,
     },
     Stop {
         reply: oneshot::Sender<()>,
@@ -128,6 +140,7 @@ pub(crate) fn spawn(
     commands: (mpsc::Receiver<Command>, Arc<AtomicBool>),
     inbound: (RpcHandler, mpsc::Receiver<Message>),
     observed: watch::Sender<Observed>,
+    membership: watch::Sender<Arc<Membership>>,
 ) -> Result<()> {
     let (handler, inbound_rx) = inbound;
     let (commands, tick_queued) = commands;
@@ -151,7 +164,7 @@ pub(crate) fn spawn(
     .map_err(io)?;
     // Only the threads hold senders: once they exit, the channel closes.
     drop(events_tx);
-    parts.network.start(handler)?;
+    parts.network.start(handler.clone())?;
     let applied = parts
         .restore_on_start
         .as_ref()
@@ -181,6 +194,9 @@ pub(crate) fn spawn(
         max_pending_reads,
         threads: storage_thread.into_iter().chain(applier_thread).collect(),
         observed,
+        rpc: handler,
+        membership,
+        changes: Changes::new(result_timeout),
         applied,
         waiting_results: WaitingResults::new(result_timeout),
         now: std::time::Duration::ZERO,
@@ -224,6 +240,12 @@ struct Node {
     max_pending_reads: usize,
     threads: Vec<JoinHandle<()>>,
     observed: watch::Sender<Observed>,
+    /// The node's inbound entrance: its members follow the configuration in effect.
+    rpc: RpcHandler,
+    /// The configuration in effect, for handles.
+    membership: watch::Sender<Arc<Membership>>,
+    /// Callers waiting for their membership change to commit.
+    changes: Changes,
     /// Highest index the applier reported applied.
     applied: Index,
     /// Proposers waiting for the applier's results.
@@ -397,6 +419,17 @@ impl Node {
                 status.last_applied = self.applied;
                 let _ = reply.send(status);
             }
+            Command::ChangeMembership { change, reply } => {
+                self.changes.start(&mut self.core, change, self.now, reply);
+            }
+            Command::TransferLeader { to, reply } => {
+                let outcome = match to {
+                    Some(to) => Ok(to),
+                    None => membership::pick_transfer_target(&self.core),
+                }
+                .and_then(|to| self.core.transfer_leader(to.clone()).map(|()| to));
+                let _ = reply.send(outcome);
+            }
             Command::Stop { .. } => {}
         }
     }
@@ -405,6 +438,7 @@ impl Node {
     /// each follower lags (once per tick, so the cost does not grow with traffic).
     fn tick(&mut self, events: usize) {
         self.core.tick();
+        self.changes.settle(&self.core, self.now);
         // Once per tick, so a proposer waits at most one tick longer than
         // `apply_entry_timeout`; a timer per proposal would cost more than the proposal.
         self.waiting_results.expire(self.now);
@@ -533,6 +567,7 @@ impl Node {
             let rd = self.core.ready();
             self.carry_out(rd);
         }
+        self.changes.settle(&self.core, self.now);
     }
 
     /// Whether `max_pending_storage_jobs` jobs are queued for the storage thread.
@@ -545,6 +580,9 @@ impl Node {
     fn carry_out(&mut self, rd: Ready) {
         for e in &rd.elections {
             self.metrics.observe_election_start(e.term, e.reason);
+        }
+        if let Some(m) = rd.membership {
+            self.on_membership(m);
         }
         if let Some(w) = rd.write {
             self.send_to_storage(StorageJob::Write(w));
@@ -607,6 +645,15 @@ impl Node {
         }
     }
 
+    /// The configuration in effect changed (appended, truncated, installed): the
+    /// inbound check and the transport's links follow it.
+    fn on_membership(&mut self, m: Arc<Membership>) {
+        tracing::info!(node = %self.core.id(), membership = %m, "configuration in effect");
+        self.rpc.set_members(m.members());
+        self.network.set_peers(&m.peer_configs());
+        self.membership.send_replace(m);
+    }
+
     fn release_reads(&mut self) {
         let applied = self.applied;
         let mut still = Vec::new();
@@ -647,6 +694,7 @@ impl Node {
     async fn shutdown(mut self, mut events: mpsc::Receiver<WorkerEvent>) {
         self.network.stop();
         self.waiting_results.fail_all(|| Error::ShuttingDown);
+        self.changes.fail_all();
         for (_, (reply, _)) in self.reads.drain() {
             let _ = reply.send(Err(Error::ShuttingDown));
         }

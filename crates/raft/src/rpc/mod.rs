@@ -5,8 +5,9 @@
 //! transports ([`LocalNetwork`](crate::LocalNetwork) and the gRPC transport) receive one
 //! in [`NetworkManager::start`](crate::NetworkManager::start), and a transport of your
 //! own can get one the same way or from [`Raft::rpc_handler`](crate::Raft::rpc_handler).
-//! The handler checks each message — addressed to this node, sent by one of its peers,
-//! well formed (see `validate.rs`) — and queues it for the node's event loop. A refused
+//! The handler checks each message — addressed to this node, sent by one of its peers
+//! (or a leader's message from a node it does not know yet), well formed (see
+//! `validate.rs`) — and queues it for the node's event loop. A refused
 //! message never reaches the protocol: the caller gets [`Error::Rejected`] saying why,
 //! and the refusal is counted ([`RpcHandler::rejected_messages`],
 //! [`Metrics::observe_message_rejected`]).
@@ -28,7 +29,7 @@ mod validate;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
@@ -78,11 +79,10 @@ impl RpcHeader {
 
 struct Inner {
     id: NodeId,
-    /// Every member except this node, fixed when the handler is built. Not yet kept up
-    /// with the replicated membership: until the runtime teaches the handler the members
-    /// it learns from the log, messages from a node added since are refused as
-    /// [`RejectReason::UnknownSender`] (and a removed node's are still accepted).
-    peers: HashSet<NodeId>,
+    /// Every member except this node: the configured peers at first, then the members
+    /// of the configuration in effect, which the runtime sets whenever the log changes
+    /// it ([`RpcHandler::set_members`]).
+    peers: RwLock<HashSet<NodeId>>,
     inbound: mpsc::Sender<Message>,
     metrics: Arc<dyn Metrics>,
     rejected: AtomicU64,
@@ -126,10 +126,8 @@ impl std::fmt::Debug for RpcHandler {
 impl RpcHandler {
     /// A handler for node `id` whose cluster is `members` (an entry for `id` itself is
     /// ignored), queueing up to `capacity` messages, and the receiving end of that queue.
-    ///
-    /// The members are fixed here: a message from any other node is refused as
-    /// [`RejectReason::UnknownSender`], even once a membership change has made it a member
-    /// (the handler does not follow the replicated configuration yet).
+    /// A node's runtime keeps the members in step with the replicated configuration
+    /// ([`RpcHandler::set_members`]).
     ///
     /// A node builds its own (see [`Raft::rpc_handler`](crate::Raft::rpc_handler)); this
     /// constructor is for testing a transport on its own.
@@ -144,7 +142,7 @@ impl RpcHandler {
         let handler = RpcHandler {
             inner: Arc::new(Inner {
                 id,
-                peers,
+                peers: RwLock::new(peers),
                 inbound,
                 metrics,
                 rejected: AtomicU64::new(0),
@@ -161,8 +159,28 @@ impl RpcHandler {
 
     /// The peer named `id`, if it is one. The returned id is shared, so a transport that
     /// builds messages with it allocates nothing per message.
-    pub fn peer(&self, id: &str) -> Option<&NodeId> {
-        self.inner.peers.get(id)
+    pub fn peer(&self, id: &str) -> Option<NodeId> {
+        self.peers().get(id).cloned()
+    }
+
+    /// Replaces the members whose messages are accepted (an entry for this node is
+    /// ignored). The runtime calls it whenever the configuration in effect changes: a
+    /// removed node's requests are refused from then on, an added node's accepted.
+    pub fn set_members(&self, members: impl IntoIterator<Item = NodeId>) {
+        let id = &self.inner.id;
+        let peers: HashSet<NodeId> = members.into_iter().filter(|m| m != id).collect();
+        *self
+            .inner
+            .peers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = peers;
+    }
+
+    fn peers(&self) -> std::sync::RwLockReadGuard<'_, HashSet<NodeId>> {
+        self.inner
+            .peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Delivers a RequestVote (or pre-vote) request. The answer leaves through the
@@ -202,8 +220,14 @@ impl RpcHandler {
     /// Delivers any message, requests and answers alike: the path every typed method and
     /// the built-in transports take.
     ///
+    /// A leader's messages (AppendEntries, heartbeats, snapshot chunks) are accepted from
+    /// a node that is not a member yet: a node learns of a configuration from the log,
+    /// so a new member, or a node still catching up, hears from a leader its log does
+    /// not name yet; the protocol's term checks decide what such a message is worth. Every
+    /// other message must come from a member.
+    ///
     /// Fails with [`Error::Rejected`] if the message is not addressed to this node, does
-    /// not come from one of its peers, is malformed (a configuration it carries that does
+    /// not come from one of its peers (as above), is malformed (a configuration it carries that does
     /// not decode is [`RejectReason::BadConfiguration`]), or finds the queue full (each
     /// case counted), and with [`Error::ShuttingDown`] once the node has stopped. Never
     /// blocks.
@@ -214,7 +238,15 @@ impl RpcHandler {
                 to: message.to.to_string(),
             }));
         }
-        if !inner.peers.contains(&message.from) {
+        let from_leader = matches!(
+            message.body,
+            MessageBody::AppendEntries(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_)
+        );
+        let known =
+            message.from != inner.id && (from_leader || self.peers().contains(&message.from));
+        if !known {
             return Err(self.reject(RejectReason::UnknownSender {
                 from: message.from.to_string(),
             }));

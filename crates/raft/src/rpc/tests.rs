@@ -202,10 +202,46 @@ fn a_stopped_node_is_reported_as_shutting_down() {
 #[test]
 fn peers_are_shared_ids_and_exclude_the_node_itself() {
     let (h, _rx, _) = handler(1);
-    assert_eq!(h.peer("n2"), Some(&NodeId::from("n2")));
+    assert_eq!(h.peer("n2"), Some(NodeId::from("n2")));
     assert_eq!(h.peer("n1"), None);
     assert_eq!(h.peer("n9"), None);
     assert_eq!(h.id().as_str(), "n1");
+}
+
+#[test]
+fn members_follow_the_configuration_and_leaders_are_heard_before_they_are_known() {
+    let (h, mut rx, _) = handler(16);
+    let vote = RequestVote {
+        pre_vote: true,
+        last_log_index: 0,
+        last_log_term: 0,
+        transfer: false,
+    };
+    // A leader this node's log does not name yet: its replication is heard, so that a
+    // joining node can learn the configuration from it; its vote requests are not.
+    let stranger = RpcHeader::new("n9", "n1", 5);
+    h.heartbeat(stranger.clone(), Heartbeat::default()).unwrap();
+    h.append_entries(stranger.clone(), append((0, 0), &[(1, 5)]))
+        .unwrap();
+    assert_eq!(
+        reason(h.request_vote(stranger.clone(), vote.clone())),
+        RejectReason::UnknownSender { from: "n9".into() }
+    );
+    // A node never hears itself, whatever the message.
+    assert!(matches!(
+        reason(h.heartbeat(RpcHeader::new("n1", "n1", 5), Heartbeat::default())),
+        RejectReason::UnknownSender { .. }
+    ));
+    // n9 joins and n2 leaves.
+    h.set_members(["n1", "n3", "n9"].map(NodeId::from));
+    h.request_vote(stranger, vote.clone()).unwrap();
+    assert_eq!(
+        reason(h.request_vote(from_n2(5), vote)),
+        RejectReason::UnknownSender { from: "n2".into() }
+    );
+    assert_eq!(h.peer("n9"), Some(NodeId::from("n9")));
+    assert_eq!(h.peer("n2"), None);
+    assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3);
 }
 
 #[test]

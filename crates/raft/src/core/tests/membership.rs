@@ -35,10 +35,11 @@ fn change(
 }
 
 /// The voters and learners of `m`, without member info (the bootstrap one carries
-/// addresses).
+/// addresses) or retired ids.
 fn shape(m: &Membership) -> Membership {
     Membership {
         nodes: BTreeMap::new(),
+        retired: BTreeSet::new(),
         ..m.clone()
     }
 }
@@ -81,11 +82,17 @@ fn removing_a_follower_goes_through_the_joint_configuration_and_leaves_it() {
     assert_eq!(committed(&c, 1), config_of(&[1, 2], &[]));
     assert_eq!(c.node(1).membership_index(), index + 1);
     assert_eq!(committed(&c, 2), config_of(&[1, 2], &[]));
+    assert_eq!(c.node(1).committed_membership().retired, set(&[3]));
     // Node 3 is out: the other two commit without it.
     c.isolate(3);
     c.propose(1, "b");
     c.deliver_all();
     assert_eq!(c.applied(2), vec!["a", "b"]);
+    // Its id is retired: it cannot come back, not even as a learner.
+    assert!(matches!(
+        change(&mut c, 1, &[1, 2], &[3]),
+        Err(crate::Error::Membership(MembershipError::Retired { .. }))
+    ));
     // It never learns C_new (the leader stopped replicating to it when it appended
     // C_new), so it still counts itself a voter and campaigns, but cannot disrupt: the
     // others hear from their leader and refuse its pre-votes (thesis §4.2.3).

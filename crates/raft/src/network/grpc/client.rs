@@ -11,7 +11,10 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use tonic::metadata::MetadataValue;
+
 use super::convert::to_envelope;
+use super::links::FROM_ADDRESS;
 use super::proto::raft_transport_client::RaftTransportClient;
 use super::stopped;
 use crate::message::Message;
@@ -30,6 +33,8 @@ pub(crate) struct PeerLink {
     pub(crate) cluster_id: Arc<str>,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_message_bytes: usize,
+    /// This node's own peer address, named in each stream's metadata.
+    pub(crate) advertise: Option<Arc<str>>,
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -92,8 +97,15 @@ impl PeerLink {
             let (tx, rx) = mpsc::channel(STREAM_BUFFER);
             // The call runs on its own task so that it makes progress while this one waits
             // for room in the stream buffer.
-            let mut call =
-                tokio::spawn(async move { client.stream(ReceiverStream::new(rx)).await });
+            let mut request = tonic::Request::new(ReceiverStream::new(rx));
+            if let Some(value) = self
+                .advertise
+                .as_deref()
+                .and_then(|a| MetadataValue::try_from(a).ok())
+            {
+                request.metadata_mut().insert(FROM_ADDRESS, value);
+            }
+            let mut call = tokio::spawn(async move { client.stream(request).await });
             let keep_going = loop {
                 tokio::select! {
                     biased;

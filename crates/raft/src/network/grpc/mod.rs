@@ -15,10 +15,16 @@
 //! [`RpcHandler`](crate::RpcHandler), the same path every transport takes. Each refusal is
 //! counted in [`GrpcNetwork::rejected_messages`] and in the node's metrics
 //! ([`Metrics::observe_message_rejected`](crate::Metrics::observe_message_rejected)).
-//! A sender that is not a configured peer is refused by the handler, which knows the
-//! node's members from its configuration (`GrpcOptions::peers` should list the same ones).
-//! Both lists are fixed at start: neither follows the replicated membership yet, so a node
-//! added by a membership change is neither dialled nor heard until they do.
+//! A sender that is not a member is refused by the handler, unless its message is a
+//! leader's (see [`RpcHandler::deliver`](crate::RpcHandler::deliver)).
+//!
+//! The links follow the replicated membership: `GrpcOptions::peers` are dialled at start,
+//! and from then on the node's runtime hands the transport the members of every
+//! configuration the log puts in effect, with the addresses the configuration carries
+//! ([`NetworkManager::set_peers`]). Each stream also names the sender's own address
+//! ([`GrpcOptions::advertise`]) in its request metadata, so a node that accepts a message
+//! from a leader it has no link to (it is joining, or has not caught up with the
+//! configuration that added the leader) opens a link back and its answers arrive.
 //!
 //! ```no_run
 //! use raftlock_raft::{GrpcNetwork, GrpcOptions, NodeId, PeerConfig};
@@ -42,18 +48,19 @@
 
 mod client;
 mod convert;
+mod links;
 mod server;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use self::links::{LinkSettings, Links};
 use super::{Inbound, NetworkManager};
 use crate::error::{ConfigError, Error};
 use crate::message::Message;
@@ -101,6 +108,10 @@ pub struct GrpcOptions {
     pub max_message_bytes: usize,
     /// Messages queued per peer before new ones are dropped.
     pub queue_capacity: usize,
+    /// The `host:port` peers reach this node at, sent with every stream it opens so that a
+    /// node that does not know it yet can answer. `None` uses this node's entry in
+    /// `peers`, or `listen` when that is a specific address.
+    pub advertise: Option<String>,
 }
 
 impl GrpcOptions {
@@ -119,7 +130,20 @@ impl GrpcOptions {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            advertise: None,
         }
+    }
+
+    /// The address this node advertises (see [`GrpcOptions::advertise`]).
+    fn advertised(&self, bound: Option<SocketAddr>) -> Option<String> {
+        if let Some(a) = &self.advertise {
+            return Some(a.clone());
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.id == self.id) {
+            return Some(p.address.clone());
+        }
+        let addr = bound.unwrap_or(self.listen);
+        (!addr.ip().is_unspecified()).then(|| addr.to_string())
     }
 }
 
@@ -132,15 +156,14 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// State that exists until [`NetworkManager::start`].
 struct Unstarted {
     listener: Option<std::net::TcpListener>,
-    queues: HashMap<NodeId, mpsc::Receiver<Message>>,
 }
 
 /// The gRPC peer transport of one node. See the [module documentation](self).
 pub struct GrpcNetwork {
     options: GrpcOptions,
     cluster_id: Arc<str>,
-    /// Each peer's outgoing queue; the receivers go to the sender tasks at start.
-    queues: HashMap<NodeId, mpsc::Sender<Message>>,
+    /// Each peer's outgoing link, opened at start and kept in step with the membership.
+    links: Arc<Links>,
     unstarted: Mutex<Option<Unstarted>>,
     local_addr: Mutex<Option<SocketAddr>>,
     shutdown: watch::Sender<bool>,
@@ -163,28 +186,18 @@ impl GrpcNetwork {
     }
 
     fn build(options: GrpcOptions, listener: Option<std::net::TcpListener>) -> Self {
-        let capacity = options.queue_capacity.max(1);
-        let mut senders = HashMap::new();
-        let mut receivers = HashMap::new();
-        for peer in options.peers.iter().filter(|p| p.id != options.id) {
-            let (tx, rx) = mpsc::channel(capacity);
-            senders.insert(peer.id.clone(), tx);
-            receivers.insert(peer.id.clone(), rx);
-        }
         let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        let dropped = Arc::new(AtomicU64::new(0));
         GrpcNetwork {
             cluster_id: Arc::from(options.cluster_id.as_str()),
+            links: Arc::new(Links::new(options.id.clone(), dropped.clone())),
             options,
-            queues: senders,
-            unstarted: Mutex::new(Some(Unstarted {
-                listener,
-                queues: receivers,
-            })),
+            unstarted: Mutex::new(Some(Unstarted { listener })),
             local_addr: Mutex::new(local_addr),
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             rejected: Arc::new(AtomicU64::new(0)),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
         }
     }
 
@@ -264,15 +277,17 @@ impl NetworkManager for GrpcNetwork {
             });
         };
         let listener = self.bind(unstarted.listener)?;
+        let bound = listener.local_addr().ok();
         *self
             .local_addr
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = listener.local_addr().ok();
+            .unwrap_or_else(PoisonError::into_inner) = bound;
 
         let max = self.options.max_message_bytes;
         let service = server::TransportService {
             cluster_id: self.options.cluster_id.clone(),
             handler: inbound,
+            links: self.links.clone(),
             rejected: self.rejected.clone(),
             dropped: self.dropped.clone(),
             shutdown: self.shutdown.subscribe(),
@@ -288,54 +303,39 @@ impl NetworkManager for GrpcNetwork {
                 stopped(&mut shutdown).await;
             });
         let id = self.options.id.clone();
-        let mut tasks = Vec::with_capacity(unstarted.queues.len() + 1);
-        tasks.push(tokio::spawn(async move {
-            if let Err(error) = server.await {
-                tracing::warn!(node = %id, %error, "raft grpc: server failed");
-            }
-        }));
-        let mut queues = unstarted.queues;
-        for peer in self.options.peers.iter() {
-            let Some(queue) = queues.remove(&peer.id) else {
-                continue;
-            };
-            let link = client::PeerLink {
-                peer: peer.clone(),
-                cluster_id: self.cluster_id.clone(),
-                connect_timeout: self.options.connect_timeout,
-                max_message_bytes: max,
-                dropped: self.dropped.clone(),
-                shutdown: self.shutdown.subscribe(),
-            };
-            tasks.push(tokio::spawn(link.run(queue)));
-        }
         self.tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend(tasks);
+            .push(tokio::spawn(async move {
+                if let Err(error) = server.await {
+                    tracing::warn!(node = %id, %error, "raft grpc: server failed");
+                }
+            }));
+        let settings = LinkSettings {
+            cluster_id: self.cluster_id.clone(),
+            connect_timeout: self.options.connect_timeout,
+            max_message_bytes: max,
+            queue_capacity: self.options.queue_capacity,
+            advertise: self.options.advertised(bound).map(Arc::from),
+            shutdown: self.shutdown.clone(),
+        };
+        self.links.start(settings, &self.options.peers);
         Ok(())
     }
 
     fn send(&self, messages: Vec<Message>) {
-        for m in messages {
-            let delivered = match self.queues.get(&m.to) {
-                Some(queue) => queue.try_send(m).is_ok(),
-                None => false,
-            };
-            if !delivered {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.links.send(messages);
+    }
+
+    fn set_peers(&self, peers: &[PeerConfig]) {
+        self.links.set_peers(peers);
     }
 
     fn stop(&self) {
         self.shutdown.send_replace(true);
         // Sender tasks may be waiting on a congested stream; end them now. The server task
         // finishes its graceful shutdown on its own (its handlers saw the signal).
-        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
-        for task in tasks.iter().skip(1) {
-            task.abort();
-        }
+        self.links.stop();
     }
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert::from_envelope;
+use super::links::{Links, FROM_ADDRESS};
 use super::proto as pb;
 use super::proto::raft_transport_server::RaftTransport;
 use super::stopped;
@@ -21,14 +22,18 @@ use crate::types::NodeId;
 pub(crate) struct TransportService {
     pub(crate) cluster_id: String,
     pub(crate) handler: RpcHandler,
+    /// Outgoing links: one is opened back to an accepted sender that has none.
+    pub(crate) links: Arc<Links>,
     pub(crate) rejected: Arc<AtomicU64>,
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl TransportService {
-    /// Checks `env`, turns it into a message and delivers it to the node.
-    fn accept(&self, env: pb::Envelope) -> Result<(), Error> {
+    /// Checks `env`, turns it into a message and delivers it to the node. A sender this
+    /// node has no link to gets one, at `from_address` (its stream's metadata), once a
+    /// message of it is accepted.
+    fn accept(&self, env: pb::Envelope, from_address: Option<&str>) -> Result<(), Error> {
         let h = &self.handler;
         if env.cluster_id != self.cluster_id {
             return Err(h.reject(RejectReason::WrongCluster {
@@ -43,13 +48,20 @@ impl TransportService {
             NodeId::from(env.to.as_str())
         };
         let from = match h.peer(&env.from) {
-            Some(peer) => peer.clone(),
+            Some(peer) => peer,
             None => NodeId::from(env.from.as_str()),
         };
         // Every body kind, TimeoutNow included, goes to the handler's `deliver`: the one
         // path on which all checks and counting happen.
         let message = from_envelope(env, from, to).map_err(|e| h.reject(e.into_reject_reason()))?;
-        h.deliver(message)
+        let sender = from_address.map(|a| (message.from.clone(), a));
+        h.deliver(message)?;
+        if let Some((id, address)) = sender {
+            if !self.links.has(&id) {
+                self.links.ensure(&id, address);
+            }
+        }
+        Ok(())
     }
 
     /// Counts a frame the stream could not decode.
@@ -72,6 +84,11 @@ impl RaftTransport for TransportService {
         request: Request<Streaming<pb::Envelope>>,
     ) -> Result<Response<pb::StreamSummary>, Status> {
         let remote = request.remote_addr();
+        let from_address = request
+            .metadata()
+            .get(FROM_ADDRESS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut envelopes = request.into_inner();
         let mut shutdown = self.shutdown.clone();
         let mut summary = pb::StreamSummary::default();
@@ -105,7 +122,7 @@ impl RaftTransport for TransportService {
             if *shutdown.borrow() {
                 break;
             }
-            match self.accept(env) {
+            match self.accept(env, from_address.as_deref()) {
                 Ok(()) => summary.accepted += 1,
                 Err(Error::Rejected(RejectReason::QueueFull)) => {
                     // A full inbound queue drops the message, like a congested network.
@@ -143,6 +160,7 @@ mod tests {
         let service = TransportService {
             cluster_id: "c1".into(),
             handler,
+            links: Arc::new(Links::new(NodeId::from("n1"), Arc::default())),
             rejected: Arc::default(),
             dropped: Arc::default(),
             shutdown,
@@ -164,7 +182,10 @@ mod tests {
     fn timeout_now_envelopes_reach_the_node() {
         let (service, mut rx) = service();
         service
-            .accept(envelope(pb::envelope::Body::TimeoutNow(pb::TimeoutNow {})))
+            .accept(
+                envelope(pb::envelope::Body::TimeoutNow(pb::TimeoutNow {})),
+                None,
+            )
             .unwrap();
         let m = rx.try_recv().unwrap();
         assert_eq!(
@@ -188,7 +209,7 @@ mod tests {
             total_size: 5,
             checksum: crc32c::crc32c(b"state"),
         };
-        let result = service.accept(envelope(pb::envelope::Body::InstallSnapshot(chunk)));
+        let result = service.accept(envelope(pb::envelope::Body::InstallSnapshot(chunk)), None);
         assert!(
             matches!(
                 result,

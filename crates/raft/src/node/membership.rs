@@ -1,0 +1,289 @@
+//! Membership at run time: turning an operator's request (add a learner, promote,
+//! remove, set, transfer leadership) into the core's `change_membership` or
+//! `transfer_leader` against the configuration in effect, and answering the caller once
+//! the change has committed — both entries of a joint change, so the caller sees the final
+//! configuration.
+//!
+//! Bounded: one change at a time is accepted by the core, so at most a handful of callers
+//! wait here; each waits at most `apply_entry_timeout`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::core::RaftCore;
+use crate::error::{Error, Result};
+use crate::membership::{Membership, MembershipError, NodeInfo};
+use crate::types::{Index, NodeId, Role, Term};
+
+/// A membership change as the caller asks for it; the target configuration is computed
+/// on the event loop from the one in effect, so two callers never race on a stale copy.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Add `id` as a learner with its address and metadata (or update its info).
+    AddLearner { id: NodeId, info: NodeInfo },
+    /// Make learner `id` a voter.
+    Promote { id: NodeId, force: bool },
+    /// Remove `id`, voter or learner.
+    Remove { id: NodeId, force: bool },
+    /// Exactly these voters and learners.
+    Set {
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        force: bool,
+    },
+}
+
+/// The answer to a change: the configuration in effect once it committed.
+pub(crate) type ChangeReply = oneshot::Sender<Result<Arc<Membership>>>;
+
+/// A caller waiting for its change to commit.
+struct Waiter {
+    /// The change's (first) configuration entry.
+    index: Index,
+    term: Term,
+    /// When it was accepted, for `apply_entry_timeout`.
+    since: Duration,
+    reply: ChangeReply,
+}
+
+/// Callers waiting for their membership change to commit.
+pub(crate) struct Changes {
+    waiting: Vec<Waiter>,
+    timeout: Duration,
+}
+
+/// What a change resolves to before the core sees it.
+enum Plan {
+    /// Nothing to do: the configuration already is what was asked.
+    Done,
+    /// Propose these voters, learners and member info.
+    Propose {
+        voters: BTreeSet<NodeId>,
+        learners: BTreeSet<NodeId>,
+        nodes: BTreeMap<NodeId, NodeInfo>,
+        check_quorum: bool,
+    },
+}
+
+impl Changes {
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Changes {
+            waiting: Vec::new(),
+            timeout,
+        }
+    }
+
+    /// Proposes `change` on `core`; the caller is answered now if it was refused or is a
+    /// no-op, else once it commits (see [`Changes::settle`]).
+    pub(crate) fn start(
+        &mut self,
+        core: &mut RaftCore,
+        change: Change,
+        now: Duration,
+        reply: ChangeReply,
+    ) {
+        let outcome = plan(core, change).and_then(|plan| match plan {
+            Plan::Done => Ok(None),
+            Plan::Propose {
+                voters,
+                learners,
+                nodes,
+                check_quorum,
+            } => {
+                if check_quorum {
+                    quorum_check(core, &voters)?;
+                }
+                core.change_membership(voters, learners, nodes).map(Some)
+            }
+        });
+        match outcome {
+            Ok(Some((index, term))) => self.waiting.push(Waiter {
+                index,
+                term,
+                since: now,
+                reply,
+            }),
+            Ok(None) => {
+                let _ = reply.send(Ok(Arc::new(core.membership().clone())));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers every waiter whose change committed (with its final configuration),
+    /// lost its entry or its leader (`LeadershipLost`: the outcome is unknown), or waited
+    /// longer than `apply_entry_timeout`.
+    pub(crate) fn settle(&mut self, core: &RaftCore, now: Duration) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let effective = core.membership_index();
+        let done = core.commit_index() >= effective && !core.membership().is_joint();
+        let timeout = self.timeout;
+        for w in std::mem::take(&mut self.waiting) {
+            let outcome = if done && effective >= w.index {
+                Some(Ok(Arc::new(core.membership().clone())))
+            } else if core.term_at(w.index).is_some_and(|t| t != w.term)
+                || core.term() != w.term
+                || core.role() != Role::Leader
+            {
+                Some(Err(Error::LeadershipLost))
+            } else if now.saturating_sub(w.since) >= timeout {
+                Some(Err(Error::Timeout))
+            } else {
+                None
+            };
+            match outcome {
+                Some(result) => {
+                    let _ = w.reply.send(result);
+                }
+                None if w.reply.is_closed() => {}
+                None => self.waiting.push(w),
+            }
+        }
+    }
+
+    /// Fails every waiter (at shutdown).
+    pub(crate) fn fail_all(&mut self) {
+        for w in self.waiting.drain(..) {
+            let _ = w.reply.send(Err(Error::ShuttingDown));
+        }
+    }
+}
+
+/// The configuration `change` asks for, from the one in effect.
+fn plan(core: &RaftCore, change: Change) -> Result<Plan> {
+    if core.role() != Role::Leader {
+        return Err(Error::NotLeader {
+            leader: core.leader().cloned(),
+        });
+    }
+    let current = core.membership();
+    let mut voters = current.voters.clone();
+    let mut learners = current.learners.clone();
+    let mut nodes = BTreeMap::new();
+    let check_quorum = match change {
+        Change::AddLearner { id, info } => {
+            if current.retired.contains(&id) {
+                return Err(MembershipError::Retired { id }.into());
+            }
+            if current.is_voter(&id) {
+                return Err(MembershipError::AlreadyVoter { id }.into());
+            }
+            if current.learners.contains(&id) && current.nodes.get(&id) == Some(&info) {
+                return Ok(Plan::Done);
+            }
+            learners.insert(id.clone());
+            nodes.insert(id, info);
+            false
+        }
+        Change::Promote { id, force } => {
+            if current.voters.contains(&id) && !current.is_joint() {
+                return Ok(Plan::Done);
+            }
+            if !current.contains(&id) {
+                return Err(MembershipError::UnknownNode { id }.into());
+            }
+            learners.remove(&id);
+            voters.insert(id);
+            !force
+        }
+        Change::Remove { id, force } => {
+            if current.retired.contains(&id) && !current.contains(&id) {
+                return Ok(Plan::Done);
+            }
+            if !current.contains(&id) {
+                return Err(MembershipError::UnknownNode { id }.into());
+            }
+            let was_voter = voters.remove(&id);
+            learners.remove(&id);
+            was_voter && !force
+        }
+        Change::Set {
+            voters: v,
+            learners: l,
+            force,
+        } => {
+            let changes_voters = v != voters;
+            voters = v;
+            learners = l;
+            changes_voters && !force
+        }
+    };
+    Ok(Plan::Propose {
+        voters,
+        learners,
+        nodes,
+        check_quorum,
+    })
+}
+
+/// Refuses a change of voters that would leave the new configuration, or the current one
+/// (the joint phase needs both), without a quorum of voters the leader heard from within
+/// an election timeout: such a change could not commit, and the cluster would stall in
+/// the joint configuration.
+fn quorum_check(core: &RaftCore, next_voters: &BTreeSet<NodeId>) -> Result<()> {
+    let status = core.status();
+    let options = &core.config().options;
+    let window = options
+        .nominal_tick_interval
+        .saturating_mul(options.election_tick_count);
+    let reachable = |id: &NodeId| {
+        *id == status.id
+            || status
+                .replication
+                .get(id)
+                .and_then(|p| p.last_active_ago)
+                .is_some_and(|ago| ago <= window)
+    };
+    for voters in [&core.membership().voters, next_voters] {
+        let up = voters.iter().filter(|id| reachable(id)).count();
+        let needed = voters.len() / 2 + 1;
+        if up < needed {
+            return Err(MembershipError::WouldLoseQuorum {
+                voters: voters.len(),
+                reachable: up,
+                needed,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The voter to hand leadership to when the caller names none: the one with the longest
+/// log among those heard from recently (it can be caught up soonest).
+pub(crate) fn pick_transfer_target(core: &RaftCore) -> Result<NodeId> {
+    if core.role() != Role::Leader {
+        return Err(Error::NotLeader {
+            leader: core.leader().cloned(),
+        });
+    }
+    let status = core.status();
+    core.membership()
+        .voters
+        .iter()
+        .filter(|id| **id != status.id)
+        .filter_map(|id| {
+            let p = status.replication.get(id)?;
+            Some((
+                p.is_active || p.last_active_ago.is_some(),
+                p.match_index,
+                id,
+            ))
+        })
+        .max()
+        .map(|(_, _, id)| id.clone())
+        .ok_or_else(|| {
+            MembershipError::BadTransferTarget {
+                id: status.id.clone(),
+                reason: "no other voter to hand leadership to",
+            }
+            .into()
+        })
+}
