@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use raftlock_kv::client::{CasResult, Client, ClientError};
 use raftlock_kv::config::NodeArgs;
 use raftlock_kv::{demo, server};
+use raftlock_serverkit::admin::{AdminClient, AdminError, LeaderCmd, MemberCmd};
 
 /// A replicated key-value store on raftlock-raft.
 #[derive(Parser, Debug)]
@@ -23,13 +24,14 @@ struct Endpoints {
     /// Client addresses of the cluster's nodes; redirects to the leader are followed.
     #[arg(
         long,
+        global = true,
         env = "RAFTKV_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
     )]
     endpoints: Vec<String>,
     /// Per-request timeout in milliseconds.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, global = true, default_value_t = 6000)]
     timeout_ms: u64,
 }
 
@@ -90,6 +92,35 @@ enum Cmd {
         #[command(flatten)]
         endpoints: Endpoints,
     },
+    /// List, add or remove cluster members.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Move the leadership.
+    Leader {
+        #[command(subcommand)]
+        cmd: LeaderCmd,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+}
+
+/// Runs `member` and `leader` commands.
+async fn run_admin(cmd: Cmd) -> Result<String, AdminError> {
+    let admin = |e: &Endpoints| {
+        AdminClient::new(
+            &e.endpoints,
+            Duration::from_millis(e.timeout_ms).max(Duration::from_secs(10)),
+        )
+    };
+    match cmd {
+        Cmd::Member { cmd, endpoints } => admin(&endpoints)?.member(cmd).await,
+        Cmd::Leader { cmd, endpoints } => admin(&endpoints)?.leader(cmd).await,
+        _ => Ok(String::new()),
+    }
 }
 
 fn client(e: &Endpoints) -> Result<Client, ClientError> {
@@ -176,7 +207,7 @@ async fn run_client(cmd: Cmd) -> Result<ExitCode, ClientError> {
                 }
             }
         }
-        Cmd::Node(_) | Cmd::Demo { .. } => {}
+        Cmd::Node(_) | Cmd::Demo { .. } | Cmd::Member { .. } | Cmd::Leader { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -209,6 +240,13 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string())
         }),
+        admin @ (Cmd::Member { .. } | Cmd::Leader { .. }) => runtime(false)
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(run_admin(admin)).map_err(|e| e.to_string()))
+            .map(|out| {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }),
         other => runtime(false)
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(run_client(other)).map_err(|e| e.to_string())),

@@ -382,6 +382,22 @@ impl Raft {
         .await
     }
 
+    /// Replaces the address and metadata of members (a server publishing its client
+    /// address, a member that moved to another peer address); voters and learners stay as
+    /// they are, so no joint phase is needed. Returns once the configuration carrying the
+    /// new info has committed; a no-op if nothing differs. Fails with
+    /// [`MembershipError::UnknownNode`] for a non-member, otherwise as
+    /// [`Raft::add_learner`].
+    pub async fn update_member_info(
+        &self,
+        nodes: impl IntoIterator<Item = (NodeId, NodeInfo)>,
+    ) -> Result<Arc<Membership>> {
+        self.change(Change::SetInfo {
+            nodes: nodes.into_iter().collect(),
+        })
+        .await
+    }
+
     /// Sets the configuration to exactly `voters` and `learners` (members must have been
     /// added with their address before, with [`Raft::add_learner`], for a transport that
     /// dials peers to reach them); returns once the final configuration has committed.

@@ -32,15 +32,26 @@ pub struct NodeFlags {
     /// TOML file with any of the settings.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// This node's id; must appear in --peers.
+    /// This node's id; must appear in --peers when bootstrapping a cluster. Never reuse
+    /// the id of a removed node.
     #[arg(long)]
     pub node_id: Option<String>,
     /// Address for peer (gRPC) traffic.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Every member's peer address: `node-1=127.0.0.1:8001,node-2=...`.
+    /// Every member's peer address, to bootstrap a new cluster:
+    /// `node-1=127.0.0.1:8001,node-2=...`. Only a node with an empty data directory uses
+    /// it; afterwards the replicated configuration rules. Leave it out to start a node that
+    /// waits to be added to a running cluster (see --join).
     #[arg(long, value_name = "ID=HOST:PORT,...")]
     pub peers: Option<String>,
+    /// Join a running cluster through any member's client address: the node asks to be
+    /// added (as a learner, then a voter once caught up) and keeps asking until it is.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "peers")]
+    pub join: Option<String>,
+    /// The peer address other members dial to reach this node (default: --listen).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
     /// Where the log, hard state and snapshots live.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -83,6 +94,8 @@ pub struct NodeFile {
     node_id: Option<String>,
     listen: Option<SocketAddr>,
     peers: Option<MemberList>,
+    join: Option<String>,
+    advertise: Option<String>,
     data_dir: Option<PathBuf>,
     cluster_id: Option<String>,
     tick_ms: Option<u64>,
@@ -122,6 +135,10 @@ pub struct NodeSettings {
     pub raft: Config,
     /// Peer gRPC listen address.
     pub listen: SocketAddr,
+    /// The peer address other members dial (`--advertise`, else `--listen`).
+    pub advertise: String,
+    /// A member's client address to join through (`--join`).
+    pub join: Option<String>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Cluster identity for the peer transport.
@@ -213,10 +230,31 @@ impl NodeFlags {
     ) -> Result<NodeSettings, SettingsError> {
         let node_id = required(self.node_id.clone().or(file.node_id), "node-id")?;
         let listen = required(self.listen.or(file.listen), "listen")?;
+        let join = self.join.clone().or(file.join);
         let peers = match (&self.peers, file.peers) {
             (Some(text), _) => parse_member_list("peers", text)?,
             (None, Some(list)) => list.resolve("peers")?,
-            (None, None) => return Err(missing("peers")),
+            // No peers: a node that waits to be added to a running cluster.
+            (None, None) => BTreeMap::new(),
+        };
+        if join.is_some() && !peers.is_empty() {
+            return Err(SettingsError(
+                "--join and --peers exclude each other: --peers bootstraps a new cluster, \
+                 --join adds this node to a running one"
+                    .into(),
+            ));
+        }
+        let advertise = match self.advertise.clone().or(file.advertise) {
+            Some(a) => a,
+            None => match peers.get(&node_id) {
+                Some(own) => own.clone(),
+                None if listen.ip().is_unspecified() => {
+                    return Err(SettingsError(format!(
+                        "--listen {listen} is not an address others can dial: set --advertise"
+                    )))
+                }
+                None => listen.to_string(),
+            },
         };
         let data_dir = required(self.data_dir.clone().or(file.data_dir), "data-dir")?;
         let cluster_id = self
@@ -224,7 +262,7 @@ impl NodeFlags {
             .clone()
             .or(file.cluster_id)
             .unwrap_or_else(|| default_cluster_id.to_string());
-        if !peers.contains_key(&node_id) {
+        if !peers.is_empty() && !peers.contains_key(&node_id) {
             return Err(SettingsError(format!(
                 "--peers does not list this node (`{node_id}`)"
             )));
@@ -278,6 +316,8 @@ impl NodeFlags {
         Ok(NodeSettings {
             raft,
             listen,
+            advertise,
+            join,
             data_dir,
             cluster_id,
             request_timeout,
@@ -338,9 +378,23 @@ mod tests {
     }
 
     #[test]
+    fn without_peers_a_node_waits_to_join() {
+        let mut f = flags();
+        f.peers = None;
+        f.join = Some("127.0.0.1:9001".into());
+        let s = resolve(&f).unwrap();
+        assert!(s.raft.peers.is_empty());
+        assert_eq!(s.advertise, "127.0.0.1:8001");
+        assert_eq!(s.join.as_deref(), Some("127.0.0.1:9001"));
+        f.advertise = Some("10.0.0.7:8001".into());
+        assert_eq!(resolve(&f).unwrap().advertise, "10.0.0.7:8001");
+    }
+
+    #[test]
     fn flags_resolve_to_a_valid_config() {
         let s = resolve(&flags()).unwrap();
         assert_eq!(s.raft.peers.len(), 2);
+        assert_eq!(s.advertise, "127.0.0.1:8001");
         assert_eq!(s.cluster_id, "test");
         let own = "127.0.0.1:9001".parse().unwrap();
         let addrs =
@@ -367,8 +421,12 @@ mod tests {
         f.data_dir = None;
         assert!(resolve(&f).unwrap_err().0.contains("--data-dir"));
         let mut f = flags();
+        f.join = Some("127.0.0.1:9001".into());
+        assert!(resolve(&f).unwrap_err().0.contains("--join"));
+        let mut f = flags();
         f.peers = None;
-        assert!(resolve(&f).unwrap_err().0.contains("--peers"));
+        f.listen = Some("0.0.0.0:8001".parse().unwrap());
+        assert!(resolve(&f).unwrap_err().0.contains("--advertise"));
         let mut f = flags();
         f.heartbeat_ticks = Some(50);
         assert!(

@@ -10,6 +10,10 @@ use axum::serve::ListenerExt;
 use raftlock_raft::{
     FileStorage, FileStorageOptions, GrpcNetwork, GrpcOptions, PrometheusMetrics, RaftBuilder,
 };
+use raftlock_serverkit::members::{
+    check_still_member, hand_over_leadership, join_cluster, publish_client_addresses,
+    ClientAddresses, JoinRequest, MembersApi,
+};
 use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
 use tokio::net::TcpListener;
 
@@ -33,6 +37,10 @@ pub enum NodeError {
         /// What went wrong.
         source: raftlock_raft::StorageError,
     },
+    /// The data directory says this node was removed from the cluster, or the cluster
+    /// refused to add it (`--join`).
+    #[error("{0}")]
+    Membership(String),
     /// The client HTTP address could not be bound or served.
     #[error("client HTTP API on {addr}: {source}")]
     Http {
@@ -62,16 +70,21 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
                 source,
             }
         })?;
-    let network = GrpcNetwork::new(GrpcOptions::new(
+    let mut grpc = GrpcOptions::new(
         id.clone(),
         node.listen,
         node.raft.peers.clone(),
         node.cluster_id.clone(),
-    ));
+    );
+    grpc.advertise = Some(node.advertise.clone());
+    let network = GrpcNetwork::new(grpc);
     let store = KeyValueStore::new();
     let reader = store.handle();
     let metrics = PrometheusMetrics::new();
     let max_body_bytes = node.raft.tuning.max_proposal_bytes;
+    // Bound on the leadership hand-over at shutdown: two election timeouts.
+    let hand_over =
+        node.raft.options.nominal_tick_interval * node.raft.options.election_tick_count * 2;
     let raft = RaftBuilder::new()
         .with_config(node.raft)
         .with_storage(storage)
@@ -93,18 +106,61 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
             addr: http_addr,
             source,
         })?;
+    check_still_member(&raft).map_err(NodeError::Membership)?;
     raft.start()?;
     tracing::info!(node = %id, peer = %node.listen, http = %http_addr, "raftkv node started");
 
     tokio::spawn(log_leader_changes(raft.clone()));
+    tokio::spawn(publish_client_addresses(raft.clone(), http_peers.clone()));
+    let addresses = ClientAddresses::new(raft.clone(), http_peers);
     let app = router(AppState {
         raft: raft.clone(),
         store: reader,
-        http_peers: Arc::new(http_peers),
+        http_peers: addresses.clone(),
         metrics,
         request_timeout: node.request_timeout,
         max_body_bytes: max_body_bytes.saturating_add(BODY_SLACK),
-    });
+    })
+    .merge(raftlock_serverkit::members::router(MembersApi {
+        raft: raft.clone(),
+        addresses,
+        request_timeout: node.request_timeout,
+    }));
+    // A node that joins asks the cluster to add it; a refusal (a retired id) stops it.
+    let (refused_tx, refused) = tokio::sync::oneshot::channel::<String>();
+    if let Some(via) = node.join.clone() {
+        let request = JoinRequest {
+            via,
+            peer_address: node.advertise.clone(),
+            client_address: http_addr.to_string(),
+        };
+        let joining = raft.clone();
+        tokio::spawn(async move {
+            if let Err(why) = join_cluster(joining, request).await {
+                tracing::error!(%why, "could not join the cluster");
+                let _ = refused_tx.send(why);
+            }
+        });
+    }
+    let refusal = Arc::new(std::sync::Mutex::new(None));
+    let stopping = {
+        let raft = raft.clone();
+        let refusal = refusal.clone();
+        async move {
+            tokio::select! {
+                () = shutdown_signal(node.exit_with_parent) => {
+                    // A leader that stops hands leadership over first: clients see a
+                    // pause of a round trip instead of an election timeout.
+                    hand_over_leadership(&raft, hand_over).await;
+                }
+                Ok(why) = refused => {
+                    if let Ok(mut r) = refusal.lock() {
+                        *r = Some(why);
+                    }
+                }
+            }
+        }
+    };
     // Nagle's algorithm would hold back the second write of an answer written in parts
     // (an HTTP/2 frame after its headers, a large body) until the client's delayed ACK:
     // 40 ms. Go's net, which etcd serves on, turns it off on every connection too.
@@ -114,10 +170,13 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         }
     });
     let served = axum::serve(http, app)
-        .with_graceful_shutdown(shutdown_signal(node.exit_with_parent))
+        .with_graceful_shutdown(stopping)
         .await;
     tracing::info!(node = %id, "stopping");
     raft.stop().await;
+    if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+        return Err(NodeError::Membership(why));
+    }
     served.map_err(|source| NodeError::Http {
         addr: http_addr,
         source,

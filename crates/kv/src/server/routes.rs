@@ -1,6 +1,5 @@
 //! The client HTTP API: routes and handlers. See `docs/HTTP_API.md` for the reference.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use raftlock_raft::{NodeId, PrometheusMetrics, Raft};
+use raftlock_serverkit::members::ClientAddresses;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,8 +29,9 @@ pub struct AppState {
     pub raft: Raft,
     /// The state machine, for reads.
     pub store: StoreHandle,
-    /// Client address of every member, for redirects.
-    pub http_peers: Arc<BTreeMap<NodeId, String>>,
+    /// Client address of every member, for redirects: replicated in the members'
+    /// metadata, with `--http-peers` as the fallback for the bootstrap members.
+    pub http_peers: ClientAddresses,
     /// The node's metrics, for `/metrics`.
     pub metrics: PrometheusMetrics,
     /// A request not done by then gets 504.
@@ -42,6 +43,7 @@ pub struct AppState {
 impl AppState {
     fn leader_url(&self, leader: &NodeId, uri: &Uri) -> Option<String> {
         let addr = self.http_peers.get(leader)?;
+        let addr = addr.as_str();
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         Some(format!("http://{addr}{path}"))
     }

@@ -28,6 +28,8 @@ pub(crate) enum Change {
     Promote { id: NodeId, force: bool },
     /// Remove `id`, voter or learner.
     Remove { id: NodeId, force: bool },
+    /// Replace the info (address, metadata) of these members; voters and learners stay.
+    SetInfo { nodes: BTreeMap<NodeId, NodeInfo> },
     /// Exactly these voters and learners.
     Set {
         voters: BTreeSet<NodeId>,
@@ -203,6 +205,16 @@ fn plan(core: &RaftCore, change: Change) -> Result<Plan> {
             let was_voter = voters.remove(&id);
             learners.remove(&id);
             was_voter && !force
+        }
+        Change::SetInfo { nodes: info } => {
+            if let Some(id) = info.keys().find(|id| !current.contains(id)) {
+                return Err(MembershipError::UnknownNode { id: id.clone() }.into());
+            }
+            if info.iter().all(|(id, i)| current.nodes.get(id) == Some(i)) {
+                return Ok(Plan::Done);
+            }
+            nodes = info;
+            false
         }
         Change::Set {
             voters: v,

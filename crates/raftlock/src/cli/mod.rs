@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::config::ServerArgs;
+use raftlock_serverkit::admin::{AdminClient, AdminError, LeaderCmd, MemberCmd};
 
 /// Exit code: the lock was not acquired.
 pub const EXIT_NOT_ACQUIRED: u8 = 2;
@@ -35,13 +36,14 @@ pub struct Endpoints {
     /// Client API addresses of the cluster's nodes; the leader is found from any of them.
     #[arg(
         long,
+        global = true,
         env = "RAFTLOCK_ENDPOINTS",
         value_delimiter = ',',
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
     )]
     pub endpoints: Vec<String>,
     /// How long one command keeps trying to reach the leader.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -90,7 +92,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one server (one per process).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a command while holding a lock. The command gets RAFTLOCK_TOKEN (the fencing
     /// token), RAFTLOCK_LOCK and RAFTLOCK_SESSION in its environment and SIGTERM if the
     /// lock is lost. Exit code: the command's own; 2 not acquired; 3 lock lost; 4 cluster
@@ -112,6 +114,20 @@ enum Cmd {
     Session(oneshot::SessionCmd),
     /// Show every endpoint's status.
     Status(oneshot::StatusArgs),
+    /// List, add or remove cluster members.
+    Member {
+        #[command(subcommand)]
+        cmd: MemberCmd,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
+    /// Move the leadership.
+    Leader {
+        #[command(subcommand)]
+        cmd: LeaderCmd,
+        #[command(flatten)]
+        endpoints: Endpoints,
+    },
     /// Start a local 3-node cluster, contend for a lock, kill the leader, pause a holder,
     /// and show that the lock stays exclusive.
     Demo {
@@ -133,6 +149,30 @@ fn runtime(multi: bool) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Runs an admin command (`member`, `leader`) against `endpoints` and prints its answer.
+fn admin<F: std::future::Future<Output = Result<String, AdminError>>>(
+    endpoints: &Endpoints,
+    f: impl FnOnce(AdminClient) -> F,
+) -> Result<ExitCode, String> {
+    let client = AdminClient::new(
+        &endpoints.endpoints,
+        endpoints.timeout.max(Duration::from_secs(10)),
+    )
+    .map_err(|e| e.to_string())?;
+    let rt = runtime(false).map_err(|e| e.to_string())?;
+    match rt.block_on(f(client)) {
+        Ok(out) => {
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (AdminError::Unavailable(_) | AdminError::Unknown(_))) => {
+            eprintln!("raftlock: {e}");
+            Ok(ExitCode::from(EXIT_UNAVAILABLE))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The exit code for a client error: 4 when the cluster could not be reached.
 pub fn exit_code_of(e: &ClientError) -> ExitCode {
     match e {
@@ -147,7 +187,7 @@ pub fn main() -> ExitCode {
     let outcome: Result<ExitCode, String> = match cli.command {
         Cmd::Server(args) => {
             raftlock_serverkit::signals::init_tracing("RAFTLOCK_LOG");
-            let settings = match args.resolve() {
+            let settings = match (*args).resolve() {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("raftlock server: {e}");
@@ -172,6 +212,8 @@ pub fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(demo::run(dir)).map_err(|e| e.to_string()))
             .map(|()| ExitCode::SUCCESS),
+        Cmd::Member { cmd, endpoints } => admin(&endpoints, |a| async move { a.member(cmd).await }),
+        Cmd::Leader { cmd, endpoints } => admin(&endpoints, |a| async move { a.leader(cmd).await }),
         Cmd::Lock(args) => runtime(true)
             .map_err(|e| e.to_string())
             .map(|rt| rt.block_on(lock_cmd::run(args))),

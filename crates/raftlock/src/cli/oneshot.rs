@@ -313,6 +313,10 @@ async fn one(cmd: Cmd) -> Result<ExitCode, ClientError> {
                 ExitCode::SUCCESS
             })
         }
-        Cmd::Server(_) | Cmd::Lock(_) | Cmd::Demo { .. } => Ok(ExitCode::FAILURE),
+        Cmd::Server(_)
+        | Cmd::Lock(_)
+        | Cmd::Demo { .. }
+        | Cmd::Member { .. }
+        | Cmd::Leader { .. } => Ok(ExitCode::FAILURE),
     }
 }

@@ -29,6 +29,10 @@ use axum::serve::ListenerExt;
 use raftlock_raft::{
     FileStorage, FileStorageOptions, GrpcNetwork, GrpcOptions, PrometheusMetrics, RaftBuilder,
 };
+use raftlock_serverkit::members::{
+    check_still_member, hand_over_leadership, join_cluster, publish_client_addresses,
+    ClientAddresses, JoinRequest, MembersApi,
+};
 use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
 use tokio::net::TcpListener;
 
@@ -55,6 +59,10 @@ pub enum ServerError {
         /// What went wrong.
         source: raftlock_raft::StorageError,
     },
+    /// The data directory says this node was removed from the cluster, or the cluster
+    /// refused to add it (`--join`).
+    #[error("{0}")]
+    Membership(String),
     /// The client API address could not be bound or served.
     #[error("client API on {addr}: {source}")]
     Api {
@@ -86,18 +94,21 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
                 source,
             }
         })?;
-    let network = GrpcNetwork::new(GrpcOptions::new(
+    let mut grpc = GrpcOptions::new(
         id.clone(),
         node.listen,
         node.raft.peers.clone(),
         node.cluster_id.clone(),
-    ));
+    );
+    grpc.advertise = Some(node.advertise.clone());
+    let network = GrpcNetwork::new(grpc);
     let registry = PrometheusMetrics::new();
     let shared = Arc::new(Shared::new(event_buffer, LockMetrics::new(&registry)));
     // A new leader extends every session by its longest election timeout.
     let options = &node.raft.options;
     let grace = options.nominal_tick_interval * options.election_tick_count.saturating_mul(2);
     let tick = options.nominal_tick_interval;
+    let hand_over = grace;
     let raft = RaftBuilder::new()
         .with_config(node.raft)
         .with_storage(storage)
@@ -113,8 +124,11 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
     let listener = TcpListener::bind(api)
         .await
         .map_err(|source| ServerError::Api { addr: api, source })?;
+    check_still_member(&raft).map_err(ServerError::Membership)?;
     raft.start()?;
     tracing::info!(node = %id, peer = %node.listen, api = %api, "raftlock server started");
+    tokio::spawn(publish_client_addresses(raft.clone(), api_peers.clone()));
+    let addresses = ClientAddresses::new(raft.clone(), api_peers);
 
     let clock = Arc::new(LogClock::default());
     let proposer = Proposer::new(
@@ -122,7 +136,7 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         clock,
         u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
         node.request_timeout,
-        api_peers,
+        addresses.clone(),
     );
     tokio::spawn(log_leader_changes(raft.clone()));
     tokio::spawn(housekeeping::anchor_clock(proposer.clone(), shared.clone()));
@@ -141,7 +155,29 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
             max_sessions,
         },
     );
-    let app = router(service.clone(), registry);
+    let app =
+        router(service.clone(), registry).merge(raftlock_serverkit::members::router(MembersApi {
+            raft: raft.clone(),
+            addresses,
+            request_timeout: node.request_timeout,
+        }));
+    // A node that joins asks the cluster to add it; a refusal (a retired id) stops it.
+    let (refused_tx, refused) = tokio::sync::oneshot::channel::<String>();
+    if let Some(via) = node.join.clone() {
+        let request = JoinRequest {
+            via,
+            peer_address: node.advertise.clone(),
+            client_address: api.to_string(),
+        };
+        let joining = raft.clone();
+        tokio::spawn(async move {
+            if let Err(why) = join_cluster(joining, request).await {
+                tracing::error!(%why, "could not join the cluster");
+                let _ = refused_tx.send(why);
+            }
+        });
+    }
+    let refusal = Arc::new(std::sync::Mutex::new(None));
     // Nagle's algorithm would hold back the second write of an answer written in parts
     // until the client's delayed ACK (40 ms).
     let listener = listener.tap_io(|tcp| {
@@ -150,13 +186,31 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         }
     });
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal(node.exit_with_parent).await;
-            service.stop();
+        .with_graceful_shutdown({
+            let raft = raft.clone();
+            let refusal = refusal.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown_signal(node.exit_with_parent) => {
+                        // A leader that stops hands leadership over first: clients see
+                        // a pause of a round trip instead of an election timeout.
+                        hand_over_leadership(&raft, hand_over).await;
+                    }
+                    Ok(why) = refused => {
+                        if let Ok(mut r) = refusal.lock() {
+                            *r = Some(why);
+                        }
+                    }
+                }
+                service.stop();
+            }
         })
         .await;
     tracing::info!(node = %id, "stopping");
     raft.stop().await;
+    if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+        return Err(ServerError::Membership(why));
+    }
     served.map_err(|source| ServerError::Api { addr: api, source })
 }
 

@@ -2,6 +2,7 @@
 //! term, proposed, and answered with what the state machine applied. Also the leader
 //! check and the read barrier of linearizable reads.
 
+use raftlock_serverkit::members::ClientAddresses;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,19 +26,20 @@ struct Inner {
     clock: Arc<LogClock>,
     grace_ms: u64,
     request_timeout: Duration,
-    api_peers: BTreeMap<NodeId, String>,
+    api_peers: ClientAddresses,
 }
 
 impl Proposer {
     /// A proposer on `raft`. `grace_ms` is this node's maximum election timeout (what a
     /// term it leads adds to every session); `api_peers` names the members' client
-    /// addresses for redirects.
+    /// addresses for redirects (replicated in the members' metadata, with the static
+    /// `--api-peers` list as the fallback).
     pub fn new(
         raft: Raft,
         clock: Arc<LogClock>,
         grace_ms: u64,
         request_timeout: Duration,
-        api_peers: BTreeMap<NodeId, String>,
+        api_peers: ClientAddresses,
     ) -> Self {
         Proposer {
             inner: Arc::new(Inner {
@@ -67,11 +69,16 @@ impl Proposer {
 
     /// The client address of member `id`.
     pub fn address_of(&self, id: &NodeId) -> Option<String> {
-        self.inner.api_peers.get(id).cloned()
+        self.inner.api_peers.get(id)
     }
 
     /// Every member's client address.
-    pub fn api_peers(&self) -> &BTreeMap<NodeId, String> {
+    pub fn api_peers(&self) -> BTreeMap<NodeId, String> {
+        self.inner.api_peers.all()
+    }
+
+    /// The members' client addresses.
+    pub fn addresses(&self) -> &ClientAddresses {
         &self.inner.api_peers
     }
 
