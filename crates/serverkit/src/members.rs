@@ -494,6 +494,29 @@ pub async fn publish_client_addresses(raft: Raft, fixed: BTreeMap<NodeId, String
     }
 }
 
+/// What to tell a client whose request met a leadership transfer
+/// ([`Error::TransferInProgress`]: nothing was proposed): waits, at most `limit`, for
+/// the new leader and returns [`Error::NotLeader`] naming it, so the client is redirected
+/// at once instead of retrying blindly; if the transfer is abandoned, `NotLeader` with no
+/// leader (retry shortly). Other errors pass through.
+pub async fn after_transfer(raft: &Raft, error: Error, limit: Duration) -> Error {
+    if !matches!(error, Error::TransferInProgress { .. }) {
+        return error;
+    }
+    let me = raft.id().clone();
+    let mut leaders = raft.leader_change_channel();
+    let moved = async move {
+        leaders
+            .wait_for(|o| o.leader.as_ref().is_some_and(|l| *l != me))
+            .await
+            .ok()
+            .and_then(|o| o.leader.clone())
+    };
+    Error::NotLeader {
+        leader: tokio::time::timeout(limit, moved).await.ok().flatten(),
+    }
+}
+
 /// The graceful leave: a leader hands leadership to the most up-to-date voter before it
 /// stops, so the cluster does not wait an election timeout for a new leader. Bounded by
 /// `limit`; a follower returns at once.

@@ -35,7 +35,7 @@ pub fn from_raft_error(
         // its outcome is unknown: 504, never a 503 a client would blindly retry.
         Error::ShuttingDown if write => ApiError::timeout().with("cause", json!(error.to_string())),
         Error::ShuttingDown => ApiError::unavailable("the node is shutting down"),
-        Error::QuorumUnreachable | Error::Overloaded { .. } => {
+        Error::QuorumUnreachable | Error::Overloaded { .. } | Error::TransferInProgress { .. } => {
             ApiError::unavailable(error.to_string())
         }
         Error::ProposalTooLarge { .. } => ApiError::bad_request(error.to_string()),

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use raftlock_raft::{NodeId, PrometheusMetrics, Raft};
-use raftlock_serverkit::members::ClientAddresses;
+use raftlock_serverkit::members::{after_transfer, ClientAddresses};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -57,7 +57,11 @@ impl AppState {
     ) -> Result<T, ApiError> {
         match tokio::time::timeout(self.request_timeout, f).await {
             Err(_) => Err(ApiError::timeout()),
-            Ok(Err(e)) => Err(from_raft_error(e, write, |l| self.leader_url(l, uri))),
+            Ok(Err(e)) => {
+                // Met a leadership transfer (nothing proposed): redirect to the new leader.
+                let e = after_transfer(&self.raft, e, self.request_timeout).await;
+                Err(from_raft_error(e, write, |l| self.leader_url(l, uri)))
+            }
             Ok(Ok(v)) => Ok(v),
         }
     }

@@ -90,7 +90,9 @@ impl ServiceError {
             // A write already appended may still commit after the node stops.
             Error::ShuttingDown if write => ServiceError::Unknown(error.to_string()),
             Error::ShuttingDown => ServiceError::Unavailable("the node is shutting down".into()),
-            Error::QuorumUnreachable => ServiceError::Unavailable(error.to_string()),
+            Error::QuorumUnreachable | Error::TransferInProgress { .. } => {
+                ServiceError::Unavailable(error.to_string())
+            }
             Error::Overloaded { .. } => ServiceError::Overloaded(error.to_string()),
             Error::ProposalTooLarge { .. } => ServiceError::BadRequest(error.to_string()),
             other => ServiceError::Internal(other.to_string()),

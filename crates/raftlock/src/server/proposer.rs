@@ -2,7 +2,7 @@
 //! term, proposed, and answered with what the state machine applied. Also the leader
 //! check and the read barrier of linearizable reads.
 
-use raftlock_serverkit::members::ClientAddresses;
+use raftlock_serverkit::members::{after_transfer, ClientAddresses};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,7 +147,11 @@ impl Proposer {
                     self.inner.request_timeout.as_millis()
                 )))
             }
-            Ok(Err(e)) => return Err(self.raft_error(e, true)),
+            Ok(Err(e)) => {
+                // Met a leadership transfer (nothing proposed): redirect to the new leader.
+                let e = after_transfer(&self.inner.raft, e, self.inner.request_timeout).await;
+                return Err(self.raft_error(e, true));
+            }
             Ok(Ok(bytes)) => bytes,
         };
         decode_response(&bytes)
