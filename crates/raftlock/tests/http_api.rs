@@ -380,10 +380,10 @@ async fn steps(cluster: &mut LocalCluster) {
     let (_, v) = l.get("/v1/locks/job%2F1").await;
     assert_eq!(v["holder"], s2.as_str());
     wait_until(|| async { l.get("/v1/locks/job%2F1").await.1["holder"].is_null() }).await;
-    let (status, _) = l
+    let (status, body) = l
         .post(&format!("/v1/sessions/{s2}/keepalive"), json!({}))
         .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
     // Operations routes.
     let (status, v) = l.get("/status").await;

@@ -107,6 +107,13 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
             source,
         })?;
     check_still_member(&raft).map_err(NodeError::Membership)?;
+    if raft.membership().voters.is_empty() && node.join.is_none() {
+        tracing::info!(
+            node = %id,
+            "no configuration yet: this node waits to be added to a running cluster \
+             (`member add` on any member, or start it with --join)"
+        );
+    }
     raft.start()?;
     tracing::info!(node = %id, peer = %node.listen, http = %http_addr, "raftkv node started");
 

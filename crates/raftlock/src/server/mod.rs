@@ -125,6 +125,13 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         .await
         .map_err(|source| ServerError::Api { addr: api, source })?;
     check_still_member(&raft).map_err(ServerError::Membership)?;
+    if raft.membership().voters.is_empty() && node.join.is_none() {
+        tracing::info!(
+            node = %id,
+            "no configuration yet: this node waits to be added to a running cluster \
+             (`member add` on any member, or start it with --join)"
+        );
+    }
     raft.start()?;
     tracing::info!(node = %id, peer = %node.listen, api = %api, "raftlock server started");
     tokio::spawn(publish_client_addresses(raft.clone(), api_peers.clone()));
