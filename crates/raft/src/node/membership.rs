@@ -126,12 +126,18 @@ impl Changes {
         let done = core.commit_index() >= effective && !core.membership().is_joint();
         let timeout = self.timeout;
         for w in std::mem::take(&mut self.waiting) {
-            let outcome = if done && effective >= w.index {
+            // Whether the waiter's entry is gone: truncated, or replaced by another
+            // leader's. Checked before `done`: a committed configuration at a later index
+            // says nothing about this change once its entry was replaced in the same
+            // batch of messages (a step-down, the truncation and the new leader's commit
+            // all before this runs). An entry compacted away was committed.
+            let lost =
+                w.index > core.last_index() || core.term_at(w.index).is_some_and(|t| t != w.term);
+            let outcome = if lost {
+                Some(Err(Error::LeadershipLost))
+            } else if done && effective >= w.index {
                 Some(Ok(Arc::new(core.membership().clone())))
-            } else if core.term_at(w.index).is_some_and(|t| t != w.term)
-                || core.term() != w.term
-                || core.role() != Role::Leader
-            {
+            } else if core.term() != w.term || core.role() != Role::Leader {
                 Some(Err(Error::LeadershipLost))
             } else if now.saturating_sub(w.since) >= timeout {
                 Some(Err(Error::Timeout))
@@ -286,4 +292,120 @@ pub(crate) fn pick_transfer_target(core: &RaftCore) -> Result<NodeId> {
             }
             .into()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+    use crate::core::tests::harness::{id, Cluster};
+    use crate::message::{AppendEntries, Message, MessageBody};
+    use crate::types::InitialState;
+
+    /// Three cores whose leader keeps leading alone when cut off (no CheckQuorum), so a
+    /// change it accepted stays pending for as long as the test wants.
+    fn cluster() -> Cluster {
+        Cluster::with(
+            3,
+            11,
+            |c| {
+                c.feature_flags.check_quorum = false;
+                c.feature_flags.enable_leader_lease = false;
+            },
+            |_| InitialState::default(),
+        )
+    }
+
+    fn add_learner(j: usize) -> Change {
+        Change::AddLearner {
+            id: id(j),
+            info: NodeInfo::from(format!("127.0.0.1:{}", 9000 + j)),
+        }
+    }
+
+    fn ids(list: &[usize]) -> BTreeSet<NodeId> {
+        list.iter().map(|&i| id(i)).collect()
+    }
+
+    /// Starts `change` on node `i` as the event loop does, and drains its Ready.
+    fn start(
+        c: &mut Cluster,
+        changes: &mut Changes,
+        i: usize,
+        change: Change,
+    ) -> oneshot::Receiver<Result<Arc<Membership>>> {
+        let (tx, rx) = oneshot::channel();
+        changes.start(&mut c.node_mut(i).core, change, Duration::ZERO, tx);
+        c.process(&id(i));
+        changes.settle(c.node(i), Duration::ZERO);
+        rx
+    }
+
+    #[test]
+    fn a_change_whose_entry_another_leader_replaced_fails_though_a_later_one_committed() {
+        let mut c = cluster();
+        c.elect(1);
+        c.isolate(1);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut rx = start(&mut c, &mut changes, 1, add_learner(9));
+        let index = c.node(1).membership_index();
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)), "pending");
+
+        // Nodes 2 and 3 elect a leader, which commits a change of its own over that index.
+        let l = c.await_leader(&[2, 3]);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(id(8), NodeInfo::from("127.0.0.1:9008"));
+        let (theirs, _) = c
+            .node_mut(l)
+            .core
+            .change_membership(ids(&[1, 2, 3]), ids(&[8]), nodes)
+            .unwrap();
+        c.process(&id(l));
+        c.deliver_all();
+        assert!(theirs > index && c.node(l).commit_index() >= theirs);
+        changes.settle(c.node(1), Duration::ZERO);
+        assert!(
+            matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+            "node 1 still leads"
+        );
+
+        // One message of the new leader (it may send any suffix it holds) brings node 1
+        // its term, the entries that replace the change's, and their commit, all before
+        // the event loop settles its waiters.
+        let leader = c.node(l);
+        let prev = index - 1;
+        let entries = (index..=leader.last_index())
+            .map(|i| leader.entry(i).unwrap().clone())
+            .collect();
+        let m = Message {
+            from: id(l),
+            to: id(1),
+            term: leader.term(),
+            body: MessageBody::AppendEntries(AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: leader.term_at(prev).unwrap(),
+                entries,
+                leader_commit: leader.commit_index(),
+            }),
+        };
+        c.heal();
+        c.node_mut(1).core.step(m);
+        c.process(&id(1));
+        let node = c.node(1);
+        assert_eq!(node.role(), Role::Follower);
+        assert_eq!(node.membership_index(), theirs);
+        assert!(
+            node.commit_index() >= theirs,
+            "the later configuration committed"
+        );
+        assert!(!node.membership().contains(&id(9)), "the change was lost");
+        changes.settle(c.node(1), Duration::ZERO);
+        match rx.try_recv() {
+            Ok(Err(Error::LeadershipLost)) => {}
+            other => panic!("expected LeadershipLost, got {other:?}"),
+        }
+    }
 }
