@@ -41,9 +41,14 @@ pub(crate) type ChangeReply = oneshot::Sender<Result<Arc<Membership>>>;
 
 /// A caller waiting for its change to commit.
 struct Waiter {
-    /// The change's (first) configuration entry.
+    /// The change's (first) configuration entry, or for a request that asked for what a
+    /// pending change already does, that change's latest entry.
     index: Index,
-    term: Term,
+    /// The term of that entry: another term at `index` means the entry was replaced.
+    entry_term: Term,
+    /// The term this node led when it accepted the request: the answer needs a leader
+    /// of that term to see the change commit (or the outcome is unknown).
+    leader_term: Term,
     /// When it was accepted, for `apply_entry_timeout`.
     since: Duration,
     reply: ChangeReply,
@@ -102,13 +107,26 @@ impl Changes {
         match outcome {
             Ok(Some((index, term))) => self.waiting.push(Waiter {
                 index,
-                term,
+                entry_term: term,
+                leader_term: term,
                 since: now,
                 reply,
             }),
-            Ok(None) => {
-                let _ = reply.send(Ok(Arc::new(core.membership().clone())));
-            }
+            // Already what was asked, but possibly by a change that has not committed
+            // yet (a retry after `Timeout`, a second caller): answer once it has, as for
+            // the change itself.
+            Ok(None) => match pending_change(core) {
+                Some((index, entry_term)) => self.waiting.push(Waiter {
+                    index,
+                    entry_term,
+                    leader_term: core.term(),
+                    since: now,
+                    reply,
+                }),
+                None => {
+                    let _ = reply.send(Ok(Arc::new(core.membership().clone())));
+                }
+            },
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -131,13 +149,13 @@ impl Changes {
             // says nothing about this change once its entry was replaced in the same
             // batch of messages (a step-down, the truncation and the new leader's commit
             // all before this runs). An entry compacted away was committed.
-            let lost =
-                w.index > core.last_index() || core.term_at(w.index).is_some_and(|t| t != w.term);
+            let lost = w.index > core.last_index()
+                || core.term_at(w.index).is_some_and(|t| t != w.entry_term);
             let outcome = if lost {
                 Some(Err(Error::LeadershipLost))
             } else if done && effective >= w.index {
                 Some(Ok(Arc::new(core.membership().clone())))
-            } else if core.term() != w.term || core.role() != Role::Leader {
+            } else if core.term() != w.leader_term || core.role() != Role::Leader {
                 Some(Err(Error::LeadershipLost))
             } else if now.saturating_sub(w.since) >= timeout {
                 Some(Err(Error::Timeout))
@@ -227,6 +245,18 @@ fn plan(core: &RaftCore, change: Change) -> Result<Plan> {
         nodes,
         check_quorum,
     })
+}
+
+/// The configuration entry a change still waits on, with its term: the one in effect
+/// while it is not committed, or while it is joint (the leader appends the final one
+/// once it commits).
+fn pending_change(core: &RaftCore) -> Option<(Index, Term)> {
+    let index = core.membership_index();
+    let pending = index > core.commit_index() || core.membership().is_joint();
+    if !pending {
+        return None;
+    }
+    core.term_at(index).map(|term| (index, term))
 }
 
 /// Refuses a change of voters that would leave the new configuration, or the current one
@@ -406,6 +436,36 @@ mod tests {
         match rx.try_recv() {
             Ok(Err(Error::LeadershipLost)) => {}
             other => panic!("expected LeadershipLost, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_a_pending_change_already_makes_is_answered_once_that_commits() {
+        let mut c = cluster();
+        c.elect(1);
+        c.isolate(1);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut first = start(&mut c, &mut changes, 1, add_learner(9));
+        let mut again = start(&mut c, &mut changes, 1, add_learner(9));
+        assert!(c.node(1).membership().is_learner(&id(9)));
+        assert!(c.node(1).commit_index() < c.node(1).membership_index());
+        assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
+        assert!(
+            matches!(again.try_recv(), Err(TryRecvError::Empty)),
+            "not answered before the change it relies on commits"
+        );
+        c.heal();
+        for _ in 0..50 {
+            if c.node(1).commit_index() >= c.node(1).membership_index() {
+                break;
+            }
+            c.tick(1);
+            c.deliver_all();
+        }
+        changes.settle(c.node(1), Duration::ZERO);
+        for rx in [&mut first, &mut again] {
+            let m = rx.try_recv().unwrap().unwrap();
+            assert!(m.is_learner(&id(9)), "{m}");
         }
     }
 }
