@@ -35,19 +35,16 @@ fn ids(list: &[usize]) -> BTreeSet<NodeId> {
     list.iter().map(|&i| id(i)).collect()
 }
 
-/// Node `i` of the initial three-node cluster, or with `joining` a node started with no
-/// peers at all, which learns its configuration from the leader.
-fn config(i: usize, joining: bool, tweak: &impl Fn(&mut Config)) -> Config {
-    let peers = if joining {
-        Vec::new()
-    } else {
-        (1..=3)
-            .map(|k| PeerConfig {
-                id: id(k),
-                address: address(k),
-            })
-            .collect()
-    };
+/// Node `i` of a cluster whose bootstrap voters are `peers`; with no peers at all, a
+/// joining node, which learns its configuration from the leader.
+fn config(i: usize, peers: &[usize], tweak: &impl Fn(&mut Config)) -> Config {
+    let peers = peers
+        .iter()
+        .map(|&k| PeerConfig {
+            id: id(k),
+            address: address(k),
+        })
+        .collect();
     let mut c = Config::new(id(i), peers);
     c.options.nominal_tick_interval = TICK;
     tweak(&mut c);
@@ -56,13 +53,13 @@ fn config(i: usize, joining: bool, tweak: &impl Fn(&mut Config)) -> Config {
 
 fn start(
     i: usize,
-    joining: bool,
+    peers: &[usize],
     net: &LocalNetwork,
     applier: Recorder,
     tweak: &impl Fn(&mut Config),
 ) -> Raft {
     let node = RaftBuilder::new()
-        .with_config(config(i, joining, tweak))
+        .with_config(config(i, peers, tweak))
         .with_storage(MemStorage::new())
         .with_applier(applier)
         .with_network(net.transport(id(i)))
@@ -72,7 +69,7 @@ fn start(
     node
 }
 
-/// A cluster of `initial` nodes started as node-1..3, plus `joining` more started with no
+/// A cluster of three nodes started as node-1..3, plus `joining` more started with no
 /// peers (node-4, ...). Appliers are in the same order.
 struct Cluster {
     net: LocalNetwork,
@@ -85,7 +82,10 @@ impl Cluster {
         let net = LocalNetwork::new();
         let appliers: Vec<Recorder> = (0..3 + joining).map(|_| Recorder::default()).collect();
         let nodes = (1..=3 + joining)
-            .map(|i| start(i, i > 3, &net, appliers[i - 1].clone(), &tweak))
+            .map(|i| {
+                let peers: &[usize] = if i > 3 { &[] } else { &[1, 2, 3] };
+                start(i, peers, &net, appliers[i - 1].clone(), &tweak)
+            })
             .collect();
         Cluster {
             net,
@@ -577,4 +577,57 @@ async fn refused_and_idempotent_changes() {
     assert!(s.membership_committed);
     assert!(is_simple_with(&s.membership, &[1, 2, 3], &[4]));
     c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_voter_grows_a_one_node_cluster_once_the_new_node_catches_up() {
+    let net = LocalNetwork::new();
+    let appliers = [Recorder::default(), Recorder::default()];
+    let nodes = [
+        start(1, &[1], &net, appliers[0].clone(), &|_| {}),
+        start(2, &[], &net, appliers[1].clone(), &|_| {}),
+    ];
+    assert_eq!(leader_of(&nodes[..1]).await, 0);
+    let leader = &nodes[0];
+    write(leader, "alone", 5).await;
+    // Cut off, the new node never answers: it has not caught up, and that is what
+    // add_voter reports once its catch-up bound passes (the promotion would also lack a
+    // quorum without it, but catching up is what the caller can wait for).
+    net.isolate(&id(2));
+    let gave_up = within(
+        "add_voter with a short catch-up",
+        leader.add_voter(id(2), address(2), TICK * 20),
+    )
+    .await;
+    match gave_up {
+        Err(Error::Membership(MembershipError::NotCaughtUp { id: who, .. })) => {
+            assert_eq!(who, id(2))
+        }
+        other => panic!("expected NotCaughtUp, got {other:?}"),
+    }
+    assert!(is_simple_with(&leader.membership(), &[1], &[2]));
+    net.heal();
+    let m = within(
+        "add_voter",
+        leader.add_voter(id(2), address(2), Duration::from_secs(8)),
+    )
+    .await
+    .unwrap();
+    assert!(is_simple_with(&m, &[1, 2], &[]), "{m}");
+    // Both voters now commit every write.
+    write(leader, "pair", 3).await;
+    let want = appliers[0].commands();
+    assert_eq!(want.len(), 8);
+    let joined = appliers[1].clone();
+    eventually("the new voter applied every entry", || {
+        joined.commands() == want
+    })
+    .await;
+    status_until("the new voter has the configuration", &nodes[1], |s| {
+        s.membership == *m && s.membership_committed
+    })
+    .await;
+    for n in &nodes {
+        within("a node stops", n.stop()).await;
+    }
 }

@@ -99,6 +99,10 @@ impl Changes {
                 check_quorum,
             } => {
                 if check_quorum {
+                    // The catch-up rule first: a voter that is still catching up is what
+                    // `add_voter` waits for, and it is often also the voter not heard
+                    // from yet, which the quorum check would report instead.
+                    catch_up_check(core, &voters)?;
                     quorum_check(core, &voters)?;
                 }
                 core.change_membership(voters, learners, nodes).map(Some)
@@ -257,6 +261,36 @@ fn pending_change(core: &RaftCore) -> Option<(Index, Term)> {
         return None;
     }
     core.term_at(index).map(|term| (index, term))
+}
+
+/// The core's rule that a new voter has caught up (it answered in this term, and its log
+/// is within `max_promotion_lag` entries of the leader's), checked ahead of the quorum
+/// check so that a voter still catching up is reported as such. The core checks it
+/// again when the change is proposed.
+fn catch_up_check(core: &RaftCore, next_voters: &BTreeSet<NodeId>) -> Result<()> {
+    let current = core.membership();
+    let status = core.status();
+    let last = status.last_log_index;
+    let max_lag = core.config().tuning.max_promotion_lag;
+    for id in next_voters
+        .iter()
+        .filter(|id| !current.voters.contains(*id) && **id != status.id)
+    {
+        let matched = status
+            .replication
+            .get(id)
+            .filter(|p| p.last_active_ago.is_some())
+            .map(|p| p.match_index);
+        if matched.is_none_or(|m| m.saturating_add(max_lag) < last) {
+            return Err(MembershipError::NotCaughtUp {
+                id: id.clone(),
+                matched: matched.unwrap_or(0),
+                last,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a change of voters that would leave the new configuration, or the current one
@@ -466,6 +500,35 @@ mod tests {
         for rx in [&mut first, &mut again] {
             let m = rx.try_recv().unwrap().unwrap();
             assert!(m.is_learner(&id(9)), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_new_voter_still_catching_up_is_reported_so_before_the_quorum_check() {
+        // One voter growing to two: the joining node, cut off, has never answered. The
+        // promotion could not commit without it, but what the caller waits for is its
+        // catch-up (`add_voter` retries `NotCaughtUp` only).
+        let mut c = Cluster::new(1, 5);
+        c.join(2, 6, |_| {});
+        c.elect(1);
+        c.partition(1, 2);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut added = start(&mut c, &mut changes, 1, add_learner(2));
+        assert!(added.try_recv().unwrap().unwrap().is_learner(&id(2)));
+        let mut promoted = start(
+            &mut c,
+            &mut changes,
+            1,
+            Change::Promote {
+                id: id(2),
+                force: false,
+            },
+        );
+        match promoted.try_recv() {
+            Ok(Err(Error::Membership(MembershipError::NotCaughtUp { id: who, .. }))) => {
+                assert_eq!(who, id(2))
+            }
+            other => panic!("expected NotCaughtUp, got {other:?}"),
         }
     }
 }
