@@ -18,6 +18,9 @@ mod common;
 use common::{eventually, leader_of, Recorder};
 
 const TICK: Duration = Duration::from_millis(10);
+/// Election timeout in ticks (200 ms): twice the default, so that a test process
+/// starved of CPU for a moment does not see spurious elections or quorum refusals.
+const ELECTION_TICKS: u32 = 20;
 /// Bound on any single wait of these tests.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -47,6 +50,7 @@ fn config(i: usize, peers: &[usize], tweak: &impl Fn(&mut Config)) -> Config {
         .collect();
     let mut c = Config::new(id(i), peers);
     c.options.nominal_tick_interval = TICK;
+    c.options.election_tick_count = ELECTION_TICKS;
     tweak(&mut c);
     c
 }
@@ -213,8 +217,13 @@ async fn a_joining_node_is_added_as_a_learner_gets_every_entry_and_is_promoted()
         })
         .await;
         assert!(!s.membership.is_joint());
-        assert_eq!(*n.membership(), *m);
     }
+    // The handles' view follows once each node has carried out the change (it may trail
+    // `status()` by a turn of the event loop).
+    eventually("every handle shows the final configuration", || {
+        nodes.iter().all(|n| *n.membership() == *m)
+    })
+    .await;
     // The cluster of four keeps committing, and the new voter applies it.
     write(leader, "four", 3).await;
     let want = c.appliers[l].commands();
@@ -405,7 +414,7 @@ async fn a_change_that_would_lose_quorum_is_refused_unless_forced() {
     let cut = (l + 1) % 3;
     let healthy = (l + 2) % 3;
     c.net.isolate(&id(cut + 1));
-    let election_timeout = TICK * 10;
+    let election_timeout = TICK * ELECTION_TICKS;
     status_until(
         "the leader has not heard from the cut follower for an election timeout",
         leader,
