@@ -280,11 +280,17 @@ impl Raft {
     /// (see [`RaftStatus::membership_committed`]), with each member's address and
     /// metadata. A node that is joining and has not heard from the cluster yet has an
     /// empty one.
+    ///
+    /// Like [`Raft::get_state`], it is read without asking the event loop: it changes
+    /// when the node carries out the change (and updates its inbound check and
+    /// transport), so it may trail [`Raft::status`], which asks the loop, by one turn
+    /// of it.
     pub fn membership(&self) -> Arc<Membership> {
         self.inner.membership.borrow().clone()
     }
 
-    /// Watches the configuration in effect; the receiver always sees the latest one.
+    /// Watches the configuration in effect (as [`Raft::membership`] reads it); the
+    /// receiver always sees the latest one.
     pub fn membership_channel(&self) -> watch::Receiver<Arc<Membership>> {
         self.inner.membership.clone()
     }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use raftlock_raft::network::grpc::proto;
 use raftlock_raft::{
     Applier, ApplierError, Config, EntryKind, Error, FileStorage, FileStorageOptions, GrpcNetwork,
-    GrpcOptions, Index, MemStorage, Message, MessageBody, NetworkManager, NodeId, PeerConfig, Raft,
-    RaftBuilder, RpcHandler, SnapshotMeta, Storage, SyncPolicy, Term,
+    GrpcOptions, Index, MemStorage, Message, MessageBody, NetworkManager, NodeId, NodeInfo,
+    PeerConfig, Raft, RaftBuilder, RpcHandler, SnapshotMeta, Storage, SyncPolicy, Term,
 };
 
 mod common;
@@ -73,6 +73,9 @@ impl NetworkManager for Shared {
     }
     fn send(&self, messages: Vec<Message>) {
         self.0.send(messages)
+    }
+    fn set_peers(&self, peers: &[PeerConfig]) {
+        self.0.set_peers(peers)
     }
     fn stop(&self) {
         self.0.stop()
@@ -632,5 +635,128 @@ async fn a_restarted_follower_is_reconnected_and_catches_up() {
     .await;
     for n in &nodes {
         n.stop().await;
+    }
+}
+
+/// Awaits `fut`, failing the test after `secs` seconds.
+async fn within<T>(what: &str, secs: u64, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {secs} s waiting for {what}"),
+    }
+}
+
+/// A fourth node starts with no peers and no links at all, knowing only its own
+/// advertised address. The leader adds it as a voter: its first messages reach the new
+/// node, which can only answer through the link it opens back to the address the
+/// leader's stream named; it catches up and is promoted. Then an original member is
+/// removed and the three that remain keep committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_is_added_as_a_voter_over_grpc_and_a_member_removed() {
+    let (listeners, peers) = bind(3);
+    let nets: Vec<Arc<GrpcNetwork>> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(k, l)| network(k + 1, l, &peers, "join"))
+        .collect();
+    let appliers: Vec<Recorder> = (0..4).map(|_| Recorder::default()).collect();
+    let mut nodes: Vec<Raft> = (1..=3)
+        .map(|i| build(i, &peers, &nets[i - 1], appliers[i - 1].clone(), |_| {}))
+        .collect();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let joining_net = network_with(4, listener, &[], "join", |o| {
+        o.advertise = Some(address.clone());
+    });
+    nodes.push(build(4, &[], &joining_net, appliers[3].clone(), |_| {}));
+    let joining = nodes[3].clone();
+    assert!(joining.membership().members().is_empty());
+
+    let l = leader_of(&nodes[..3]).await;
+    let leader = nodes[l].clone();
+    for k in 0..10 {
+        within(
+            "a write",
+            10,
+            leader.propose_and_wait(format!("before-{k}")),
+        )
+        .await
+        .unwrap();
+    }
+    let m = within(
+        "add_voter",
+        20,
+        leader.add_voter(
+            id(4),
+            NodeInfo::from(address.clone()),
+            Duration::from_secs(10),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!m.is_joint(), "{m}");
+    assert_eq!(m.voters, (1..=4).map(id).collect());
+    assert!(m.learners.is_empty());
+    assert_eq!(m.nodes[&id(4)].address, address);
+    for k in 0..10 {
+        within("a write", 10, leader.propose_and_wait(format!("after-{k}")))
+            .await
+            .unwrap();
+    }
+    let want = appliers[l].commands();
+    assert_eq!(want.len(), 20);
+    let joined = appliers[3].clone();
+    eventually("the new voter applied every entry", || {
+        joined.commands() == want
+    })
+    .await;
+    let mut committed = false;
+    for _ in 0..1000 {
+        let s = joining.status().await.unwrap();
+        if s.membership == *m && s.membership_committed {
+            committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(committed, "the new voter knows its configuration committed");
+
+    // Remove an original follower: the leader, the other original and the new voter
+    // keep committing.
+    let f = (l + 1) % 3;
+    let removed = within("remove_member", 20, leader.remove_member(id(f + 1), false))
+        .await
+        .unwrap();
+    assert!(!removed.is_joint(), "{removed}");
+    assert!(!removed.contains(&id(f + 1)));
+    assert!(removed.retired.contains(&id(f + 1)));
+    let rest: Vec<usize> = (0..4).filter(|&k| k != f).collect();
+    assert_eq!(
+        removed.voters,
+        rest.iter().map(|&k| id(k + 1)).collect(),
+        "{removed}"
+    );
+    for k in 0..10 {
+        within("a write", 10, leader.propose_and_wait(format!("three-{k}")))
+            .await
+            .unwrap();
+    }
+    let want = appliers[l].commands();
+    assert_eq!(want.len(), 30);
+    for &k in &rest {
+        let applier = appliers[k].clone();
+        let want = want.clone();
+        eventually("every remaining member applied every entry", move || {
+            applier.commands() == want
+        })
+        .await;
+    }
+    assert!(
+        !appliers[f].commands().contains(&"three-9".to_string()),
+        "nothing is replicated to the removed node after its removal"
+    );
+    assert!(nodes[l].get_state().1, "the leader kept leading");
+    for n in &nodes {
+        within("a node stops", 10, n.stop()).await;
     }
 }

@@ -910,4 +910,4 @@ impl RaftCore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -43,9 +43,14 @@ pub(crate) type ChangeReply = oneshot::Sender<Result<Arc<Membership>>>;
 
 /// A caller waiting for its change to commit.
 struct Waiter {
-    /// The change's (first) configuration entry.
+    /// The change's (first) configuration entry, or for a request that asked for what a
+    /// pending change already does, that change's latest entry.
     index: Index,
-    term: Term,
+    /// The term of that entry: another term at `index` means the entry was replaced.
+    entry_term: Term,
+    /// The term this node led when it accepted the request: the answer needs a leader
+    /// of that term to see the change commit (or the outcome is unknown).
+    leader_term: Term,
     /// When it was accepted, for `apply_entry_timeout`.
     since: Duration,
     reply: ChangeReply,
@@ -96,6 +101,10 @@ impl Changes {
                 check_quorum,
             } => {
                 if check_quorum {
+                    // The catch-up rule first: a voter that is still catching up is what
+                    // `add_voter` waits for, and it is often also the voter not heard
+                    // from yet, which the quorum check would report instead.
+                    catch_up_check(core, &voters)?;
                     quorum_check(core, &voters)?;
                 }
                 core.change_membership(voters, learners, nodes).map(Some)
@@ -104,13 +113,26 @@ impl Changes {
         match outcome {
             Ok(Some((index, term))) => self.waiting.push(Waiter {
                 index,
-                term,
+                entry_term: term,
+                leader_term: term,
                 since: now,
                 reply,
             }),
-            Ok(None) => {
-                let _ = reply.send(Ok(Arc::new(core.membership().clone())));
-            }
+            // Already what was asked, but possibly by a change that has not committed
+            // yet (a retry after `Timeout`, a second caller): answer once it has, as for
+            // the change itself.
+            Ok(None) => match pending_change(core) {
+                Some((index, entry_term)) => self.waiting.push(Waiter {
+                    index,
+                    entry_term,
+                    leader_term: core.term(),
+                    since: now,
+                    reply,
+                }),
+                None => {
+                    let _ = reply.send(Ok(Arc::new(core.membership().clone())));
+                }
+            },
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -128,12 +150,18 @@ impl Changes {
         let done = core.commit_index() >= effective && !core.membership().is_joint();
         let timeout = self.timeout;
         for w in std::mem::take(&mut self.waiting) {
-            let outcome = if done && effective >= w.index {
+            // Whether the waiter's entry is gone: truncated, or replaced by another
+            // leader's. Checked before `done`: a committed configuration at a later index
+            // says nothing about this change once its entry was replaced in the same
+            // batch of messages (a step-down, the truncation and the new leader's commit
+            // all before this runs). An entry compacted away was committed.
+            let lost = w.index > core.last_index()
+                || core.term_at(w.index).is_some_and(|t| t != w.entry_term);
+            let outcome = if lost {
+                Some(Err(Error::LeadershipLost))
+            } else if done && effective >= w.index {
                 Some(Ok(Arc::new(core.membership().clone())))
-            } else if core.term_at(w.index).is_some_and(|t| t != w.term)
-                || core.term() != w.term
-                || core.role() != Role::Leader
-            {
+            } else if core.term() != w.leader_term || core.role() != Role::Leader {
                 Some(Err(Error::LeadershipLost))
             } else if now.saturating_sub(w.since) >= timeout {
                 Some(Err(Error::Timeout))
@@ -235,6 +263,48 @@ fn plan(core: &RaftCore, change: Change) -> Result<Plan> {
     })
 }
 
+/// The configuration entry a change still waits on, with its term: the one in effect
+/// while it is not committed, or while it is joint (the leader appends the final one
+/// once it commits).
+fn pending_change(core: &RaftCore) -> Option<(Index, Term)> {
+    let index = core.membership_index();
+    let pending = index > core.commit_index() || core.membership().is_joint();
+    if !pending {
+        return None;
+    }
+    core.term_at(index).map(|term| (index, term))
+}
+
+/// The core's rule that a new voter has caught up (it answered in this term, and its log
+/// is within `max_promotion_lag` entries of the leader's), checked ahead of the quorum
+/// check so that a voter still catching up is reported as such. The core checks it
+/// again when the change is proposed.
+fn catch_up_check(core: &RaftCore, next_voters: &BTreeSet<NodeId>) -> Result<()> {
+    let current = core.membership();
+    let status = core.status();
+    let last = status.last_log_index;
+    let max_lag = core.config().tuning.max_promotion_lag;
+    for id in next_voters
+        .iter()
+        .filter(|id| !current.voters.contains(*id) && **id != status.id)
+    {
+        let matched = status
+            .replication
+            .get(id)
+            .filter(|p| p.last_active_ago.is_some())
+            .map(|p| p.match_index);
+        if matched.is_none_or(|m| m.saturating_add(max_lag) < last) {
+            return Err(MembershipError::NotCaughtUp {
+                id: id.clone(),
+                matched: matched.unwrap_or(0),
+                last,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a change of voters that would leave the new configuration, or the current one
 /// (the joint phase needs both), without a quorum of voters the leader heard from within
 /// an election timeout: such a change could not commit, and the cluster would stall in
@@ -298,4 +368,179 @@ pub(crate) fn pick_transfer_target(core: &RaftCore) -> Result<NodeId> {
             }
             .into()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    use super::*;
+    use crate::core::tests::harness::{id, Cluster};
+    use crate::message::{AppendEntries, Message, MessageBody};
+    use crate::types::InitialState;
+
+    /// Three cores whose leader keeps leading alone when cut off (no CheckQuorum), so a
+    /// change it accepted stays pending for as long as the test wants.
+    fn cluster() -> Cluster {
+        Cluster::with(
+            3,
+            11,
+            |c| {
+                c.feature_flags.check_quorum = false;
+                c.feature_flags.enable_leader_lease = false;
+            },
+            |_| InitialState::default(),
+        )
+    }
+
+    fn add_learner(j: usize) -> Change {
+        Change::AddLearner {
+            id: id(j),
+            info: NodeInfo::from(format!("127.0.0.1:{}", 9000 + j)),
+        }
+    }
+
+    fn ids(list: &[usize]) -> BTreeSet<NodeId> {
+        list.iter().map(|&i| id(i)).collect()
+    }
+
+    /// Starts `change` on node `i` as the event loop does, and drains its Ready.
+    fn start(
+        c: &mut Cluster,
+        changes: &mut Changes,
+        i: usize,
+        change: Change,
+    ) -> oneshot::Receiver<Result<Arc<Membership>>> {
+        let (tx, rx) = oneshot::channel();
+        changes.start(&mut c.node_mut(i).core, change, Duration::ZERO, tx);
+        c.process(&id(i));
+        changes.settle(c.node(i), Duration::ZERO);
+        rx
+    }
+
+    #[test]
+    fn a_change_whose_entry_another_leader_replaced_fails_though_a_later_one_committed() {
+        let mut c = cluster();
+        c.elect(1);
+        c.isolate(1);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut rx = start(&mut c, &mut changes, 1, add_learner(9));
+        let index = c.node(1).membership_index();
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)), "pending");
+
+        // Nodes 2 and 3 elect a leader, which commits a change of its own over that index.
+        let l = c.await_leader(&[2, 3]);
+        let mut nodes = BTreeMap::new();
+        nodes.insert(id(8), NodeInfo::from("127.0.0.1:9008"));
+        let (theirs, _) = c
+            .node_mut(l)
+            .core
+            .change_membership(ids(&[1, 2, 3]), ids(&[8]), nodes)
+            .unwrap();
+        c.process(&id(l));
+        c.deliver_all();
+        assert!(theirs > index && c.node(l).commit_index() >= theirs);
+        changes.settle(c.node(1), Duration::ZERO);
+        assert!(
+            matches!(rx.try_recv(), Err(TryRecvError::Empty)),
+            "node 1 still leads"
+        );
+
+        // One message of the new leader (it may send any suffix it holds) brings node 1
+        // its term, the entries that replace the change's, and their commit, all before
+        // the event loop settles its waiters.
+        let leader = c.node(l);
+        let prev = index - 1;
+        let entries = (index..=leader.last_index())
+            .map(|i| leader.entry(i).unwrap().clone())
+            .collect();
+        let m = Message {
+            from: id(l),
+            to: id(1),
+            term: leader.term(),
+            body: MessageBody::AppendEntries(AppendEntries {
+                prev_log_index: prev,
+                prev_log_term: leader.term_at(prev).unwrap(),
+                entries,
+                leader_commit: leader.commit_index(),
+            }),
+        };
+        c.heal();
+        c.node_mut(1).core.step(m);
+        c.process(&id(1));
+        let node = c.node(1);
+        assert_eq!(node.role(), Role::Follower);
+        assert_eq!(node.membership_index(), theirs);
+        assert!(
+            node.commit_index() >= theirs,
+            "the later configuration committed"
+        );
+        assert!(!node.membership().contains(&id(9)), "the change was lost");
+        changes.settle(c.node(1), Duration::ZERO);
+        match rx.try_recv() {
+            Ok(Err(Error::LeadershipLost)) => {}
+            other => panic!("expected LeadershipLost, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_a_pending_change_already_makes_is_answered_once_that_commits() {
+        let mut c = cluster();
+        c.elect(1);
+        c.isolate(1);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut first = start(&mut c, &mut changes, 1, add_learner(9));
+        let mut again = start(&mut c, &mut changes, 1, add_learner(9));
+        assert!(c.node(1).membership().is_learner(&id(9)));
+        assert!(c.node(1).commit_index() < c.node(1).membership_index());
+        assert!(matches!(first.try_recv(), Err(TryRecvError::Empty)));
+        assert!(
+            matches!(again.try_recv(), Err(TryRecvError::Empty)),
+            "not answered before the change it relies on commits"
+        );
+        c.heal();
+        for _ in 0..50 {
+            if c.node(1).commit_index() >= c.node(1).membership_index() {
+                break;
+            }
+            c.tick(1);
+            c.deliver_all();
+        }
+        changes.settle(c.node(1), Duration::ZERO);
+        for rx in [&mut first, &mut again] {
+            let m = rx.try_recv().unwrap().unwrap();
+            assert!(m.is_learner(&id(9)), "{m}");
+        }
+    }
+
+    #[test]
+    fn a_new_voter_still_catching_up_is_reported_so_before_the_quorum_check() {
+        // One voter growing to two: the joining node, cut off, has never answered. The
+        // promotion could not commit without it, but what the caller waits for is its
+        // catch-up (`add_voter` retries `NotCaughtUp` only).
+        let mut c = Cluster::new(1, 5);
+        c.join(2, 6, |_| {});
+        c.elect(1);
+        c.partition(1, 2);
+        let mut changes = Changes::new(Duration::from_secs(5));
+        let mut added = start(&mut c, &mut changes, 1, add_learner(2));
+        assert!(added.try_recv().unwrap().unwrap().is_learner(&id(2)));
+        let mut promoted = start(
+            &mut c,
+            &mut changes,
+            1,
+            Change::Promote {
+                id: id(2),
+                force: false,
+            },
+        );
+        match promoted.try_recv() {
+            Ok(Err(Error::Membership(MembershipError::NotCaughtUp { id: who, .. }))) => {
+                assert_eq!(who, id(2))
+            }
+            other => panic!("expected NotCaughtUp, got {other:?}"),
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! scenarios of the Raft paper section by section, PreVote and CheckQuorum, flow control
 //! and proposals. `harness` is the small in-memory cluster they run on.
 
-mod harness;
+// Shared with the runtime's unit tests (`node/membership.rs`).
+pub(crate) mod harness;
 
 mod backpressure;
 mod campaign_while_removed;
