@@ -585,6 +585,42 @@ async fn refused_and_idempotent_changes() {
     );
     assert!(s.membership_committed);
     assert!(is_simple_with(&s.membership, &[1, 2, 3], &[4]));
+    // Asking for the configuration in effect appends nothing either.
+    let same = within(
+        "change_membership to the same sets",
+        leader.change_membership(ids(&[1, 2, 3]), ids(&[4]), false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(*same, *second);
+    assert_eq!(leader.status().await.unwrap().membership_index, index);
+    // Member info changes without a joint phase, and reaches every member.
+    let mut info = raftlock_raft::NodeInfo::from(address(4));
+    info.metadata
+        .insert("client_address".into(), "127.0.0.1:9".into());
+    let updated = within(
+        "update_member_info",
+        leader.update_member_info([(id(4), info.clone())]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.nodes[&id(4)], info);
+    assert!(is_simple_with(&updated, &[1, 2, 3], &[4]));
+    for n in &c.nodes {
+        status_until("the info reaches every member", n, |s| {
+            s.membership.nodes.get(&id(4)) == Some(&info)
+        })
+        .await;
+    }
+    match within(
+        "update_member_info of a non-member",
+        leader.update_member_info([(id(9), info.clone())]),
+    )
+    .await
+    {
+        Err(Error::Membership(MembershipError::UnknownNode { .. })) => {}
+        other => panic!("expected UnknownNode, got {other:?}"),
+    }
     c.stop().await;
 }
 

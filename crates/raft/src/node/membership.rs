@@ -249,6 +249,9 @@ fn plan(core: &RaftCore, change: Change) -> Result<Plan> {
             learners: l,
             force,
         } => {
+            if v == voters && l == learners && !current.is_joint() {
+                return Ok(Plan::Done);
+            }
             let changes_voters = v != voters;
             voters = v;
             learners = l;
