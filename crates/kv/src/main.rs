@@ -1,5 +1,6 @@
 //! `raftkv`: run a replicated key-value node, a local demo cluster, or talk to a cluster.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -244,7 +245,8 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string())
             .and_then(|rt| rt.block_on(run_admin(admin)).map_err(|e| e.to_string()))
             .map(|out| {
-                println!("{out}");
+                // A closed pipe (`| head`) is not an error of the command.
+                let _ = writeln!(std::io::stdout(), "{out}");
                 ExitCode::SUCCESS
             }),
         other => runtime(false)

@@ -295,6 +295,16 @@ impl Raft {
         self.inner.membership.clone()
     }
 
+    /// Watches whether a member told this node that it was removed from the cluster:
+    /// `Some(member)` once one refused this node's messages because the configuration it
+    /// holds retires this node's id (reported by transports that can answer, such as the
+    /// gRPC transport). A removed node is otherwise never told — the leader stops
+    /// replicating to it — so an application should stop it when this fires: its id can
+    /// never be a member again.
+    pub fn removed_channel(&self) -> watch::Receiver<Option<NodeId>> {
+        self.inner.rpc.removed_channel()
+    }
+
     async fn change(&self, change: Change) -> Result<Arc<Membership>> {
         self.ask(|reply| Command::ChangeMembership { change, reply })
             .await?

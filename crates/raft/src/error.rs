@@ -175,6 +175,14 @@ pub enum RejectReason {
         /// The sender the message named.
         from: String,
     },
+    /// The sender was a member and was removed from the cluster: its id is retired in the
+    /// configuration this node holds. A transport that can answer tells the sender (see
+    /// [`Raft::removed_channel`](crate::Raft::removed_channel)).
+    #[error("its sender {from:?} was removed from the cluster")]
+    Removed {
+        /// The removed sender.
+        from: String,
+    },
     /// The message is larger than the transport accepts.
     #[error("it is too large: {0}")]
     Oversized(String),
@@ -201,13 +209,14 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// A short stable name of the case, for metric labels: `wrong_cluster`,
-    /// `wrong_recipient`, `unknown_sender`, `oversized`, `malformed`, `queue_full`,
-    /// `bad_configuration`.
+    /// `wrong_recipient`, `unknown_sender`, `removed`, `oversized`, `malformed`,
+    /// `queue_full`, `bad_configuration`.
     pub fn label(&self) -> &'static str {
         match self {
             RejectReason::WrongCluster { .. } => "wrong_cluster",
             RejectReason::WrongRecipient { .. } => "wrong_recipient",
             RejectReason::UnknownSender { .. } => "unknown_sender",
+            RejectReason::Removed { .. } => "removed",
             RejectReason::Oversized(_) => "oversized",
             RejectReason::Malformed(_) => "malformed",
             RejectReason::QueueFull => "queue_full",

@@ -756,6 +756,19 @@ async fn a_joining_node_is_added_as_a_voter_over_grpc_and_a_member_removed() {
         "nothing is replicated to the removed node after its removal"
     );
     assert!(nodes[l].get_state().1, "the leader kept leading");
+    // The removed node is never replicated to again, so it campaigns; the members refuse
+    // its requests as those of a retired id, and the transport tells it so.
+    let mut told = nodes[f].removed_channel();
+    let by = within(
+        "the removed node is told",
+        10,
+        told.wait_for(Option::is_some),
+    )
+    .await
+    .unwrap()
+    .clone();
+    assert!(by.is_some_and(|b| rest.iter().any(|&k| id(k + 1) == b)));
+    assert!(nodes[l].removed_channel().borrow().is_none());
     for n in &nodes {
         within("a node stops", 10, n.stop()).await;
     }

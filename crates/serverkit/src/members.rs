@@ -352,12 +352,23 @@ async fn transfer(
     }
 }
 
-/// Refuses to start a node that its own data directory says is not a member: it was
-/// removed (its id is retired), or its configuration does not name it. A node with no
-/// configuration yet (joining) passes.
-pub fn check_still_member(raft: &Raft) -> Result<(), String> {
+/// The file a server leaves in its data directory once a member told it that it was
+/// removed from the cluster (see [`watch_removal`]); its text says why.
+pub const REMOVED_MARKER: &str = "REMOVED";
+
+/// Refuses to start a node that its own data directory says is not a member: it was told
+/// it was removed ([`REMOVED_MARKER`]), its configuration retires its id, or that
+/// configuration does not name it. A node with no configuration yet (joining) passes.
+pub fn check_still_member(raft: &Raft, data_dir: &std::path::Path) -> Result<(), String> {
     let m = raft.membership();
     let id = raft.id();
+    if let Ok(why) = std::fs::read_to_string(data_dir.join(REMOVED_MARKER)) {
+        return Err(format!(
+            "node {id} was removed from the cluster ({}); ids are never reused: start the \
+             machine with a new --node-id and an empty --data-dir, and add it with `member add`",
+            why.trim()
+        ));
+    }
     if m.retired.contains(id) {
         return Err(format!(
             "node {id} was removed from the cluster (its data directory's configuration, \
@@ -373,6 +384,30 @@ pub fn check_still_member(raft: &Raft) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Resolves once a member told this node that it was removed from the cluster (its
+/// messages were refused because the member's configuration retires its id), after
+/// leaving [`REMOVED_MARKER`] in `data_dir` so that the node refuses to start again under
+/// this id. Returns the message to stop with. Pending forever if it never happens.
+pub async fn watch_removal(raft: Raft, data_dir: std::path::PathBuf) -> String {
+    let mut removed = raft.removed_channel();
+    let by = match removed.wait_for(Option::is_some).await {
+        Ok(by) => by.clone(),
+        Err(_) => None,
+    };
+    if by.is_none() {
+        return std::future::pending().await;
+    }
+    let by = by.map_or_else(|| "?".to_string(), |b| b.to_string());
+    let why = format!("member {by} refused its messages: its configuration retires this id");
+    if let Err(e) = std::fs::write(data_dir.join(REMOVED_MARKER), format!("{why}\n")) {
+        tracing::warn!(error = %e, "could not leave the removal marker in the data directory");
+    }
+    format!(
+        "node {} was removed from the cluster ({why}); stopping",
+        raft.id()
+    )
 }
 
 /// What a joining node tells the cluster about itself.

@@ -12,7 +12,7 @@ use raftlock_raft::{
 };
 use raftlock_serverkit::members::{
     check_still_member, hand_over_leadership, join_cluster, publish_client_addresses,
-    ClientAddresses, JoinRequest, MembersApi,
+    watch_removal, ClientAddresses, JoinRequest, MembersApi,
 };
 use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
 use tokio::net::TcpListener;
@@ -106,7 +106,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
             addr: http_addr,
             source,
         })?;
-    check_still_member(&raft).map_err(NodeError::Membership)?;
+    check_still_member(&raft, &node.data_dir).map_err(NodeError::Membership)?;
     if raft.membership().voters.is_empty() && node.join.is_none() {
         tracing::info!(
             node = %id,
@@ -153,12 +153,19 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
     let stopping = {
         let raft = raft.clone();
         let refusal = refusal.clone();
+        let data_dir = node.data_dir.clone();
         async move {
             tokio::select! {
                 () = shutdown_signal(node.exit_with_parent) => {
                     // A leader that stops hands leadership over first: clients see a
                     // pause of a round trip instead of an election timeout.
                     hand_over_leadership(&raft, hand_over).await;
+                }
+                why = watch_removal(raft.clone(), data_dir.clone()) => {
+                    tracing::error!(%why, "removed from the cluster");
+                    if let Ok(mut r) = refusal.lock() {
+                        *r = Some(why);
+                    }
                 }
                 Ok(why) = refused => {
                     if let Ok(mut r) = refusal.lock() {

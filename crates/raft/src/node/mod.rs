@@ -650,6 +650,7 @@ impl Node {
     fn on_membership(&mut self, m: Arc<Membership>) {
         tracing::info!(node = %self.core.id(), membership = %m, "configuration in effect");
         self.rpc.set_members(m.members());
+        self.rpc.set_retired(m.retired.iter().cloned());
         self.network.set_peers(&m.peer_configs());
         self.membership.send_replace(m);
     }

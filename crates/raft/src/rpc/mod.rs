@@ -83,6 +83,11 @@ struct Inner {
     /// of the configuration in effect, which the runtime sets whenever the log changes
     /// it ([`RpcHandler::set_members`]).
     peers: RwLock<HashSet<NodeId>>,
+    /// Ids the configuration in effect retires: their messages are refused as
+    /// [`RejectReason::Removed`], which a transport reports back to the sender.
+    retired: RwLock<HashSet<NodeId>>,
+    /// Set once a member told this node that it was removed (by its id).
+    removed: tokio::sync::watch::Sender<Option<NodeId>>,
     inbound: mpsc::Sender<Message>,
     metrics: Arc<dyn Metrics>,
     rejected: AtomicU64,
@@ -143,6 +148,8 @@ impl RpcHandler {
             inner: Arc::new(Inner {
                 id,
                 peers: RwLock::new(peers),
+                retired: RwLock::new(HashSet::new()),
+                removed: tokio::sync::watch::channel(None).0,
                 inbound,
                 metrics,
                 rejected: AtomicU64::new(0),
@@ -174,6 +181,37 @@ impl RpcHandler {
             .peers
             .write()
             .unwrap_or_else(PoisonError::into_inner) = peers;
+    }
+
+    /// Replaces the retired ids (members removed from the cluster, see
+    /// [`Membership::retired`](crate::Membership::retired)): their messages are refused
+    /// as [`RejectReason::Removed`].
+    pub fn set_retired(&self, retired: impl IntoIterator<Item = NodeId>) {
+        *self
+            .inner
+            .retired
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = retired.into_iter().collect();
+    }
+
+    /// A transport calls this when member `by` answered that this node was removed from
+    /// the cluster ([`RejectReason::Removed`]). Watched through
+    /// [`Raft::removed_channel`](crate::Raft::removed_channel).
+    pub fn removed_by(&self, by: NodeId) {
+        tracing::warn!(node = %self.inner.id, %by, "a member says this node was removed from the cluster");
+        self.inner.removed.send_if_modified(|r| {
+            let first = r.is_none();
+            if first {
+                *r = Some(by);
+            }
+            first
+        });
+    }
+
+    /// Watches whether a member told this node that it was removed: `Some(member)` once
+    /// one did.
+    pub fn removed_channel(&self) -> tokio::sync::watch::Receiver<Option<NodeId>> {
+        self.inner.removed.subscribe()
     }
 
     fn peers(&self) -> std::sync::RwLockReadGuard<'_, HashSet<NodeId>> {
@@ -246,6 +284,17 @@ impl RpcHandler {
         );
         let known =
             message.from != inner.id && (from_leader || self.peers().contains(&message.from));
+        if !known
+            && inner
+                .retired
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&message.from)
+        {
+            return Err(self.reject(RejectReason::Removed {
+                from: message.from.to_string(),
+            }));
+        }
         if !known {
             return Err(self.reject(RejectReason::UnknownSender {
                 from: message.from.to_string(),

@@ -236,11 +236,23 @@ fn members_follow_the_configuration_and_leaders_are_heard_before_they_are_known(
     h.set_members(["n1", "n3", "n9"].map(NodeId::from));
     h.request_vote(stranger, vote.clone()).unwrap();
     assert_eq!(
-        reason(h.request_vote(from_n2(5), vote)),
+        reason(h.request_vote(from_n2(5), vote.clone())),
         RejectReason::UnknownSender { from: "n2".into() }
     );
     assert_eq!(h.peer("n9"), Some(NodeId::from("n9")));
     assert_eq!(h.peer("n2"), None);
+    // Once its id is retired, a removed node's requests are refused as such, so that a
+    // transport can tell it; being told is recorded once.
+    h.set_retired([NodeId::from("n2")]);
+    assert_eq!(
+        reason(h.request_vote(from_n2(6), vote.clone())),
+        RejectReason::Removed { from: "n2".into() }
+    );
+    let told = h.removed_channel();
+    assert!(told.borrow().is_none());
+    h.removed_by(NodeId::from("n3"));
+    h.removed_by(NodeId::from("n9"));
+    assert_eq!(*told.borrow(), Some(NodeId::from("n3")));
     assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), 3);
 }
 

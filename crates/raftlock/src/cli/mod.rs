@@ -5,6 +5,7 @@ mod demo;
 mod lock_cmd;
 mod oneshot;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -162,7 +163,8 @@ fn admin<F: std::future::Future<Output = Result<String, AdminError>>>(
     let rt = runtime(false).map_err(|e| e.to_string())?;
     match rt.block_on(f(client)) {
         Ok(out) => {
-            println!("{out}");
+            // A closed pipe (`| head`) is not an error of the command.
+            let _ = writeln!(std::io::stdout(), "{out}");
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ (AdminError::Unavailable(_) | AdminError::Unknown(_))) => {

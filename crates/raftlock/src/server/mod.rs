@@ -31,7 +31,7 @@ use raftlock_raft::{
 };
 use raftlock_serverkit::members::{
     check_still_member, hand_over_leadership, join_cluster, publish_client_addresses,
-    ClientAddresses, JoinRequest, MembersApi,
+    watch_removal, ClientAddresses, JoinRequest, MembersApi,
 };
 use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
 use tokio::net::TcpListener;
@@ -124,7 +124,7 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
     let listener = TcpListener::bind(api)
         .await
         .map_err(|source| ServerError::Api { addr: api, source })?;
-    check_still_member(&raft).map_err(ServerError::Membership)?;
+    check_still_member(&raft, &node.data_dir).map_err(ServerError::Membership)?;
     if raft.membership().voters.is_empty() && node.join.is_none() {
         tracing::info!(
             node = %id,
@@ -196,6 +196,7 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
         .with_graceful_shutdown({
             let raft = raft.clone();
             let refusal = refusal.clone();
+            let data_dir = node.data_dir.clone();
             async move {
                 tokio::select! {
                     () = shutdown_signal(node.exit_with_parent) => {
@@ -203,7 +204,13 @@ pub async fn run(settings: ServerSettings) -> Result<(), ServerError> {
                         // a pause of a round trip instead of an election timeout.
                         hand_over_leadership(&raft, hand_over).await;
                     }
-                    Ok(why) = refused => {
+                    why = watch_removal(raft.clone(), data_dir.clone()) => {
+                    tracing::error!(%why, "removed from the cluster");
+                    if let Ok(mut r) = refusal.lock() {
+                        *r = Some(why);
+                    }
+                }
+                Ok(why) = refused => {
                         if let Ok(mut r) = refusal.lock() {
                             *r = Some(why);
                         }

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::metadata::MetadataValue;
 
 use super::convert::to_envelope;
-use super::links::FROM_ADDRESS;
+use super::links::{FROM_ADDRESS, REMOVED_BY};
 use super::proto::raft_transport_client::RaftTransportClient;
 use super::stopped;
 use crate::message::Message;
@@ -35,6 +35,8 @@ pub(crate) struct PeerLink {
     pub(crate) max_message_bytes: usize,
     /// This node's own peer address, named in each stream's metadata.
     pub(crate) advertise: Option<Arc<str>>,
+    /// The node's entrance, told when the peer says this node was removed.
+    pub(crate) handler: crate::rpc::RpcHandler,
     pub(crate) dropped: Arc<AtomicU64>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -112,6 +114,11 @@ impl PeerLink {
                     _ = stopped(&mut self.shutdown) => break false,
                     ended = &mut call => {
                         tracing::debug!(peer = %self.peer.id, ?ended, "raft grpc: stream ended");
+                        if let Ok(Err(status)) = &ended {
+                            if status.metadata().get(REMOVED_BY).is_some() {
+                                self.handler.removed_by(self.peer.id.clone());
+                            }
+                        }
                         break true;
                     }
                     m = queue.recv() => match m {

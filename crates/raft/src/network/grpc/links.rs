@@ -23,6 +23,10 @@ use crate::types::{NodeId, PeerConfig};
 /// listens on.
 pub(crate) const FROM_ADDRESS: &str = "x-raft-from-address";
 
+/// Metadata key of the status that ends a removed node's stream: the id of the member
+/// that refused it.
+pub(crate) const REMOVED_BY: &str = "x-raft-removed-by";
+
 /// What a new link's task needs; known once the transport starts.
 pub(crate) struct LinkSettings {
     pub(crate) cluster_id: Arc<str>,
@@ -32,6 +36,8 @@ pub(crate) struct LinkSettings {
     /// This node's advertised peer address, sent to every peer it dials.
     pub(crate) advertise: Option<Arc<str>>,
     pub(crate) shutdown: watch::Sender<bool>,
+    /// The node's entrance, told when a member says this node was removed.
+    pub(crate) handler: crate::rpc::RpcHandler,
 }
 
 struct Link {
@@ -131,6 +137,7 @@ impl Links {
             connect_timeout: settings.connect_timeout,
             max_message_bytes: settings.max_message_bytes,
             advertise: settings.advertise.clone(),
+            handler: settings.handler.clone(),
             dropped: self.dropped.clone(),
             shutdown: settings.shutdown.subscribe(),
         };

@@ -284,6 +284,7 @@ impl NetworkManager for GrpcNetwork {
             .unwrap_or_else(PoisonError::into_inner) = bound;
 
         let max = self.options.max_message_bytes;
+        let handler_for_links = inbound.clone();
         let service = server::TransportService {
             cluster_id: self.options.cluster_id.clone(),
             handler: inbound,
@@ -318,6 +319,7 @@ impl NetworkManager for GrpcNetwork {
             queue_capacity: self.options.queue_capacity,
             advertise: self.options.advertised(bound).map(Arc::from),
             shutdown: self.shutdown.clone(),
+            handler: handler_for_links,
         };
         self.links.start(settings, &self.options.peers);
         Ok(())

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::convert::from_envelope;
-use super::links::{Links, FROM_ADDRESS};
+use super::links::{Links, FROM_ADDRESS, REMOVED_BY};
 use super::proto as pb;
 use super::proto::raft_transport_server::RaftTransport;
 use super::stopped;
@@ -130,6 +130,18 @@ impl RaftTransport for TransportService {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(Error::ShuttingDown) => break,
+                Err(Error::Rejected(RejectReason::Removed { from })) => {
+                    // Tell the sender, which may not know: its stream ends with a status
+                    // that says so (the sender's transport reports it to its node).
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    let mut status = Status::failed_precondition(format!(
+                        "node {from} was removed from the cluster"
+                    ));
+                    if let Ok(me) = self.handler.id().as_str().parse() {
+                        status.metadata_mut().insert(REMOVED_BY, me);
+                    }
+                    return Err(status);
+                }
                 Err(error) => {
                     summary.rejected += 1;
                     self.rejected.fetch_add(1, Ordering::Relaxed);
