@@ -386,28 +386,39 @@ pub fn check_still_member(raft: &Raft, data_dir: &std::path::Path) -> Result<(),
     Ok(())
 }
 
-/// Resolves once a member told this node that it was removed from the cluster (its
-/// messages were refused because the member's configuration retires its id), after
-/// leaving [`REMOVED_MARKER`] in `data_dir` so that the node refuses to start again under
-/// this id. Returns the message to stop with. Pending forever if it never happens.
+/// Resolves once this node learns that it was removed from the cluster: a member
+/// refused its messages because the member's configuration retires its id (a removed
+/// follower, which the leader no longer replicates to), or its own configuration retires
+/// it and it no longer leads (a leader that removed itself steps down once the change
+/// commits). Leaves [`REMOVED_MARKER`] in `data_dir` so that the node refuses to start
+/// again under this id, and returns the message to stop with. Pending forever if it never
+/// happens.
 pub async fn watch_removal(raft: Raft, data_dir: std::path::PathBuf) -> String {
-    let mut removed = raft.removed_channel();
-    let by = match removed.wait_for(Option::is_some).await {
-        Ok(by) => by.clone(),
-        Err(_) => None,
+    let id = raft.id().clone();
+    let mut told = raft.removed_channel();
+    let mut configs = raft.membership_channel();
+    let mut roles = raft.leader_change_channel();
+    let why = loop {
+        let by = told.borrow_and_update().clone();
+        if let Some(by) = by {
+            break format!("member {by} refused its messages: its configuration retires this id");
+        }
+        if raft.membership().retired.contains(&id) && !raft.get_state().1 {
+            break "its own configuration retires this id".to_string();
+        }
+        let open = tokio::select! {
+            r = told.changed() => r.is_ok(),
+            r = configs.changed() => r.is_ok(),
+            r = roles.changed() => r.is_ok(),
+        };
+        if !open {
+            return std::future::pending().await;
+        }
     };
-    if by.is_none() {
-        return std::future::pending().await;
-    }
-    let by = by.map_or_else(|| "?".to_string(), |b| b.to_string());
-    let why = format!("member {by} refused its messages: its configuration retires this id");
     if let Err(e) = std::fs::write(data_dir.join(REMOVED_MARKER), format!("{why}\n")) {
         tracing::warn!(error = %e, "could not leave the removal marker in the data directory");
     }
-    format!(
-        "node {} was removed from the cluster ({why}); stopping",
-        raft.id()
-    )
+    format!("node {id} was removed from the cluster ({why}); stopping")
 }
 
 /// What a joining node tells the cluster about itself.
