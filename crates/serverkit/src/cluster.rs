@@ -433,30 +433,36 @@ impl LocalCluster {
         None
     }
 
-    /// Waits until every running, unpaused, not forgotten node has applied the leader's
-    /// commit index; returns it, or `None` after `timeout`.
+    /// Waits until every running, unpaused, not forgotten node has applied the commit
+    /// index the leader reported when first asked; returns that index, or `None` after
+    /// `timeout`. The target is fixed once known: under a steady write load, the leader's
+    /// commit index read after a follower's applied index is always a little ahead of it,
+    /// and a moving target would keep the wait going until the load stops.
     pub async fn wait_all_applied(&self, timeout: Duration) -> Option<u64> {
         let start = Instant::now();
+        let mut target = None;
         while start.elapsed() < timeout {
             let statuses = self.statuses().await;
-            let commit = statuses
-                .iter()
-                .flatten()
-                .find(|s| s["role"] == "Leader")
-                .and_then(|s| s["commit_index"].as_u64());
-            let up = self
-                .nodes
-                .iter()
-                .zip(&statuses)
-                .filter(|(n, _)| n.is_running() && !n.paused && !n.forgotten);
-            let mut all = true;
-            for (_, s) in up {
-                let applied = s.as_ref().and_then(|s| s["last_applied"].as_u64());
-                all &= matches!((commit, applied), (Some(c), Some(a)) if a >= c);
+            if target.is_none() {
+                target = statuses
+                    .iter()
+                    .flatten()
+                    .find(|s| s["role"] == "Leader")
+                    .and_then(|s| s["commit_index"].as_u64());
             }
-            if all {
-                if let Some(c) = commit {
-                    return Some(c);
+            if let Some(commit) = target {
+                let all = self
+                    .nodes
+                    .iter()
+                    .zip(&statuses)
+                    .filter(|(n, _)| n.is_running() && !n.paused && !n.forgotten)
+                    .all(|(_, s)| {
+                        s.as_ref()
+                            .and_then(|s| s["last_applied"].as_u64())
+                            .is_some_and(|a| a >= commit)
+                    });
+                if all {
+                    return Some(commit);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
