@@ -118,6 +118,16 @@ impl Client {
         &self.endpoints
     }
 
+    /// Replaces the endpoints (the members changed), keeping the connection pool and
+    /// the timeouts. An empty list is refused and leaves the endpoints as they were.
+    pub fn set_endpoints(&mut self, endpoints: &[String]) -> Result<(), ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Unavailable("no endpoints given".into()));
+        }
+        self.endpoints = endpoints.iter().map(|e| endpoint_url(e)).collect();
+        Ok(())
+    }
+
     /// Sends `method path` with `body` to the first endpoint that answers, following
     /// redirects; retries only what cannot have taken effect.
     async fn request(
