@@ -355,6 +355,13 @@ async fn transfer(
 /// Refuses to start a node that its own data directory says is not a member: it was
 /// removed (its id is retired), or its configuration does not name it. A node with no
 /// configuration yet (joining) passes.
+///
+/// Only a node that received the configuration without it can know: a removed leader
+/// (it appends that configuration itself), not a removed follower, to which the leader
+/// stops replicating as soon as that configuration is appended (docs/MEMBERSHIP.md,
+/// "Removed servers"): its directory ends at the joint configuration, which still names
+/// it, and it starts. The cluster refuses it anyway: its messages come from a
+/// non-member, and adding its id again is refused.
 pub fn check_still_member(raft: &Raft) -> Result<(), String> {
     let m = raft.membership();
     let id = raft.id();
