@@ -9,7 +9,8 @@
 //!
 //! Time is bounded (each scenario runs under a timeout) and every process is reaped by
 //! `LocalCluster`'s drop, even when an assertion fails; the nodes' log tails are printed
-//! when a scenario fails.
+//! when a scenario fails. With `KEEP_TEST_DIRS` set, each scenario's directory (data and
+//! full node logs) is kept and its path printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -609,6 +610,9 @@ where
     let outcome = runtime
         .block_on(async { tokio::time::timeout(SCENARIO_TIMEOUT, scenario(&mut cluster)).await });
     drop(cluster);
+    if std::env::var_os("KEEP_TEST_DIRS").is_some() {
+        eprintln!("{name}: logs kept in {}", dir.keep().display());
+    }
     assert!(
         outcome.is_ok(),
         "{name}: the scenario did not finish within {SCENARIO_TIMEOUT:?}"
