@@ -22,6 +22,8 @@
 //! - `floor` ([`floor`]): the floor under `cluster`'s puts: a client exchange, replication to
 //!   two followers and three fdatasyncs, with nothing else.
 //! - `failover` ([`failover`]): kill -9 the leader; time to a new leader and to a write.
+//! - `transfer` ([`transfer`]): move the leadership with `POST /v1/leader/transfer` under a
+//!   steady write load; how long writes stop.
 //!
 //! Against real `raftlock server` processes and, in the same run, an etcd 3.4 cluster:
 //!
@@ -57,6 +59,7 @@ mod recovery;
 mod report;
 mod soak;
 mod storage;
+mod transfer;
 
 /// Benchmarks of raftlock-raft.
 #[derive(Debug, Parser)]
@@ -96,6 +99,9 @@ enum Command {
     /// Kill -9 the leader of a raftkv cluster repeatedly: time to a new leader and to the
     /// first successful write.
     Failover(failover::FailoverArgs),
+    /// Move a raftkv cluster's leadership with POST /v1/leader/transfer, round robin,
+    /// under a steady write load: how long writes stop at each transfer.
+    Transfer(transfer::TransferArgs),
     /// Open a FileStorage directory holding a long log: time and memory.
     Recovery(recovery::RecoveryArgs),
     /// The child process of `recovery`: opens a data directory and prints time and memory.
@@ -133,6 +139,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn Error>> {
         Command::Floor(args) => floor::run(&args),
         Command::Locks(args) => locks::run(&args),
         Command::Failover(args) => failover::run(&args),
+        Command::Transfer(args) => transfer::run(&args),
         Command::Recovery(args) => recovery::run(&args),
         Command::RecoveryOpen(args) => recovery::open(&args),
         Command::Soak(args) => soak::run(&args),

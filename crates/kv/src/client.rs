@@ -1,5 +1,6 @@
 //! An HTTP client of the raftkv API that finds the leader by itself: it follows 307
-//! redirects, moves on to the next endpoint when one is unreachable, and waits out 503s.
+//! redirects, moves on to the next endpoint when one is unreachable or answers 503, and
+//! waits (a short pause that grows) only once every endpoint has failed in a round.
 //! It never retries a request that may have reached a node, so an outcome it reports as
 //! [`ClientError::Unknown`] is really unknown, and everything else really happened (or
 //! really did not).
@@ -12,6 +13,12 @@ use serde_json::Value;
 
 /// How long a client keeps trying (redirects, unreachable endpoints, 503s).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The pause after a round in which every endpoint was unreachable or answered 503; it
+/// doubles with each such round, up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+/// The longest pause between two rounds of endpoints.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why an operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +125,16 @@ impl Client {
         &self.endpoints
     }
 
+    /// Replaces the endpoints (the members changed), keeping the connection pool and
+    /// the timeouts. An empty list is refused and leaves the endpoints as they were.
+    pub fn set_endpoints(&mut self, endpoints: &[String]) -> Result<(), ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Unavailable("no endpoints given".into()));
+        }
+        self.endpoints = endpoints.iter().map(|e| endpoint_url(e)).collect();
+        Ok(())
+    }
+
     /// Sends `method path` with `body` to the first endpoint that answers, following
     /// redirects; retries only what cannot have taken effect.
     async fn request(
@@ -129,6 +146,7 @@ impl Client {
         let start = Instant::now();
         let mut last = String::from("no attempt");
         let mut attempt = 0usize;
+        let mut pause = FIRST_PAUSE;
         while start.elapsed() < self.deadline {
             let base = &self.endpoints[attempt % self.endpoints.len()];
             attempt += 1;
@@ -140,7 +158,8 @@ impl Client {
                 Err(e) if e.is_connect() => {
                     last = format!("{base}: {e}");
                     if attempt.is_multiple_of(self.endpoints.len()) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
                     }
                 }
                 Err(e) => return Err(ClientError::Unknown(format!("{base}: {e}"))),
@@ -158,11 +177,21 @@ impl Client {
                     match status {
                         StatusCode::SERVICE_UNAVAILABLE => {
                             last = format!("{base}: {}", answer.refused());
-                            // A 503 is answered before anything is proposed; wait a little
-                            // (less than Retry-After asks: elections take about a second
-                            // and the client has its own deadline) and try elsewhere.
-                            let wait = retry_after.map_or(100, |s| (s * 1000).min(200));
-                            tokio::time::sleep(Duration::from_millis(wait)).await;
+                            // A 503 is answered before anything is proposed: try the
+                            // next endpoint at once (a node that just restarted and
+                            // knows no leader yet must not hold the client up), and
+                            // once every endpoint has said no in this round, wait. The
+                            // wait starts short, since a leadership hand-over or an
+                            // election may be over in tens of milliseconds, and grows
+                            // to less than Retry-After asks (elections take about a
+                            // second and the client has its own deadline).
+                            if attempt.is_multiple_of(self.endpoints.len()) {
+                                let cap = retry_after.map_or(MAX_PAUSE, |s| {
+                                    Duration::from_secs(s).clamp(FIRST_PAUSE, MAX_PAUSE)
+                                });
+                                tokio::time::sleep(pause.min(cap)).await;
+                                pause = (pause * 2).min(cap);
+                            }
                         }
                         StatusCode::GATEWAY_TIMEOUT => {
                             return Err(ClientError::Unknown(format!(

@@ -359,6 +359,10 @@ pub const REMOVED_MARKER: &str = "REMOVED";
 /// Refuses to start a node that its own data directory says is not a member: it was told
 /// it was removed ([`REMOVED_MARKER`]), its configuration retires its id, or that
 /// configuration does not name it. A node with no configuration yet (joining) passes.
+///
+/// A removed follower's log ends at the joint configuration, which still names it (the
+/// leader stops replicating to it as soon as the final one is appended): the marker is
+/// what it knows, once a member refused it ([`watch_removal`]).
 pub fn check_still_member(raft: &Raft, data_dir: &std::path::Path) -> Result<(), String> {
     let m = raft.membership();
     let id = raft.id();
