@@ -86,7 +86,11 @@ impl Session {
 
     /// The current health, with the local deadline applied.
     pub fn health(&self) -> Health {
-        match *self.health.borrow() {
+        // Copied out first: a `watch` borrow held across `send_replace` is a read lock held
+        // while taking the write lock, which deadlocks (it hung the process-level lock test
+        // once a session's local deadline passed).
+        let current = *self.health.borrow();
+        match current {
             Health::Alive { valid_until } if Instant::now() >= valid_until => {
                 self.health.send_replace(Health::Lost);
                 Health::Lost
@@ -205,6 +209,27 @@ pub(crate) async fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_past_its_local_deadline_reads_as_lost_without_deadlocking() {
+        let (health, _) = watch::channel(Health::Alive {
+            valid_until: Instant::now() - Duration::from_millis(1),
+        });
+        let session = Session {
+            id: "s".into(),
+            ttl: Duration::from_secs(1),
+            health,
+            task: tokio::spawn(async {}),
+        };
+        // Before the fix this held the watch's read lock while taking its write lock and
+        // hung; on its own thread, a hang fails the test instead of stalling the run.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((session.is_lost(), session.health()));
+        });
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(answer, Ok((true, Health::Lost)), "health() deadlocked");
+    }
 
     #[test]
     fn the_margin_is_a_twentieth_of_the_ttl_and_at_least_50_ms() {
