@@ -84,15 +84,8 @@ impl Answer {
     }
 }
 
-/// Normalizes `host:port` to `http://host:port`.
-pub fn endpoint_url(endpoint: &str) -> String {
-    let e = endpoint.trim().trim_end_matches('/');
-    if e.starts_with("http://") || e.starts_with("https://") {
-        e.to_string()
-    } else {
-        format!("http://{e}")
-    }
-}
+/// Normalizes `host:port` to `http://host:port` (shared with the admin commands).
+pub use raftlock_serverkit::admin::endpoint_url;
 
 impl Client {
     /// A client of `endpoints`, with a per-request timeout of `request_timeout` (it

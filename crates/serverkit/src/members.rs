@@ -141,20 +141,18 @@ pub fn members_view(status: &RaftStatus, addresses: &ClientAddresses) -> Value {
     })
 }
 
-/// `?name=value` pairs of a query string.
-fn query_flag(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(q) = query else { return Ok(None) };
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-        if k == name {
-            return Ok(Some(v.to_string()));
-        }
-    }
-    Ok(None)
+/// The value of `?name=` in a query string (`true` for a bare `?name`).
+fn query_flag(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "true")))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 fn query_bool(query: Option<&str>, name: &str, default: bool) -> Result<bool, ApiError> {
-    match query_flag(query, name)?.as_deref() {
+    match query_flag(query, name).as_deref() {
         None => Ok(default),
         Some("true" | "1" | "") => Ok(true),
         Some("false" | "0") => Ok(false),
@@ -279,7 +277,7 @@ async fn add(
         ));
     }
     let promote = query_bool(query.as_deref(), "promote", true)?;
-    let catch_up = match query_flag(query.as_deref(), "timeout_ms")? {
+    let catch_up = match query_flag(query.as_deref(), "timeout_ms") {
         None => DEFAULT_CATCH_UP_TIMEOUT,
         Some(ms) => Duration::from_millis(ms.parse().map_err(|_| {
             ApiError::bad_request(format!("?timeout_ms= must be a number, not {ms:?}"))

@@ -37,15 +37,9 @@ pub(crate) struct Transport {
     connect_timeout: Duration,
 }
 
-/// `host:port` or `http://host:port` to `http://host:port`.
-pub fn endpoint_url(address: &str) -> String {
-    let a = address.trim().trim_end_matches('/');
-    if a.starts_with("http://") || a.starts_with("https://") {
-        a.to_string()
-    } else {
-        format!("http://{a}")
-    }
-}
+/// `host:port` or `http://host:port` to `http://host:port` (shared with the admin
+/// commands).
+pub use raftlock_serverkit::admin::endpoint_url;
 
 fn connect(address: &str, connect_timeout: Duration) -> Result<Member, ClientError> {
     let url = endpoint_url(address);
