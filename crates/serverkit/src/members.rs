@@ -565,6 +565,71 @@ pub async fn after_transfer(raft: &Raft, error: Error, limit: Duration) -> Error
     }
 }
 
+/// Why a server stopped, when it was not asked to: removed from the cluster, or refused
+/// by it (`--join`). Read it after the server stopped serving, to exit with an error.
+#[derive(Clone, Debug, Default)]
+pub struct Verdict(Arc<std::sync::Mutex<Option<String>>>);
+
+impl Verdict {
+    fn set(&self, why: String) {
+        if let Ok(mut v) = self.0.lock() {
+            *v = Some(why);
+        }
+    }
+
+    /// The reason the server must exit with an error, if any.
+    pub fn take(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|mut v| v.take())
+    }
+}
+
+/// The membership side of a server's life: joins the cluster if `join` says so, and
+/// returns the future to stop serving on — SIGTERM/SIGINT (or the parent's death), after
+/// a leader handed leadership over (bounded by `hand_over`); the node learning it was
+/// removed ([`watch_removal`]); or the cluster refusing `--join` — with the [`Verdict`]
+/// that says which of the last two, if any.
+pub fn stop_signals(
+    raft: &Raft,
+    join: Option<JoinRequest>,
+    data_dir: std::path::PathBuf,
+    exit_with_parent: bool,
+    hand_over: Duration,
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    Verdict,
+) {
+    let (refused_tx, refused) = tokio::sync::oneshot::channel::<String>();
+    if let Some(request) = join {
+        let joining = raft.clone();
+        tokio::spawn(async move {
+            if let Err(why) = join_cluster(joining, request).await {
+                tracing::error!(%why, "could not join the cluster");
+                let _ = refused_tx.send(why);
+            }
+        });
+    }
+    let verdict = Verdict::default();
+    let stopping = {
+        let raft = raft.clone();
+        let verdict = verdict.clone();
+        async move {
+            tokio::select! {
+                () = crate::signals::shutdown_signal(exit_with_parent) => {
+                    // A leader that stops hands leadership over first: clients see a
+                    // pause of a round trip instead of an election timeout.
+                    hand_over_leadership(&raft, hand_over).await;
+                }
+                why = watch_removal(raft.clone(), data_dir) => {
+                    tracing::error!(%why, "removed from the cluster");
+                    verdict.set(why);
+                }
+                Ok(why) = refused => verdict.set(why),
+            }
+        }
+    };
+    (stopping, verdict)
+}
+
 /// The graceful leave: a leader hands leadership to the most up-to-date voter before it
 /// stops, so the cluster does not wait an election timeout for a new leader. Bounded by
 /// `limit`; a follower returns at once.

@@ -4,17 +4,15 @@
 mod reply;
 mod routes;
 
-use std::sync::Arc;
-
 use axum::serve::ListenerExt;
 use raftlock_raft::{
     FileStorage, FileStorageOptions, GrpcNetwork, GrpcOptions, PrometheusMetrics, RaftBuilder,
 };
 use raftlock_serverkit::members::{
-    check_still_member, hand_over_leadership, join_cluster, publish_client_addresses,
-    watch_removal, ClientAddresses, JoinRequest, MembersApi,
+    check_still_member, publish_client_addresses, stop_signals, ClientAddresses, JoinRequest,
+    MembersApi,
 };
-use raftlock_serverkit::signals::{log_leader_changes, shutdown_signal};
+use raftlock_serverkit::signals::log_leader_changes;
 use tokio::net::TcpListener;
 
 pub use reply::ApiError;
@@ -133,48 +131,20 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         addresses,
         request_timeout: node.request_timeout,
     }));
-    // A node that joins asks the cluster to add it; a refusal (a retired id) stops it.
-    let (refused_tx, refused) = tokio::sync::oneshot::channel::<String>();
-    if let Some(via) = node.join.clone() {
-        let request = JoinRequest {
-            via,
-            peer_address: node.advertise.clone(),
-            client_address: http_addr.to_string(),
-        };
-        let joining = raft.clone();
-        tokio::spawn(async move {
-            if let Err(why) = join_cluster(joining, request).await {
-                tracing::error!(%why, "could not join the cluster");
-                let _ = refused_tx.send(why);
-            }
-        });
-    }
-    let refusal = Arc::new(std::sync::Mutex::new(None));
-    let stopping = {
-        let raft = raft.clone();
-        let refusal = refusal.clone();
-        let data_dir = node.data_dir.clone();
-        async move {
-            tokio::select! {
-                () = shutdown_signal(node.exit_with_parent) => {
-                    // A leader that stops hands leadership over first: clients see a
-                    // pause of a round trip instead of an election timeout.
-                    hand_over_leadership(&raft, hand_over).await;
-                }
-                why = watch_removal(raft.clone(), data_dir.clone()) => {
-                    tracing::error!(%why, "removed from the cluster");
-                    if let Ok(mut r) = refusal.lock() {
-                        *r = Some(why);
-                    }
-                }
-                Ok(why) = refused => {
-                    if let Ok(mut r) = refusal.lock() {
-                        *r = Some(why);
-                    }
-                }
-            }
-        }
-    };
+    // A node that joins asks the cluster to add it; being refused, or removed later,
+    // stops it with an error.
+    let join = node.join.clone().map(|via| JoinRequest {
+        via,
+        peer_address: node.advertise.clone(),
+        client_address: http_addr.to_string(),
+    });
+    let (stopping, verdict) = stop_signals(
+        &raft,
+        join,
+        node.data_dir.clone(),
+        node.exit_with_parent,
+        hand_over,
+    );
     // Nagle's algorithm would hold back the second write of an answer written in parts
     // (an HTTP/2 frame after its headers, a large body) until the client's delayed ACK:
     // 40 ms. Go's net, which etcd serves on, turns it off on every connection too.
@@ -188,7 +158,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), NodeError> {
         .await;
     tracing::info!(node = %id, "stopping");
     raft.stop().await;
-    if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
+    if let Some(why) = verdict.take() {
         return Err(NodeError::Membership(why));
     }
     served.map_err(|source| NodeError::Http {
