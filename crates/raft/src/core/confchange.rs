@@ -80,18 +80,27 @@ impl RaftCore {
         };
         let next = current.change_to(voters, learners, nodes);
         next.validate()?;
+        self.check_caught_up(&current.voters, &next.voters)?;
+        tracing::info!(from = %current, to = %next, "proposing a membership change");
+        Ok(self.append_config(next))
+    }
+
+    /// The promotion rule: every voter of `next` that is not one of `current` must have
+    /// answered in this term (so its match index is known, not a guess) and hold nearly
+    /// the whole log (within `max_promotion_lag` entries), else `NotCaughtUp`. The
+    /// runtime asks it too, ahead of its quorum check, so that a voter still catching up
+    /// is reported as such.
+    pub(crate) fn check_caught_up(
+        &self,
+        current: &BTreeSet<NodeId>,
+        next: &BTreeSet<NodeId>,
+    ) -> Result<()> {
         let last = self.log.last_index();
         let max_lag = self.config.tuning.max_promotion_lag;
         for id in next
-            .voters
             .iter()
-            .filter(|id| !current.voters.contains(*id))
+            .filter(|id| !current.contains(*id) && **id != self.id)
         {
-            if *id == self.id {
-                continue;
-            }
-            // It must have answered in this term (so its match index is known, not a
-            // guess), and hold nearly the whole log.
             let matched = self
                 .tracker
                 .progress
@@ -107,8 +116,7 @@ impl RaftCore {
                 .into());
             }
         }
-        tracing::info!(from = %current, to = %next, "proposing a membership change");
-        Ok(self.append_config(next))
+        Ok(())
     }
 
     /// Index of a configuration entry that is not committed yet, or of a joint

@@ -104,7 +104,7 @@ impl Changes {
                     // The catch-up rule first: a voter that is still catching up is what
                     // `add_voter` waits for, and it is often also the voter not heard
                     // from yet, which the quorum check would report instead.
-                    catch_up_check(core, &voters)?;
+                    core.check_caught_up(&core.membership().voters, &voters)?;
                     quorum_check(core, &voters)?;
                 }
                 core.change_membership(voters, learners, nodes).map(Some)
@@ -276,36 +276,6 @@ fn pending_change(core: &RaftCore) -> Option<(Index, Term)> {
         return None;
     }
     core.term_at(index).map(|term| (index, term))
-}
-
-/// The core's rule that a new voter has caught up (it answered in this term, and its log
-/// is within `max_promotion_lag` entries of the leader's), checked ahead of the quorum
-/// check so that a voter still catching up is reported as such. The core checks it
-/// again when the change is proposed.
-fn catch_up_check(core: &RaftCore, next_voters: &BTreeSet<NodeId>) -> Result<()> {
-    let current = core.membership();
-    let status = core.status();
-    let last = status.last_log_index;
-    let max_lag = core.config().tuning.max_promotion_lag;
-    for id in next_voters
-        .iter()
-        .filter(|id| !current.voters.contains(*id) && **id != status.id)
-    {
-        let matched = status
-            .replication
-            .get(id)
-            .filter(|p| p.last_active_ago.is_some())
-            .map(|p| p.match_index);
-        if matched.is_none_or(|m| m.saturating_add(max_lag) < last) {
-            return Err(MembershipError::NotCaughtUp {
-                id: id.clone(),
-                matched: matched.unwrap_or(0),
-                last,
-            }
-            .into());
-        }
-    }
-    Ok(())
 }
 
 /// Refuses a change of voters that would leave the new configuration, or the current one
